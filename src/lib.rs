@@ -1,0 +1,18 @@
+//! pytie: fuzzing and differential testing of PyObject tying.
+//!
+//! Layers, one module each:
+//! - [`native`]: the native object ABI (TVM-FFI layout), allocators,
+//!   accounting, and the C++ side of the world (holders, weak slots,
+//!   foreign-thread release). Runtime layer: `unsafe` allowed.
+//! - [`wrapper`]: the Python wrapper types and the tying state machine
+//!   (design S) on CPython through PyO3. Runtime layer: `unsafe` allowed.
+//! - [`model`]: the reference model of the contract. No `unsafe`, no Python.
+//! - [`program`]: the step language, text and binary forms.
+//! - [`state`]: the abstract state both sides produce.
+//! - [`backend`]: implementations the executor can drive.
+//! - [`exec`]: runs a program on the model and a backend in lockstep.
+//! - [`cli`]: the `pytie` command.
+
+pub mod model;
+pub mod program;
+pub mod state;

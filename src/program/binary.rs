@@ -1,0 +1,1 @@
+//! Binary form of programs (contract §4.2, docs/format.md).

@@ -1,0 +1,293 @@
+//! The program language of contract §4: steps over vars, holders and weak
+//! slots, in a text form (`text`) for people and a binary form (`binary`)
+//! for the fuzzer.
+
+pub mod binary;
+pub mod text;
+
+use std::fmt;
+
+/// Python variable slots `v0`..`v7`.
+pub const VARS: usize = 8;
+/// C++ holders `h0`..`h3`.
+pub const HOLDERS: usize = 4;
+/// C++ weak slots `w0`, `w1`.
+pub const WEAKS: usize = 2;
+/// Identity labels `m0`..`m7` (text form only).
+pub const MARKS: usize = 8;
+
+/// A Python variable slot, `v0`..`v7`. Always `< VARS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u8);
+/// A C++ holder, `h0`..`h3`. Always `< HOLDERS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Holder(pub u8);
+/// A C++ weak slot, `w0`, `w1`. Always `< WEAKS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WeakSlot(pub u8);
+/// An identity label, `m0`..`m7`. Always `< MARKS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mark(pub u8);
+
+impl Var {
+    pub fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+impl Holder {
+    pub fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+impl WeakSlot {
+    pub fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+impl Mark {
+    pub fn idx(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "h{}", self.0)
+    }
+}
+impl fmt::Display for WeakSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "w{}", self.0)
+    }
+}
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}", self.0)
+    }
+}
+
+/// What `new` constructs (contract §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjKind {
+    /// Tied allocation, eligible wrapper type.
+    Plain,
+    /// Tied allocation, wrapper type with an instance `__dict__` (ineligible).
+    Dict,
+    /// Builtin allocator: never binds.
+    Untied,
+}
+
+impl ObjKind {
+    pub const ALL: [ObjKind; 3] = [ObjKind::Plain, ObjKind::Dict, ObjKind::Untied];
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjKind::Plain => "plain",
+            ObjKind::Dict => "dict",
+            ObjKind::Untied => "untied",
+        }
+    }
+    pub fn is_tied(self) -> bool {
+        !matches!(self, ObjKind::Untied)
+    }
+}
+
+/// The steps that change state. Their order is the binary opcode order
+/// (docs/format.md) and the bit order of [`StepSet`]: never reorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum StepKind {
+    New = 0,
+    Ret,
+    Echo,
+    Get,
+    Set,
+    Unset,
+    Clone,
+    Drop,
+    Hold,
+    Move,
+    Release,
+    ReleaseForeign,
+    Weak,
+    Unweak,
+    Lock,
+    Cycle,
+    Collect,
+    Shutdown,
+}
+
+impl StepKind {
+    pub const COUNT: usize = 18;
+    pub const ALL: [StepKind; StepKind::COUNT] = [
+        StepKind::New,
+        StepKind::Ret,
+        StepKind::Echo,
+        StepKind::Get,
+        StepKind::Set,
+        StepKind::Unset,
+        StepKind::Clone,
+        StepKind::Drop,
+        StepKind::Hold,
+        StepKind::Move,
+        StepKind::Release,
+        StepKind::ReleaseForeign,
+        StepKind::Weak,
+        StepKind::Unweak,
+        StepKind::Lock,
+        StepKind::Cycle,
+        StepKind::Collect,
+        StepKind::Shutdown,
+    ];
+    /// The step's name in the text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::New => "new",
+            StepKind::Ret => "ret",
+            StepKind::Echo => "echo",
+            StepKind::Get => "get",
+            StepKind::Set => "set",
+            StepKind::Unset => "unset",
+            StepKind::Clone => "clone",
+            StepKind::Drop => "drop",
+            StepKind::Hold => "hold",
+            StepKind::Move => "move",
+            StepKind::Release => "release",
+            StepKind::ReleaseForeign => "release_foreign",
+            StepKind::Weak => "weak",
+            StepKind::Unweak => "unweak",
+            StepKind::Lock => "lock",
+            StepKind::Cycle => "cycle",
+            StepKind::Collect => "collect",
+            StepKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A set of step kinds (bit `k` = `StepKind` with discriminant `k`).
+/// Backends declare what they support with it; swarm testing picks one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StepSet(pub u32);
+
+impl StepSet {
+    pub const ALL: StepSet = StepSet((1 << StepKind::COUNT) - 1);
+    pub const EMPTY: StepSet = StepSet(0);
+    pub fn contains(self, k: StepKind) -> bool {
+        self.0 & (1 << k as u32) != 0
+    }
+    pub fn with(self, k: StepKind) -> StepSet {
+        StepSet(self.0 | (1 << k as u32))
+    }
+    pub fn without(self, k: StepKind) -> StepSet {
+        StepSet(self.0 & !(1 << k as u32))
+    }
+    pub fn iter(self) -> impl Iterator<Item = StepKind> {
+        StepKind::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// `expect` forms (text only, contract §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// `expect V is U` (`negated`: `is not`).
+    IsVar { v: Var, u: Var, negated: bool },
+    /// `expect V is M` (`negated`: `is not`).
+    IsMark { v: Var, m: Mark, negated: bool },
+    /// `expect V none`: V is empty or holds None.
+    None { v: Var },
+    /// `expect V moved`: V holds a moved-from wrapper.
+    Moved { v: Var },
+    /// `expect strong V N`.
+    Strong { v: Var, n: u32 },
+    /// `expect weak V N`.
+    Weak { v: Var, n: u32 },
+}
+
+/// One step of a program (contract §4.1). Field names follow the text
+/// form: `New { v, kind }` is `new V KIND`, `Set { u, v }` is `set U V`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    New { v: Var, kind: ObjKind },
+    Ret { v: Var, h: Holder },
+    Echo { v: Var, u: Var },
+    Get { v: Var, u: Var },
+    Set { u: Var, v: Var },
+    Unset { u: Var },
+    Clone { v: Var, u: Var },
+    Drop { v: Var },
+    Hold { h: Holder, v: Var },
+    Move { h: Holder, v: Var },
+    Release { h: Holder },
+    ReleaseForeign { h: Holder },
+    Weak { w: WeakSlot, v: Var },
+    Unweak { w: WeakSlot },
+    Lock { v: Var, w: WeakSlot },
+    Cycle { v: Var },
+    Collect,
+    Shutdown,
+    /// `mark M V` (text only).
+    Mark { m: Mark, v: Var },
+    /// `expect ...` (text only).
+    Expect(Expect),
+}
+
+impl Op {
+    /// The state-changing kind, or `None` for the text-only assertions.
+    pub fn kind(&self) -> Option<StepKind> {
+        Some(match self {
+            Op::New { .. } => StepKind::New,
+            Op::Ret { .. } => StepKind::Ret,
+            Op::Echo { .. } => StepKind::Echo,
+            Op::Get { .. } => StepKind::Get,
+            Op::Set { .. } => StepKind::Set,
+            Op::Unset { .. } => StepKind::Unset,
+            Op::Clone { .. } => StepKind::Clone,
+            Op::Drop { .. } => StepKind::Drop,
+            Op::Hold { .. } => StepKind::Hold,
+            Op::Move { .. } => StepKind::Move,
+            Op::Release { .. } => StepKind::Release,
+            Op::ReleaseForeign { .. } => StepKind::ReleaseForeign,
+            Op::Weak { .. } => StepKind::Weak,
+            Op::Unweak { .. } => StepKind::Unweak,
+            Op::Lock { .. } => StepKind::Lock,
+            Op::Cycle { .. } => StepKind::Cycle,
+            Op::Collect => StepKind::Collect,
+            Op::Shutdown => StepKind::Shutdown,
+            Op::Mark { .. } | Op::Expect(_) => return None,
+        })
+    }
+
+    /// True for `mark` and `expect`, which never change state.
+    pub fn is_assertion(&self) -> bool {
+        self.kind().is_none()
+    }
+}
+
+/// A program: steps run in order from an empty world.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Program {
+    pub ops: Vec<Op>,
+}
+
+impl Program {
+    pub fn new(ops: Vec<Op>) -> Program {
+        Program { ops }
+    }
+    /// The kinds of step this program uses.
+    pub fn kinds(&self) -> StepSet {
+        self.ops
+            .iter()
+            .filter_map(Op::kind)
+            .fold(StepSet::EMPTY, StepSet::with)
+    }
+}
