@@ -14,5 +14,7 @@
 //! - [`cli`]: the `pytie` command.
 
 pub mod model;
+pub mod native;
 pub mod program;
 pub mod state;
+pub mod wrapper;

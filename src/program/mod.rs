@@ -217,26 +217,71 @@ pub enum Expect {
 /// form: `New { v, kind }` is `new V KIND`, `Set { u, v }` is `set U V`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    New { v: Var, kind: ObjKind },
-    Ret { v: Var, h: Holder },
-    Echo { v: Var, u: Var },
-    Get { v: Var, u: Var },
-    Set { u: Var, v: Var },
-    Unset { u: Var },
-    Clone { v: Var, u: Var },
-    Drop { v: Var },
-    Hold { h: Holder, v: Var },
-    Move { h: Holder, v: Var },
-    Release { h: Holder },
-    ReleaseForeign { h: Holder },
-    Weak { w: WeakSlot, v: Var },
-    Unweak { w: WeakSlot },
-    Lock { v: Var, w: WeakSlot },
-    Cycle { v: Var },
+    New {
+        v: Var,
+        kind: ObjKind,
+    },
+    Ret {
+        v: Var,
+        h: Holder,
+    },
+    Echo {
+        v: Var,
+        u: Var,
+    },
+    Get {
+        v: Var,
+        u: Var,
+    },
+    Set {
+        u: Var,
+        v: Var,
+    },
+    Unset {
+        u: Var,
+    },
+    Clone {
+        v: Var,
+        u: Var,
+    },
+    Drop {
+        v: Var,
+    },
+    Hold {
+        h: Holder,
+        v: Var,
+    },
+    Move {
+        h: Holder,
+        v: Var,
+    },
+    Release {
+        h: Holder,
+    },
+    ReleaseForeign {
+        h: Holder,
+    },
+    Weak {
+        w: WeakSlot,
+        v: Var,
+    },
+    Unweak {
+        w: WeakSlot,
+    },
+    Lock {
+        v: Var,
+        w: WeakSlot,
+    },
+    Cycle {
+        v: Var,
+    },
     Collect,
     Shutdown,
     /// `mark M V` (text only).
-    Mark { m: Mark, v: Var },
+    Mark {
+        m: Mark,
+        v: Var,
+    },
     /// `expect ...` (text only).
     Expect(Expect),
 }

@@ -1,0 +1,191 @@
+//! The C++ side of the world as Rust types owning raw references: a strong
+//! reference ([`HandleRef`], what a holder or a field owns), a weak
+//! reference ([`WeakRef`], what a weak slot owns), field access, and the
+//! release of a strong reference on another OS thread.
+
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use super::alloc::{DeleteSpace, alloc_tied, alloc_untied};
+use super::object::{self, Object};
+
+/// One strong reference on a native object. Dropping it DecRefs.
+#[derive(Debug)]
+pub struct HandleRef(NonNull<Object>);
+
+// SAFETY: reference counts are atomic, and destruction that touches Python
+// (`delete_space` of a tied object) takes the GIL itself.
+unsafe impl Send for HandleRef {}
+
+impl HandleRef {
+    /// A new tied object (strong 1), allocated with the given Python-aware
+    /// `delete_space`.
+    pub fn new_tied(type_index: i32, delete_space: DeleteSpace) -> HandleRef {
+        HandleRef(NonNull::new(alloc_tied(type_index, delete_space)).expect("allocation"))
+    }
+
+    /// A new untied object (strong 1), from the builtin allocator.
+    pub fn new_untied(type_index: i32) -> HandleRef {
+        HandleRef(NonNull::new(alloc_untied(type_index)).expect("allocation"))
+    }
+
+    /// Adopt a strong reference the caller owns.
+    ///
+    /// # Safety
+    /// `obj` is live and the caller owns one strong reference on it, which
+    /// it hands over.
+    pub unsafe fn from_raw(obj: *mut Object) -> HandleRef {
+        HandleRef(NonNull::new(obj).expect("null handle"))
+    }
+
+    /// Take a new strong reference on a live object.
+    ///
+    /// # Safety
+    /// `obj` is live and stays so for the call (the caller holds a ref).
+    pub unsafe fn inc_ref(obj: *mut Object) -> HandleRef {
+        // SAFETY: the caller guarantees `obj` is live.
+        unsafe { object::inc_ref(obj) };
+        HandleRef(NonNull::new(obj).expect("null handle"))
+    }
+
+    /// Give up ownership without DecRef: the caller now owns the +1.
+    pub fn into_raw(self) -> *mut Object {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    pub fn as_ptr(&self) -> *mut Object {
+        self.0.as_ptr()
+    }
+
+    fn obj(&self) -> &Object {
+        // SAFETY: we own a strong reference, so the body is live.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The object's creation number.
+    pub fn id(&self) -> u32 {
+        self.obj().id
+    }
+
+    pub fn type_index(&self) -> i32 {
+        self.obj().header.type_index
+    }
+
+    /// (strong, weak).
+    pub fn counts(&self) -> (u32, u32) {
+        self.obj().counts()
+    }
+
+    /// Another strong reference (IncRef).
+    pub fn clone_ref(&self) -> HandleRef {
+        // SAFETY: we hold a strong ref.
+        unsafe { HandleRef::inc_ref(self.as_ptr()) }
+    }
+
+    /// The field `x`, as a new strong reference.
+    pub fn field(&self) -> Option<HandleRef> {
+        let child = self.obj().field.load(Ordering::Acquire);
+        // SAFETY: the field owns a strong ref on `child`, and we hold one on
+        // its owner, so `child` is live for the IncRef.
+        (!child.is_null()).then(|| unsafe { HandleRef::inc_ref(child) })
+    }
+
+    /// Store into the field `x` (the field takes `new`'s reference), then
+    /// release the old content.
+    pub fn set_field(&self, new: Option<HandleRef>) {
+        let new = new.map_or(std::ptr::null_mut(), HandleRef::into_raw);
+        let old = self.obj().field.swap(new, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: the field owned one strong ref on `old`.
+            drop(unsafe { HandleRef::from_raw(old) });
+        }
+    }
+
+    /// A weak reference to this object.
+    pub fn downgrade(&self) -> WeakRef {
+        // SAFETY: we hold a strong ref, so the storage is live.
+        unsafe { object::weak_hold(self.as_ptr()) };
+        WeakRef(self.0)
+    }
+}
+
+impl Drop for HandleRef {
+    fn drop(&mut self) {
+        // SAFETY: we own one strong reference and give it up.
+        unsafe { object::dec_ref(self.0.as_ptr()) }
+    }
+}
+
+/// One weak reference on a native object. Dropping it releases the weak
+/// count (the storage is freed at weak 0).
+#[derive(Debug)]
+pub struct WeakRef(NonNull<Object>);
+
+// SAFETY: as for `HandleRef`.
+unsafe impl Send for WeakRef {}
+
+impl WeakRef {
+    fn obj(&self) -> &Object {
+        // SAFETY: our weak reference keeps the storage live.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The object's creation number.
+    pub fn id(&self) -> u32 {
+        self.obj().id
+    }
+
+    /// Upgrade ("lock"): a strong reference if the object is alive.
+    pub fn upgrade(&self) -> Option<HandleRef> {
+        // SAFETY: our weak ref keeps the storage live.
+        unsafe { object::try_upgrade(self.0.as_ptr()) }.then_some(HandleRef(self.0))
+    }
+}
+
+impl Drop for WeakRef {
+    fn drop(&mut self) {
+        // SAFETY: we own one weak reference and give it up.
+        unsafe { object::weak_release(self.0.as_ptr()) }
+    }
+}
+
+struct Worker {
+    jobs: Sender<HandleRef>,
+    done: Receiver<()>,
+    pid: u32,
+}
+
+static WORKER: Mutex<Option<Worker>> = Mutex::new(None);
+
+/// Drop `r` on another OS thread, one that never holds the GIL unless it
+/// takes it, and wait until it has finished. The caller must not hold the
+/// GIL while waiting (release it around this call), or a `delete_space`
+/// on the other thread that needs the GIL would deadlock.
+pub fn release_on_foreign_thread(r: HandleRef) {
+    let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    // A forked child (AFL++'s fork server) inherits the slot, not the thread.
+    if guard.as_ref().is_none_or(|w| w.pid != pid) {
+        let (jobs, job_rx) = channel::<HandleRef>();
+        let (done_tx, done) = channel();
+        std::thread::Builder::new()
+            .name("pytie-foreign".into())
+            .spawn(move || {
+                for r in job_rx {
+                    drop(r);
+                    if done_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the foreign thread");
+        *guard = Some(Worker { jobs, done, pid });
+    }
+    let w = guard.as_ref().expect("worker");
+    w.jobs.send(r).expect("foreign thread alive");
+    w.done.recv().expect("foreign thread finished the release");
+}

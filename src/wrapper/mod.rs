@@ -1,0 +1,242 @@
+//! The Python wrapper layer: wrapper types tied to native objects by the
+//! design-S state machine of contract §3, on the machine's CPython.
+//! Runtime layer: `unsafe` lives here and in [`crate::native`], behind the
+//! safe API below, which the backends use.
+
+pub mod accounts;
+mod observe;
+mod tying;
+mod types;
+
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use crate::native::{self, HandleRef, TYPE_DICT, TYPE_PLAIN, WeakRef};
+use crate::program::ObjKind;
+
+pub use observe::observe;
+pub use tying::{INACTIVE, Tag, decode_tag};
+
+/// Exclusive use of the runtime: one interpreter and one set of
+/// registries per process, so every user (a test, an executor) holds this
+/// while it runs a world. Take it before attaching to Python.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static SESSION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SESSION.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The step needed a live wrapper and found a moved-from one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved;
+
+/// What the checker may learn of a wrapper object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WrapperInfo {
+    /// Allocation serial since the last reset (the wrapper number).
+    pub serial: u32,
+    /// Address (`id()`).
+    pub addr: usize,
+    /// `chandle` is NULL.
+    pub moved: bool,
+}
+
+/// Create the Python types (once per process), register the atexit hook
+/// that sets the shutdown flag, and switch automatic GC off (cycles die at
+/// `collect` steps only).
+pub fn init(py: Python<'_>) -> PyResult<()> {
+    types::init(py)
+}
+
+/// `new`: C++ constructs an object and returns it to Python.
+pub fn new_object(py: Python<'_>, kind: ObjKind) -> PyResult<Bound<'_, PyAny>> {
+    let h = match kind {
+        ObjKind::Plain => HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space),
+        ObjKind::Dict => HandleRef::new_tied(TYPE_DICT, tying::py_delete_space),
+        ObjKind::Untied => HandleRef::new_untied(TYPE_PLAIN),
+    };
+    return_handle(py, h)
+}
+
+/// Return a strong reference to Python (`make_ret`): the canonical wrapper
+/// takes it over.
+pub fn return_handle(py: Python<'_>, h: HandleRef) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: GIL held (py); the +1 of `h` is handed to make_ret.
+    unsafe {
+        let w = tying::make_ret(h.into_raw());
+        Bound::from_owned_ptr_or_err(py, w)
+    }
+}
+
+/// `f(w)` where the FFI function `f` returns its argument.
+pub fn echo<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = w.py();
+    // SAFETY: the function object lives for the process.
+    let f = unsafe { Bound::from_borrowed_ptr(py, types::echo_function()) };
+    f.call1((w,))
+}
+
+/// `w.x`.
+pub fn get_x<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    w.getattr(intern!(w.py(), "x"))
+}
+
+/// `w.x = v` (`v` may be None).
+pub fn set_x(w: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    w.setattr(intern!(w.py(), "x"), v)
+}
+
+/// Is this error the moved-from error?
+pub fn is_moved(err: &PyErr, py: Python<'_>) -> bool {
+    // SAFETY: the exception type lives for the process.
+    let ty = unsafe { Bound::from_borrowed_ptr(py, types::moved_error()) };
+    err.get_type(py).is(&ty)
+}
+
+fn wrapper_ptr(w: &Bound<'_, PyAny>) -> *mut ffi::PyObject {
+    // SAFETY: GIL held (Bound); type check only.
+    assert!(
+        unsafe { types::is_wrapper(w.as_ptr()) },
+        "not a pytie wrapper: {w}"
+    );
+    w.as_ptr()
+}
+
+/// A new strong reference to the wrapper's object (C++ receives it).
+pub fn handle_of(w: &Bound<'_, PyAny>) -> Result<HandleRef, Moved> {
+    let p = wrapper_ptr(w);
+    // SAFETY: `p` is a live wrapper; a non-NULL chandle owns a strong ref,
+    // so the object is live for the IncRef.
+    unsafe {
+        let obj = (*p.cast::<types::PyWrapper>()).chandle;
+        if obj.is_null() {
+            return Err(Moved);
+        }
+        Ok(HandleRef::inc_ref(obj))
+    }
+}
+
+/// `w._move()`: the wrapper's reference leaves it; it stays alive, empty.
+pub fn move_out(w: &Bound<'_, PyAny>) -> Result<HandleRef, Moved> {
+    let p = wrapper_ptr(w);
+    // SAFETY: GIL held; `p` is a live wrapper.
+    let obj = unsafe { tying::take_handle(p) };
+    if obj.is_null() {
+        return Err(Moved);
+    }
+    // SAFETY: take_handle handed us the wrapper's strong ref.
+    Ok(unsafe { HandleRef::from_raw(obj) })
+}
+
+/// A weak reference to the wrapper's object.
+pub fn weak_of(w: &Bound<'_, PyAny>) -> Result<WeakRef, Moved> {
+    handle_of(w).map(|h| h.downgrade())
+}
+
+/// Identity and state of a wrapper, or `None` for any other object.
+pub fn info(w: &Bound<'_, PyAny>) -> Option<WrapperInfo> {
+    let p = w.as_ptr();
+    // SAFETY: GIL held; fields read only after the type check.
+    unsafe {
+        if !types::is_wrapper(p) {
+            return None;
+        }
+        let wr = &*p.cast::<types::PyWrapper>();
+        Some(WrapperInfo {
+            serial: wr.serial,
+            addr: p as usize,
+            moved: wr.chandle.is_null(),
+        })
+    }
+}
+
+/// `cycle`: the wrapper (its reference given away) goes into a new
+/// reference cycle that dies at the next collection.
+pub fn into_cycle(w: Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: GIL held; the reference is handed over.
+    unsafe { types::make_cycle(w.into_ptr()) }
+}
+
+/// `collect`: `gc.collect()`.
+pub fn collect(_py: Python<'_>) {
+    // SAFETY: GIL held (py).
+    unsafe { ffi::PyGC_Collect() };
+}
+
+/// `shutdown`: interpreter finalization begins (contract §3).
+pub fn shutdown() {
+    accounts::set_shutdown(true);
+}
+
+/// Teardown (§6): in creation order, clear the field of every object alive
+/// at that moment (breaks native cycles).
+pub fn clear_all_fields(_py: Python<'_>) {
+    let mut i = 0;
+    while let Some(entry) =
+        native::registry::with(|r| r.handles.get(i).map(|h| h.alive.then_some(h.addr)))
+    {
+        if let Some(addr) = entry {
+            // SAFETY: the registry says the object is alive; the temporary
+            // strong ref keeps it so while its field is cleared.
+            let h = unsafe { HandleRef::inc_ref(addr as *mut native::Object) };
+            h.set_field(None);
+        }
+        i += 1;
+    }
+}
+
+/// The test-only door of §6: reclaim wrapper memory leaked after shutdown
+/// and reset the shutdown flag.
+pub fn reclaim_leaked(_py: Python<'_>) {
+    // SAFETY: GIL held (py).
+    unsafe { tying::reclaim_leaked() };
+    accounts::set_shutdown(false);
+}
+
+/// What is still allocated: `None` when the world is empty.
+pub fn leftovers() -> Option<String> {
+    let (handles, blocks) = native::registry::with(|r| (r.live_handles, r.live_blocks));
+    let (wrappers, leaked, cycles) = accounts::with(|a| (a.live, a.leaked, a.cycles.len()));
+    let all = [
+        handles as usize,
+        blocks as usize,
+        wrappers as usize,
+        leaked as usize,
+        cycles,
+    ];
+    all.iter().any(|n| *n > 0).then(|| {
+        format!(
+            "{handles} live handles, {blocks} storage blocks, {wrappers} wrappers, {leaked} leaked wrappers, {cycles} uncollected cycles"
+        )
+    })
+}
+
+/// Start a new program: number handles and wrappers from 0, shutdown flag
+/// off. Fails when something from before is still allocated.
+pub fn reset() -> Result<(), String> {
+    if let Some(left) = leftovers() {
+        return Err(format!("the world is not empty: {left}"));
+    }
+    native::registry::reset();
+    accounts::reset();
+    Ok(())
+}
+
+/// After a failure, give up the world without freeing anything (freeing a
+/// broken world could crash): keep every live cycle alive forever, forget
+/// all records, reset the flag. Leaks memory on purpose; the caller must
+/// forget (not drop) every reference it still holds.
+pub fn abandon(_py: Python<'_>) {
+    let cycles: Vec<usize> = accounts::with(|a| a.cycles.keys().copied().collect());
+    for c in cycles {
+        // SAFETY: GIL held; the node is live (it unregisters when it dies).
+        unsafe { ffi::Py_INCREF(c as *mut ffi::PyObject) };
+    }
+    native::registry::reset();
+    accounts::reset();
+}
+
+/// Runtime assertion failures since the last call.
+pub fn take_violations() -> Vec<String> {
+    native::registry::take_violations()
+}

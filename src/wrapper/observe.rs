@@ -1,0 +1,96 @@
+//! A read-only snapshot of the real abstract state (contract §5): handles
+//! from the native registry, bindings from tag words, wrappers from the
+//! wrapper accounts, totals from both. Pointers are followed only when the
+//! registries say their memory is allocated; a pointer into freed memory
+//! is reported as [`DANGLING`] instead of being read.
+
+use std::sync::atomic::Ordering;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use super::accounts;
+use super::tying::{Tag, decode_tag};
+use super::types::PyWrapper;
+use crate::native::alloc::tag_word;
+use crate::native::object::Object;
+use crate::native::registry;
+use crate::state::{AbstractState, Binding, HandleState, Totals, WrapperLife, WrapperState};
+
+/// Number given to a handle or wrapper pointer that points to no live
+/// allocation (a dangling `chandle`, field or tag word).
+pub const DANGLING: u32 = u32::MAX;
+
+/// Fill `out.handles`, `out.wrappers` and `out.totals` (vars, holders,
+/// weak slots and the step result are the backend's to fill).
+pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
+    out.handles.clear();
+    out.wrappers.clear();
+    registry::with(|r| {
+        accounts::with(|a| {
+            let handle_no =
+                |p: *mut Object| r.blocks.get(&(p as usize)).copied().unwrap_or(DANGLING);
+            let wrapper_no =
+                |p: *mut ffi::PyObject| a.by_addr.get(&(p as usize)).copied().unwrap_or(DANGLING);
+            for h in &r.handles {
+                if !h.storage {
+                    out.handles.push(HandleState::FREED);
+                    continue;
+                }
+                let obj = h.addr as *mut Object;
+                // SAFETY: the registry says this block is allocated.
+                let ((strong, weak), field) =
+                    unsafe { ((*obj).counts(), (*obj).field.load(Ordering::Acquire)) };
+                let binding = if h.tied {
+                    // SAFETY: allocated tied block: its tag word exists.
+                    match decode_tag(unsafe { tag_word(obj) }.load(Ordering::Acquire)) {
+                        Tag::Detached => Binding::Detached,
+                        Tag::Active(w) => Binding::Active(wrapper_no(w)),
+                        Tag::Inactive(w) => Binding::Inactive(wrapper_no(w)),
+                    }
+                } else {
+                    Binding::Untied
+                };
+                out.handles.push(HandleState {
+                    strong,
+                    weak,
+                    storage: true,
+                    binding,
+                    field: (!field.is_null()).then(|| handle_no(field)),
+                });
+            }
+            for s in &a.slots {
+                if s.life == WrapperLife::Freed {
+                    out.wrappers.push(WrapperState::FREED);
+                    continue;
+                }
+                let w = s.addr as *mut ffi::PyObject;
+                // SAFETY: the accounts say this wrapper is allocated.
+                let (refcnt, chandle) =
+                    unsafe { (ffi::Py_REFCNT(w), (*w.cast::<PyWrapper>()).chandle) };
+                // A leaked wrapper's memory is kept by its phantom ref.
+                let phantom = isize::from(s.life == WrapperLife::Leaked);
+                out.wrappers.push(WrapperState {
+                    life: s.life,
+                    refs: (refcnt - phantom).max(0) as u32,
+                    chandle: (!chandle.is_null()).then(|| handle_no(chandle)),
+                });
+            }
+            out.totals = Totals {
+                live_handles: r.live_handles,
+                live_blocks: r.live_blocks,
+                live_wrappers: a.live,
+                leaked_wrappers: a.leaked,
+            };
+        })
+    });
+    // An Inactive wrapper's memory is kept by its phantom ref: not the
+    // program's.
+    for i in 0..out.handles.len() {
+        if let Binding::Inactive(w) = out.handles[i].binding
+            && let Some(ws) = out.wrappers.get_mut(w as usize)
+        {
+            ws.refs = ws.refs.saturating_sub(1);
+        }
+    }
+}
