@@ -1,4 +1,6 @@
-//! proptest strategies for programs, shared by the program_* tests.
+//! proptest strategies for programs, shared by the program_* tests (each
+//! test crate uses a different subset, hence the `dead_code` allowance).
+#![allow(dead_code)]
 
 use proptest::prelude::*;
 use pytie::program::{
