@@ -1,1 +1,283 @@
-//! Binary form of programs (contract §4.2, docs/format.md).
+//! Binary form of programs (contract §4.2, docs/format.md), layout
+//! version [`FORMAT_VERSION`].
+//!
+//! A 4-byte header (swarm mask and slot counts), then one opcode byte per
+//! step followed by one byte per operand. [`decode`] is total: every byte
+//! string is a program. [`encode`] writes the minimal header for a
+//! program, and `decode(&encode(p)) == p` for every program without
+//! `mark`/`expect` steps and with at most [`MAX_STEPS`] steps.
+//!
+//! Changing anything here changes what every stored fuzz input means:
+//! bump [`FORMAT_VERSION`] and follow docs/format.md.
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use super::{HOLDERS, Holder, ObjKind, Op, Program, StepKind, StepSet, VARS, Var, WEAKS, WeakSlot};
+
+/// Version of the layout below. Bump it on any change (docs/format.md).
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of header before the first step.
+pub const HEADER_LEN: usize = 4;
+/// Decoding stops after this many steps; further bytes are ignored.
+/// [`encode`] writes at most this many steps.
+pub const MAX_STEPS: usize = 256;
+
+/// The decoded header: which step kinds the opcodes range over and how
+/// many slots of each sort the operands range over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Enabled kinds; always contains `new`.
+    pub kinds: StepSet,
+    /// Number of vars, 1..=8.
+    pub vars: u8,
+    /// Number of holders, 1..=4.
+    pub holders: u8,
+    /// Number of weak slots, 1..=2.
+    pub weaks: u8,
+}
+
+impl Config {
+    /// Every kind, every slot (an all-zero header's kinds, all slots).
+    pub const FULL: Config = Config {
+        kinds: StepSet::ALL,
+        vars: VARS as u8,
+        holders: HOLDERS as u8,
+        weaks: WEAKS as u8,
+    };
+}
+
+/// Decode the header of `data`; missing bytes read as 0.
+pub fn header(data: &[u8]) -> Config {
+    let b = |i: usize| data.get(i).copied().unwrap_or(0);
+    let mask = u32::from(b(0)) | u32::from(b(1)) << 8 | u32::from(b(2)) << 16;
+    let new_only = StepSet::EMPTY.with(StepKind::New);
+    let mut kinds = StepSet(mask & StepSet::ALL.0).with(StepKind::New);
+    if kinds == new_only {
+        kinds = StepSet::ALL;
+    }
+    let s = b(3);
+    Config {
+        kinds,
+        vars: 1 + (s & 7),
+        holders: 1 + ((s >> 3) & 3),
+        weaks: 1 + ((s >> 5) & 1),
+    }
+}
+
+/// What one operand byte ranges over.
+#[derive(Clone, Copy)]
+enum Operand {
+    Var,
+    Holder,
+    Weak,
+    /// `new`'s object kind: 0 plain, 1 dict, 2 untied.
+    Kind,
+}
+
+/// The operands of each kind, in text order.
+fn shape(kind: StepKind) -> &'static [Operand] {
+    use Operand as O;
+    match kind {
+        StepKind::New => &[O::Var, O::Kind],
+        StepKind::Ret => &[O::Var, O::Holder],
+        StepKind::Echo | StepKind::Get | StepKind::Set | StepKind::Clone => &[O::Var, O::Var],
+        StepKind::Unset | StepKind::Drop | StepKind::Cycle => &[O::Var],
+        StepKind::Hold | StepKind::Move => &[O::Holder, O::Var],
+        StepKind::Release | StepKind::ReleaseForeign => &[O::Holder],
+        StepKind::Weak => &[O::Weak, O::Var],
+        StepKind::Unweak => &[O::Weak],
+        StepKind::Lock => &[O::Var, O::Weak],
+        StepKind::Collect | StepKind::Shutdown => &[],
+    }
+}
+
+/// The step of `kind` with operand values `a` (in text order, already in
+/// range; unused entries ignored).
+fn build(kind: StepKind, a: [u8; 2]) -> Op {
+    let [x, y] = a;
+    match kind {
+        StepKind::New => Op::New {
+            v: Var(x),
+            kind: ObjKind::ALL[usize::from(y) % 3],
+        },
+        StepKind::Ret => Op::Ret {
+            v: Var(x),
+            h: Holder(y),
+        },
+        StepKind::Echo => Op::Echo {
+            v: Var(x),
+            u: Var(y),
+        },
+        StepKind::Get => Op::Get {
+            v: Var(x),
+            u: Var(y),
+        },
+        StepKind::Set => Op::Set {
+            u: Var(x),
+            v: Var(y),
+        },
+        StepKind::Unset => Op::Unset { u: Var(x) },
+        StepKind::Clone => Op::Clone {
+            v: Var(x),
+            u: Var(y),
+        },
+        StepKind::Drop => Op::Drop { v: Var(x) },
+        StepKind::Hold => Op::Hold {
+            h: Holder(x),
+            v: Var(y),
+        },
+        StepKind::Move => Op::Move {
+            h: Holder(x),
+            v: Var(y),
+        },
+        StepKind::Release => Op::Release { h: Holder(x) },
+        StepKind::ReleaseForeign => Op::ReleaseForeign { h: Holder(x) },
+        StepKind::Weak => Op::Weak {
+            w: WeakSlot(x),
+            v: Var(y),
+        },
+        StepKind::Unweak => Op::Unweak { w: WeakSlot(x) },
+        StepKind::Lock => Op::Lock {
+            v: Var(x),
+            w: WeakSlot(y),
+        },
+        StepKind::Cycle => Op::Cycle { v: Var(x) },
+        StepKind::Collect => Op::Collect,
+        StepKind::Shutdown => Op::Shutdown,
+    }
+}
+
+/// The operand values of a state-changing step, in text order (the
+/// inverse of [`build`]); `None` for assertions.
+fn operands(op: &Op) -> Option<(StepKind, [u8; 2])> {
+    let a = match *op {
+        Op::New { v, kind } => [v.0, kind as u8],
+        Op::Ret { v, h } => [v.0, h.0],
+        Op::Echo { v, u } | Op::Get { v, u } | Op::Clone { v, u } => [v.0, u.0],
+        Op::Set { u, v } => [u.0, v.0],
+        Op::Unset { u: v } | Op::Drop { v } | Op::Cycle { v } => [v.0, 0],
+        Op::Hold { h, v } | Op::Move { h, v } => [h.0, v.0],
+        Op::Release { h } | Op::ReleaseForeign { h } => [h.0, 0],
+        Op::Weak { w, v } => [w.0, v.0],
+        Op::Unweak { w } => [w.0, 0],
+        Op::Lock { v, w } => [v.0, w.0],
+        Op::Collect | Op::Shutdown => [0, 0],
+        Op::Mark { .. } | Op::Expect(_) => return None,
+    };
+    Some((op.kind()?, a))
+}
+
+/// Read the operands of one step of `kind`; `None` if the bytes run out.
+fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>) -> Option<Op> {
+    let mut a = [0u8; 2];
+    for (slot, operand) in a.iter_mut().zip(shape(kind)) {
+        let modulus = match operand {
+            Operand::Var => cfg.vars,
+            Operand::Holder => cfg.holders,
+            Operand::Weak => cfg.weaks,
+            Operand::Kind => 3,
+        };
+        *slot = bytes.next()? % modulus.max(1);
+    }
+    Some(build(kind, a))
+}
+
+/// Decode a byte string into a program. Total: never fails, never panics.
+pub fn decode(data: &[u8]) -> Program {
+    let cfg = header(data);
+    let kinds: Vec<StepKind> = cfg.kinds.iter().collect();
+    let mut bytes = data.get(HEADER_LEN..).unwrap_or(&[]).iter().copied();
+    let mut ops = Vec::new();
+    while ops.len() < MAX_STEPS {
+        let Some(opcode) = bytes.next() else { break };
+        let kind = kinds[usize::from(opcode) % kinds.len()];
+        match read_step(kind, &cfg, &mut bytes) {
+            Some(op) => ops.push(op),
+            None => break, // truncated last step: dropped
+        }
+    }
+    Program::new(ops)
+}
+
+/// Encode a program with the minimal header for it. `mark` and `expect`
+/// steps are skipped (they are text-only); only the first [`MAX_STEPS`]
+/// remaining steps are written.
+pub fn encode(p: &Program) -> Vec<u8> {
+    let steps: Vec<(StepKind, [u8; 2])> =
+        p.ops.iter().filter_map(operands).take(MAX_STEPS).collect();
+
+    // Mask: exactly the kinds used, plus `new`. If that is `new` alone the
+    // decoder enables every kind; `new` has rank 0 either way, so its
+    // opcode (0) decodes to `new` in both readings.
+    let kinds = steps
+        .iter()
+        .fold(StepSet::EMPTY.with(StepKind::New), |s, (k, _)| s.with(*k));
+    let (mut vars, mut holders, mut weaks) = (0usize, 0usize, 0usize);
+    for (kind, a) in &steps {
+        for (operand, &x) in shape(*kind).iter().zip(a) {
+            let x = usize::from(x);
+            match operand {
+                Operand::Var => vars = vars.max(x),
+                Operand::Holder => holders = holders.max(x),
+                Operand::Weak => weaks = weaks.max(x),
+                Operand::Kind => {}
+            }
+        }
+    }
+    // Slot indices are in range by the types' invariants; masking keeps
+    // an out-of-range program from panicking (it will not round-trip).
+    let slots = (vars & 7) | (holders & 3) << 3 | (weaks & 1) << 5;
+
+    let mut out = Vec::with_capacity(HEADER_LEN + 3 * steps.len());
+    out.extend_from_slice(&kinds.0.to_le_bytes()[..3]);
+    out.push(slots as u8);
+    for (kind, a) in &steps {
+        let rank = kinds.iter().position(|k| k == *kind).unwrap_or(0);
+        out.push(rank as u8);
+        out.extend_from_slice(&a[..shape(*kind).len()]);
+    }
+    out
+}
+
+/// A program is exactly what [`decode`] makes of all the remaining bytes,
+/// so a fuzz target taking a `Program` sees `decode(input)`.
+impl<'a> Arbitrary<'a> for Program {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let rest = u.bytes(u.len())?;
+        Ok(decode(rest))
+    }
+
+    fn arbitrary_take_rest(u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(decode(u.take_rest()))
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        // Any length decodes (even empty); all of it is consumed.
+        (0, None)
+    }
+}
+
+/// One step, decoded as by [`decode`] with every kind and every slot
+/// enabled ([`Config::FULL`]): an opcode byte, then operand bytes. Missing
+/// bytes read as 0, so an exhausted input gives `new v0`.
+impl<'a> Arbitrary<'a> for Op {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let opcode = u8::arbitrary(u)?;
+        let kind = StepKind::ALL[usize::from(opcode) % StepKind::COUNT];
+        let mut a = [0u8; 2];
+        for slot in a.iter_mut().take(shape(kind).len()) {
+            *slot = u8::arbitrary(u)?;
+        }
+        let mut bytes = a.into_iter();
+        Ok(
+            read_step(kind, &Config::FULL, &mut bytes).unwrap_or(Op::New {
+                v: Var(0),
+                kind: ObjKind::Plain,
+            }),
+        )
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (1, Some(3))
+    }
+}

@@ -1,1 +1,444 @@
 //! Text form of programs (contract §4.1).
+//!
+//! One step per line, tokens separated by spaces or tabs (a stray `\r`
+//! counts as a space), `#` starts a comment that runs to the end of the
+//! line, blank and comment-only lines are ignored. [`parse`] never panics;
+//! its errors name the 1-based line and column of the offending token,
+//! what was expected and what was found. [`print`] (and `Display` for
+//! [`Op`] and [`Program`]) write the canonical form, and
+//! `parse(&print(p)) == Ok(p)` for every non-empty program (the empty
+//! program prints as the empty string, which `parse` rejects).
+
+use std::fmt;
+
+use super::{
+    Expect, HOLDERS, Holder, MARKS, Mark, ObjKind, Op, Program, StepKind, VARS, Var, WEAKS,
+    WeakSlot,
+};
+
+/// A parse error at a 1-based `line` and `col` (column in characters,
+/// which is the byte column for ASCII input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.col, self.msg)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Every step name the text form accepts, in the order error messages
+/// list them.
+const STEP_NAMES: [&str; StepKind::COUNT + 2] = [
+    "new",
+    "ret",
+    "echo",
+    "get",
+    "set",
+    "unset",
+    "clone",
+    "drop",
+    "hold",
+    "move",
+    "release",
+    "release_foreign",
+    "weak",
+    "unweak",
+    "lock",
+    "cycle",
+    "collect",
+    "shutdown",
+    "mark",
+    "expect",
+];
+
+/// Parse a whole program. A program with no step is an error.
+pub fn parse(src: &str) -> Result<Program, ParseError> {
+    let mut ops = Vec::new();
+    let mut lines = 0;
+    for (i, raw) in src.lines().enumerate() {
+        lines = i + 1;
+        let mut line = Line::new(raw, i + 1);
+        if line.toks.is_empty() {
+            continue;
+        }
+        ops.push(line.step()?);
+    }
+    if ops.is_empty() {
+        return Err(ParseError {
+            line: lines + 1,
+            col: 1,
+            msg: "empty program: expected at least one step".to_string(),
+        });
+    }
+    Ok(Program::new(ops))
+}
+
+/// The canonical text of a program: one step per line, each line ended
+/// by a newline.
+pub fn print(p: &Program) -> String {
+    p.to_string()
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for op in &self.ops {
+            writeln!(f, "{op}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Op::New { v, kind } => match kind {
+                ObjKind::Plain => write!(f, "new {v}"),
+                _ => write!(f, "new {v} {}", kind.name()),
+            },
+            Op::Ret { v, h } => write!(f, "ret {v} {h}"),
+            Op::Echo { v, u } => write!(f, "echo {v} {u}"),
+            Op::Get { v, u } => write!(f, "get {v} {u}"),
+            Op::Set { u, v } => write!(f, "set {u} {v}"),
+            Op::Unset { u } => write!(f, "unset {u}"),
+            Op::Clone { v, u } => write!(f, "clone {v} {u}"),
+            Op::Drop { v } => write!(f, "drop {v}"),
+            Op::Hold { h, v } => write!(f, "hold {h} {v}"),
+            Op::Move { h, v } => write!(f, "move {h} {v}"),
+            Op::Release { h } => write!(f, "release {h}"),
+            Op::ReleaseForeign { h } => write!(f, "release_foreign {h}"),
+            Op::Weak { w, v } => write!(f, "weak {w} {v}"),
+            Op::Unweak { w } => write!(f, "unweak {w}"),
+            Op::Lock { v, w } => write!(f, "lock {v} {w}"),
+            Op::Cycle { v } => write!(f, "cycle {v}"),
+            Op::Collect => write!(f, "collect"),
+            Op::Shutdown => write!(f, "shutdown"),
+            Op::Mark { m, v } => write!(f, "mark {m} {v}"),
+            Op::Expect(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let not = |negated: bool| if negated { "not " } else { "" };
+        match *self {
+            Expect::IsVar { v, u, negated } => write!(f, "expect {v} is {}{u}", not(negated)),
+            Expect::IsMark { v, m, negated } => write!(f, "expect {v} is {}{m}", not(negated)),
+            Expect::None { v } => write!(f, "expect {v} none"),
+            Expect::Moved { v } => write!(f, "expect {v} moved"),
+            Expect::Strong { v, n } => write!(f, "expect strong {v} {n}"),
+            Expect::Weak { v, n } => write!(f, "expect weak {v} {n}"),
+        }
+    }
+}
+
+/// A token and its 1-based column (in characters).
+#[derive(Clone, Copy)]
+struct Tok<'s> {
+    text: &'s str,
+    col: usize,
+}
+
+/// One line split into tokens, consumed left to right.
+struct Line<'s> {
+    line: usize,
+    toks: Vec<Tok<'s>>,
+    next: usize,
+    /// Column just after the last token: where "end of line" is reported.
+    end_col: usize,
+}
+
+impl<'s> Line<'s> {
+    fn new(raw: &'s str, line: usize) -> Line<'s> {
+        let content = match raw.find('#') {
+            Some(i) => &raw[..i],
+            None => raw,
+        };
+        let mut toks = Vec::new();
+        let mut start: Option<(usize, usize)> = None; // (byte, col)
+        let mut col = 0;
+        let mut end_col = 1;
+        for (byte, c) in content.char_indices() {
+            col += 1;
+            if c == ' ' || c == '\t' || c == '\r' {
+                if let Some((b, tc)) = start.take() {
+                    toks.push(Tok {
+                        text: &content[b..byte],
+                        col: tc,
+                    });
+                }
+            } else {
+                if start.is_none() {
+                    start = Some((byte, col));
+                }
+                end_col = col + 1;
+            }
+        }
+        if let Some((b, tc)) = start {
+            toks.push(Tok {
+                text: &content[b..],
+                col: tc,
+            });
+        }
+        Line {
+            line,
+            toks,
+            next: 0,
+            end_col,
+        }
+    }
+
+    fn err(&self, col: usize, msg: String) -> ParseError {
+        ParseError {
+            line: self.line,
+            col,
+            msg,
+        }
+    }
+
+    /// Error "expected {what}, found ..." at the next token (or at end of
+    /// line when there is none). Does not consume.
+    fn expected(&self, what: &str) -> ParseError {
+        match self.toks.get(self.next) {
+            Some(t) => self.err(t.col, format!("expected {what}, found {}", quote(t.text))),
+            None => self.err(self.end_col, format!("expected {what}, found end of line")),
+        }
+    }
+
+    fn peek(&self) -> Option<&'s str> {
+        self.toks.get(self.next).map(|t| t.text)
+    }
+
+    fn bump(&mut self) {
+        self.next += 1;
+    }
+
+    /// Consume the next token if it is one of `names`; return its index.
+    fn keyword(&mut self, names: &[&str], what: &str) -> Result<usize, ParseError> {
+        match self.peek().and_then(|t| names.iter().position(|n| *n == t)) {
+            Some(i) => {
+                self.bump();
+                Ok(i)
+            }
+            None => Err(self.expected(what)),
+        }
+    }
+
+    /// Consume a slot name `{prefix}{i}` with `i < n`, if the next token is one.
+    fn try_slot(&mut self, prefix: char, n: usize) -> Option<u8> {
+        let i = slot_index(self.peek()?, prefix, n)?;
+        self.bump();
+        Some(i)
+    }
+
+    fn var(&mut self) -> Result<Var, ParseError> {
+        self.try_slot('v', VARS)
+            .map(Var)
+            .ok_or_else(|| self.expected(VAR))
+    }
+
+    fn holder(&mut self) -> Result<Holder, ParseError> {
+        self.try_slot('h', HOLDERS)
+            .map(Holder)
+            .ok_or_else(|| self.expected("a holder (h0..h3)"))
+    }
+
+    fn weak(&mut self) -> Result<WeakSlot, ParseError> {
+        self.try_slot('w', WEAKS)
+            .map(WeakSlot)
+            .ok_or_else(|| self.expected("a weak slot (w0, w1)"))
+    }
+
+    fn mark(&mut self) -> Result<Mark, ParseError> {
+        self.try_slot('m', MARKS)
+            .map(Mark)
+            .ok_or_else(|| self.expected(MARK))
+    }
+
+    fn count(&mut self) -> Result<u32, ParseError> {
+        let n = self
+            .peek()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u32>().ok());
+        match n {
+            Some(n) => {
+                self.bump();
+                Ok(n)
+            }
+            None => Err(self.expected("a count (0..4294967295)")),
+        }
+    }
+
+    fn end(&self) -> Result<(), ParseError> {
+        match self.toks.get(self.next) {
+            None => Ok(()),
+            Some(_) => Err(self.expected("end of line")),
+        }
+    }
+
+    /// Parse the whole line as one step (the line has at least one token).
+    fn step(&mut self) -> Result<Op, ParseError> {
+        let name = self.toks[0];
+        self.bump();
+        let op = match name.text {
+            "new" => {
+                let v = self.var()?;
+                let kind = if self.peek().is_some() {
+                    ObjKind::ALL
+                        [self.keyword(&["plain", "dict", "untied"], "plain, dict or untied")?]
+                } else {
+                    ObjKind::Plain
+                };
+                Op::New { v, kind }
+            }
+            "ret" => Op::Ret {
+                v: self.var()?,
+                h: self.holder()?,
+            },
+            "echo" => Op::Echo {
+                v: self.var()?,
+                u: self.var()?,
+            },
+            "get" => Op::Get {
+                v: self.var()?,
+                u: self.var()?,
+            },
+            "set" => Op::Set {
+                u: self.var()?,
+                v: self.var()?,
+            },
+            "unset" => Op::Unset { u: self.var()? },
+            "clone" => Op::Clone {
+                v: self.var()?,
+                u: self.var()?,
+            },
+            "drop" => Op::Drop { v: self.var()? },
+            "hold" => Op::Hold {
+                h: self.holder()?,
+                v: self.var()?,
+            },
+            "move" => Op::Move {
+                h: self.holder()?,
+                v: self.var()?,
+            },
+            "release" => Op::Release { h: self.holder()? },
+            "release_foreign" => Op::ReleaseForeign { h: self.holder()? },
+            "weak" => Op::Weak {
+                w: self.weak()?,
+                v: self.var()?,
+            },
+            "unweak" => Op::Unweak { w: self.weak()? },
+            "lock" => Op::Lock {
+                v: self.var()?,
+                w: self.weak()?,
+            },
+            "cycle" => Op::Cycle { v: self.var()? },
+            "collect" => Op::Collect,
+            "shutdown" => Op::Shutdown,
+            "mark" => Op::Mark {
+                m: self.mark()?,
+                v: self.var()?,
+            },
+            "expect" => Op::Expect(self.expect()?),
+            other => {
+                return Err(self.err(
+                    name.col,
+                    format!(
+                        "unknown step {}; expected one of: {}",
+                        quote(other),
+                        STEP_NAMES.join(", ")
+                    ),
+                ));
+            }
+        };
+        self.end()?;
+        Ok(op)
+    }
+
+    /// The rest of an `expect` line.
+    fn expect(&mut self) -> Result<Expect, ParseError> {
+        match self.peek() {
+            Some("strong") => {
+                self.bump();
+                return Ok(Expect::Strong {
+                    v: self.var()?,
+                    n: self.count()?,
+                });
+            }
+            Some("weak") => {
+                self.bump();
+                return Ok(Expect::Weak {
+                    v: self.var()?,
+                    n: self.count()?,
+                });
+            }
+            _ => {}
+        }
+        let v = self
+            .try_slot('v', VARS)
+            .map(Var)
+            .ok_or_else(|| self.expected("a var (v0..v7), strong or weak"))?;
+        match self.keyword(&["is", "none", "moved"], "is, none or moved")? {
+            1 => return Ok(Expect::None { v }),
+            2 => return Ok(Expect::Moved { v }),
+            _ => {}
+        }
+        let negated = self.peek() == Some("not");
+        if negated {
+            self.bump();
+        }
+        if let Some(u) = self.try_slot('v', VARS) {
+            return Ok(Expect::IsVar {
+                v,
+                u: Var(u),
+                negated,
+            });
+        }
+        if let Some(m) = self.try_slot('m', MARKS) {
+            return Ok(Expect::IsMark {
+                v,
+                m: Mark(m),
+                negated,
+            });
+        }
+        Err(self.expected(if negated {
+            "a var (v0..v7) or a mark (m0..m7)"
+        } else {
+            "a var (v0..v7), a mark (m0..m7) or not"
+        }))
+    }
+}
+
+const VAR: &str = "a var (v0..v7)";
+const MARK: &str = "a mark (m0..m7)";
+
+/// `tok` is exactly `{prefix}{i}` (canonical decimal) with `i < n`.
+fn slot_index(tok: &str, prefix: char, n: usize) -> Option<u8> {
+    let digits = tok.strip_prefix(prefix)?;
+    if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    let i: usize = digits.parse().ok()?;
+    (i < n).then_some(i as u8)
+}
+
+/// A token quoted for an error message, shortened when very long.
+fn quote(tok: &str) -> String {
+    const MAX: usize = 40;
+    if tok.chars().count() <= MAX {
+        format!("{tok:?}")
+    } else {
+        let short: String = tok.chars().take(MAX).collect();
+        format!("{short:?}...")
+    }
+}

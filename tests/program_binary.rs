@@ -1,0 +1,285 @@
+//! Binary form of programs: header rules, totality, round trip.
+
+mod program_strategy;
+
+use arbitrary::{Arbitrary, Unstructured};
+use proptest::prelude::*;
+use pytie::program::binary::{
+    Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, decode, encode, header,
+};
+use pytie::program::text::parse;
+use pytie::program::{Holder, ObjKind, Op, Program, StepKind, StepSet, Var};
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .filter(|t| *t != "|")
+        .map(|t| u8::from_str_radix(t, 16).unwrap())
+        .collect()
+}
+
+fn text(src: &str) -> Program {
+    parse(src).unwrap()
+}
+
+fn set(kinds: &[StepKind]) -> StepSet {
+    kinds.iter().fold(StepSet::EMPTY, |s, k| s.with(*k))
+}
+
+#[test]
+fn version_and_sizes() {
+    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(HEADER_LEN, 4);
+    assert_eq!(MAX_STEPS, 256);
+}
+
+// ---- header ----
+
+#[test]
+fn short_header_reads_zeros() {
+    let zero = Config {
+        kinds: StepSet::ALL,
+        vars: 1,
+        holders: 1,
+        weaks: 1,
+    };
+    for data in [&[][..], &[0], &[0, 0], &[0, 0, 0], &[0, 0, 0, 0]] {
+        assert_eq!(header(data), zero, "{data:?}");
+        assert_eq!(decode(data), Program::default());
+    }
+    // Present bytes count even when the header is short.
+    assert_eq!(header(&[0x80]).kinds, set(&[StepKind::New, StepKind::Drop]));
+    assert_eq!(
+        header(&[0, 0, 0x01]).kinds,
+        set(&[StepKind::New, StepKind::Collect])
+    );
+}
+
+#[test]
+fn all_zero_header_enables_everything() {
+    let cfg = header(&[0, 0, 0, 0]);
+    assert_eq!(cfg.kinds, StepSet::ALL);
+    // Opcodes then range over all 18 kinds: 0x25 = 37, 37 % 18 = 1 = ret;
+    // operands 7 % 1 = 0 and 9 % 1 = 0.
+    assert_eq!(decode(&hex("00 00 00 00 | 25 07 09")), text("ret v0 h0"));
+}
+
+#[test]
+fn new_is_always_enabled_and_new_only_means_all() {
+    // Bit 0 alone, or nothing but ignored bits 18..23: every kind.
+    assert_eq!(header(&[0x01, 0, 0, 0]).kinds, StepSet::ALL);
+    assert_eq!(header(&[0, 0, 0xfc, 0]).kinds, StepSet::ALL);
+    assert_eq!(header(&[0x01, 0, 0xfc, 0]).kinds, StepSet::ALL);
+    // `new` is on whatever its bit says.
+    assert_eq!(
+        header(&[0x02, 0, 0, 0]).kinds,
+        set(&[StepKind::New, StepKind::Ret])
+    );
+    assert_eq!(
+        header(&[0x03, 0, 0, 0]).kinds,
+        set(&[StepKind::New, StepKind::Ret])
+    );
+    // Bit 17 is shutdown; bits 18..23 are ignored.
+    assert_eq!(
+        header(&[0, 0, 0xfe, 0]).kinds,
+        set(&[StepKind::New, StepKind::Shutdown])
+    );
+    assert_eq!(header(&[0xff, 0xff, 0xff, 0]).kinds, StepSet::ALL);
+}
+
+#[test]
+fn swarm_mask_restricts_opcodes() {
+    // Enabled: new, drop (bit 7). Opcodes alternate between them.
+    let p = decode(&hex("80 00 00 07 | 00 03 02 | 01 05 | 02 06 00 | 03 04"));
+    assert_eq!(p, text("new v3 untied\ndrop v5\nnew v6\ndrop v4"));
+}
+
+#[test]
+fn slot_counts() {
+    let c = header(&[0, 0, 0, 0xff]);
+    assert_eq!((c.vars, c.holders, c.weaks), (8, 4, 2));
+    let c = header(&[0, 0, 0, 0xc0]);
+    assert_eq!((c.vars, c.holders, c.weaks), (1, 1, 1));
+    let c = header(&[0, 0, 0, 0b0010_1011]);
+    assert_eq!((c.vars, c.holders, c.weaks), (4, 2, 2));
+    // Operands are taken modulo the counts: vars 4, holders 2, weaks 2.
+    // Enabled: new, hold (bit 8), weak (bit 12).
+    let p = decode(&hex("01 11 00 2b | 01 07 fe | 02 05 0b"));
+    assert_eq!(p, text("hold h1 v2\nweak w1 v3"));
+}
+
+#[test]
+fn new_kind_modulo_three() {
+    let p = decode(&hex("00 00 00 07 | 00 00 03 | 00 01 04 | 00 02 ff"));
+    assert_eq!(p, text("new v0\nnew v1 dict\nnew v2 plain"));
+}
+
+// ---- steps ----
+
+#[test]
+fn truncated_last_step_is_dropped() {
+    // all kinds; 4 = set (two var operands); 0 = new.
+    let full = hex("00 00 00 07 | 00 01 00 | 04 01 02");
+    assert_eq!(decode(&full), text("new v1\nset v1 v2"));
+    assert_eq!(decode(&full[..full.len() - 1]), text("new v1"));
+    assert_eq!(decode(&full[..full.len() - 2]), text("new v1"));
+    assert_eq!(decode(&full[..full.len() - 3]), text("new v1"));
+    // A step without operands is never truncated.
+    assert_eq!(decode(&hex("00 00 00 00 | 10")), text("collect"));
+}
+
+#[test]
+fn decoding_stops_at_max_steps() {
+    let mut data = hex("00 00 01 00"); // new, collect
+    data.extend(std::iter::repeat_n(1u8, MAX_STEPS + 50));
+    let p = decode(&data);
+    assert_eq!(p.ops.len(), MAX_STEPS);
+    assert!(p.ops.iter().all(|op| *op == Op::Collect));
+    // Bytes after the MAX_STEPS-th step are ignored, whatever they are.
+    let mut more = data[..HEADER_LEN + MAX_STEPS].to_vec();
+    more.extend([0, 0xff, 0xff, 7]);
+    assert_eq!(decode(&more), p);
+}
+
+#[test]
+fn encode_writes_only_the_first_max_steps() {
+    let p = Program::new(vec![Op::Collect; MAX_STEPS + 10]);
+    let bytes = encode(&p);
+    assert_eq!(bytes.len(), HEADER_LEN + MAX_STEPS);
+    assert_eq!(decode(&bytes).ops, p.ops[..MAX_STEPS]);
+}
+
+// ---- encoder ----
+
+/// The worked example of docs/format.md.
+#[test]
+fn worked_example() {
+    let p = text("new v0\nnew v1 dict\nset v0 v1\nhold h0 v1\ndrop v1\nrelease h0\ncollect\n");
+    let bytes = hex("91 05 01 01 | 00 00 00 | 00 01 01 | 01 00 01 | 03 00 01 | 02 01 | 04 00 | 05");
+    assert_eq!(encode(&p), bytes);
+    assert_eq!(decode(&bytes), p);
+    // Decoding is modular: opcode 0x0b is collect (11 % 6), operand 0x07 is v1.
+    assert_eq!(
+        decode(&hex("91 05 01 01 | 0b | 02 07")),
+        text("collect\ndrop v1")
+    );
+}
+
+#[test]
+fn encode_minimal_header() {
+    assert_eq!(encode(&Program::default()), hex("01 00 00 00"));
+    // new only: mask bit 0 (the decoder reads all kinds), opcode 0 is new.
+    assert_eq!(
+        encode(&text("new v2 untied")),
+        hex("01 00 00 02 | 00 02 02")
+    );
+    assert_eq!(
+        decode(&hex("01 00 00 02 | 00 02 02")),
+        text("new v2 untied")
+    );
+    // Highest indices used set the counts; shutdown is bit 17.
+    assert_eq!(
+        encode(&text("lock v7 w1\nrelease_foreign h3\nshutdown")),
+        hex("01 48 02 3f | 02 07 01 | 01 03 | 03")
+    );
+}
+
+#[test]
+fn encode_skips_assertions() {
+    let with = text("new v0\nmark m7 v6\nclone v1 v0\nexpect v7 is not m3\nexpect strong v1 2");
+    let without = text("new v0\nclone v1 v0");
+    assert_eq!(encode(&with), encode(&without));
+    assert_eq!(decode(&encode(&with)), without);
+    // Vars used only by assertions do not count towards the header.
+    assert_eq!(encode(&with)[3], 0x01);
+}
+
+// ---- Arbitrary ----
+
+#[test]
+fn arbitrary_program_is_decode_of_all_bytes() {
+    let data = hex("80 00 00 07 | 00 03 02 | 01 05 | 02");
+    let mut u = Unstructured::new(&data);
+    assert_eq!(Program::arbitrary(&mut u).unwrap(), decode(&data));
+    assert!(u.is_empty());
+    let u = Unstructured::new(&data);
+    assert_eq!(Program::arbitrary_take_rest(u).unwrap(), decode(&data));
+    let mut u = Unstructured::new(&[]);
+    assert_eq!(Program::arbitrary(&mut u).unwrap(), Program::default());
+}
+
+#[test]
+fn arbitrary_op() {
+    let op = |b: &[u8]| Op::arbitrary(&mut Unstructured::new(b)).unwrap();
+    assert_eq!(
+        op(&[]),
+        Op::New {
+            v: Var(0),
+            kind: ObjKind::Plain
+        }
+    );
+    assert_eq!(
+        op(&[2, 3, 9]),
+        Op::Echo {
+            v: Var(3),
+            u: Var(1)
+        }
+    );
+    assert_eq!(
+        op(&[8 + 18, 6]),
+        Op::Hold {
+            h: Holder(2),
+            v: Var(0)
+        }
+    );
+    assert_eq!(op(&[16, 0xff]), Op::Collect);
+    // Ops consume only their own bytes.
+    let mut u = Unstructured::new(&[16, 7, 1, 2]);
+    assert_eq!(Op::arbitrary(&mut u).unwrap(), Op::Collect);
+    assert_eq!(Op::arbitrary(&mut u).unwrap(), Op::Drop { v: Var(1) });
+    assert_eq!(u.len(), 1);
+}
+
+// ---- properties ----
+
+proptest! {
+    #[test]
+    fn encode_then_decode_is_identity(p in program_strategy::program(0..=MAX_STEPS)) {
+        prop_assert_eq!(decode(&encode(&p)), p);
+    }
+
+    #[test]
+    fn encode_then_decode_drops_only_assertions(
+        p in program_strategy::program_with_assertions(0..=64)
+    ) {
+        let kept: Vec<Op> = p.ops.iter().copied().filter(|op| !op.is_assertion()).collect();
+        prop_assert_eq!(decode(&encode(&p)).ops, kept);
+    }
+
+    #[test]
+    fn decode_is_total_and_stable(data in prop::collection::vec(any::<u8>(), 0..1200)) {
+        let p = decode(&data);
+        prop_assert!(p.ops.len() <= MAX_STEPS);
+        prop_assert!(p.ops.iter().all(|op| !op.is_assertion()));
+        prop_assert_eq!(decode(&encode(&p)), p);
+    }
+
+    #[test]
+    fn decode_respects_header(data in prop::collection::vec(any::<u8>(), 0..200)) {
+        let cfg = header(&data);
+        let p = decode(&data);
+        prop_assert!(cfg.kinds.contains(StepKind::New));
+        prop_assert!(p.kinds().0 & !cfg.kinds.0 == 0);
+        for op in &p.ops {
+            let bytes = encode(&Program::new(vec![*op]));
+            let c = header(&bytes);
+            prop_assert!(c.vars <= cfg.vars && c.holders <= cfg.holders && c.weaks <= cfg.weaks);
+        }
+    }
+
+    #[test]
+    fn arbitrary_op_round_trips(data in prop::collection::vec(any::<u8>(), 0..4)) {
+        let op = Op::arbitrary(&mut Unstructured::new(&data)).unwrap();
+        let p = Program::new(vec![op]);
+        prop_assert_eq!(decode(&encode(&p)), p);
+    }
+}
