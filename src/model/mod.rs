@@ -1,2 +1,528 @@
 //! The reference model (contract §3 to §6). No `unsafe`, no Python.
+//!
+//! A plain, direct reading of `shared/design/semantics.md`: native objects
+//! are counters (§2), bindings follow the state machine of §3, steps follow
+//! §4.1, the state is the one of §5 (`crate::state`), teardown helpers are
+//! those of §6. Section and table-row citations are in the comments.
+//!
+//! Representation: the model keeps each handle's `HandleState` and each
+//! wrapper's `WrapperState` exactly as they are observed, so `observe` is a
+//! copy. A handle whose storage is freed is set to `HandleState::FREED`.
 #![forbid(unsafe_code)]
+
+#[cfg(test)]
+mod tests;
+
+use crate::program::{HOLDERS, Holder, ObjKind, Op, VARS, Var, WEAKS, WeakSlot};
+use crate::state::{
+    AbstractState, Binding, HandleNo, HandleState, StepResult, Totals, VarState, WrapperLife,
+    WrapperNo, WrapperState,
+};
+
+/// Contract §3 "Two designs of the same contract". S is the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Design {
+    #[default]
+    S,
+    U,
+}
+
+/// What a var slot holds. Whether a held wrapper is moved-from is a
+/// property of the wrapper (its `chandle`), decided when observing: a move
+/// through one var makes every var holding that wrapper see it moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Val {
+    Empty,
+    None,
+    W(WrapperNo),
+}
+
+/// What a step that needs a live wrapper finds in its var (§4.1 rules).
+enum Src {
+    /// Empty or None: the step does nothing.
+    Skip,
+    /// A moved-from wrapper: the step fails with *moved*.
+    Moved,
+    /// A live wrapper and the handle its `chandle` points to.
+    Live(WrapperNo, HandleNo),
+}
+
+#[derive(Clone, Debug)]
+struct Handle {
+    /// Exactly what `observe` reports for this handle.
+    st: HandleState,
+    kind: ObjKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    design: Design,
+    vars: [Val; VARS],
+    holders: [Option<HandleNo>; HOLDERS],
+    weaks: [Option<HandleNo>; WEAKS],
+    /// Indexed by `HandleNo` (creation order of `new`).
+    handles: Vec<Handle>,
+    /// Indexed by `WrapperNo` (creation order of fresh wrappers).
+    wrappers: Vec<WrapperState>,
+    /// Python reference cycles awaiting `collect`, in creation order; each
+    /// holds one Python ref on its wrapper.
+    cycles: Vec<WrapperNo>,
+    /// The process-wide flag of §3 "Shutdown".
+    shutdown: bool,
+    /// Result of the last state-changing step.
+    result: StepResult,
+}
+
+impl Model {
+    pub fn new(design: Design) -> Model {
+        Model {
+            design,
+            vars: [Val::Empty; VARS],
+            holders: [None; HOLDERS],
+            weaks: [None; WEAKS],
+            handles: Vec::new(),
+            wrappers: Vec::new(),
+            cycles: Vec::new(),
+            shutdown: false,
+            result: StepResult::Ok,
+        }
+    }
+
+    pub fn design(&self) -> Design {
+        self.design
+    }
+
+    /// Back to the empty world: no handles, no wrappers, numbering from 0,
+    /// shutdown flag off, all slots empty.
+    pub fn reset(&mut self) {
+        self.vars = [Val::Empty; VARS];
+        self.holders = [None; HOLDERS];
+        self.weaks = [None; WEAKS];
+        self.handles.clear();
+        self.wrappers.clear();
+        self.cycles.clear();
+        self.shutdown = false;
+        self.result = StepResult::Ok;
+    }
+
+    /// Apply one step (§4.1). `mark` and `expect` change nothing, not even
+    /// the recorded result of the last step.
+    pub fn apply(&mut self, op: &Op) -> StepResult {
+        let r = match *op {
+            Op::Mark { .. } | Op::Expect(_) => return StepResult::Ok,
+            Op::New { v, kind } => {
+                let h = self.new_handle(kind);
+                self.ret_into(v, h);
+                StepResult::Ok
+            }
+            Op::Ret { v, h } => {
+                if let Some(h) = self.holders[h.idx()] {
+                    self.inc_ref(h);
+                    self.ret_into(v, h);
+                }
+                StepResult::Ok
+            }
+            // `V = f(U)`: f receives U's object and returns it (IncRef).
+            Op::Echo { v, u } => self.with_live(u, |m, _, h| {
+                m.inc_ref(h);
+                m.ret_into(v, h);
+            }),
+            // `V = U.x`: None if the field is empty.
+            Op::Get { v, u } => self.with_live(u, |m, _, h| match m.handles[h as usize].st.field {
+                None => m.assign(v, Val::None),
+                Some(f) => {
+                    m.inc_ref(f);
+                    m.ret_into(v, f);
+                }
+            }),
+            Op::Set { u, v } => self.step_set(u, v),
+            // `U.x = None`.
+            Op::Unset { u } => self.with_live(u, |m, _, h| {
+                let old = m.handles[h as usize].st.field.take();
+                m.release(old);
+            }),
+            // `V = U`, for moved-from wrappers too; U empty or None: nothing.
+            Op::Clone { v, u } => {
+                if let Val::W(w) = self.vars[u.idx()] {
+                    self.wrappers[w as usize].refs += 1;
+                    self.assign(v, Val::W(w));
+                }
+                StepResult::Ok
+            }
+            // `del V`; a var holding None stays None.
+            Op::Drop { v } => {
+                if let Val::W(w) = self.vars[v.idx()] {
+                    self.vars[v.idx()] = Val::Empty;
+                    self.py_decref(w);
+                }
+                StepResult::Ok
+            }
+            Op::Hold { h, v } => self.with_live(v, |m, _, obj| {
+                m.inc_ref(obj);
+                m.store_holder(h, obj);
+            }),
+            // §3 row "move": detach before nulling chandle; W's +1 goes to
+            // the holder; W stays in V, moved-from.
+            Op::Move { h, v } => self.with_live(v, |m, w, obj| {
+                m.detach_if_canonical(obj, w);
+                m.wrappers[w as usize].chandle = None;
+                m.store_holder(h, obj);
+            }),
+            // The two releases are the same in the model (the thread only
+            // matters to the runtime, §3 "Threads").
+            Op::Release { h } | Op::ReleaseForeign { h } => {
+                let old = self.holders[h.idx()].take();
+                self.release(old);
+                StepResult::Ok
+            }
+            Op::Weak { w, v } => self.with_live(v, |m, _, obj| {
+                m.handles[obj as usize].st.weak += 1;
+                let old = m.weaks[w.idx()].replace(obj);
+                m.weak_release(old);
+            }),
+            Op::Unweak { w } => {
+                let old = self.weaks[w.idx()].take();
+                self.weak_release(old);
+                StepResult::Ok
+            }
+            Op::Lock { v, w } => {
+                self.step_lock(v, w);
+                StepResult::Ok
+            }
+            // V's wrapper (moved-from too) moves into a new cycle with the
+            // ref V had; V becomes empty. Empty or None: nothing.
+            Op::Cycle { v } => {
+                if let Val::W(w) = self.vars[v.idx()] {
+                    self.vars[v.idx()] = Val::Empty;
+                    self.cycles.push(w);
+                }
+                StepResult::Ok
+            }
+            // All cycles die, dropping their refs in creation order. Taking
+            // the vector and putting it back keeps its capacity.
+            Op::Collect => {
+                let mut cycles = std::mem::take(&mut self.cycles);
+                for &w in &cycles {
+                    self.py_decref(w);
+                }
+                cycles.clear();
+                self.cycles = cycles;
+                StepResult::Ok
+            }
+            Op::Shutdown => {
+                self.shutdown = true;
+                StepResult::Ok
+            }
+        };
+        self.result = r;
+        r
+    }
+
+    /// Teardown helper (§6): in increasing handle-number order, every
+    /// handle alive at that moment has its field cleared (set empty first,
+    /// then the old content released, which may cascade).
+    pub fn clear_all_fields(&mut self) {
+        for h in 0..self.handles.len() {
+            if self.handles[h].st.alive() {
+                let old = self.handles[h].st.field.take();
+                self.release(old);
+            }
+        }
+    }
+
+    /// Teardown helper (§6), the test-only door: every wrapper leaked at
+    /// shutdown is freed, and the shutdown flag is reset.
+    pub fn reclaim_leaked(&mut self) {
+        for w in &mut self.wrappers {
+            if w.life == WrapperLife::Leaked {
+                *w = WrapperState::FREED;
+            }
+        }
+        self.shutdown = false;
+    }
+
+    /// Fill `out` with the abstract state of §5.
+    pub fn observe(&self, out: &mut AbstractState) {
+        out.clear();
+        for (i, slot) in out.vars.iter_mut().enumerate() {
+            *slot = self.var(Var(i as u8));
+        }
+        out.holders = self.holders;
+        out.weaks = self.weaks;
+        out.result = self.result;
+        let mut t = Totals::default();
+        for h in &self.handles {
+            t.live_handles += u32::from(h.st.alive());
+            t.live_blocks += u32::from(h.st.storage);
+            out.handles.push(h.st);
+        }
+        for w in &self.wrappers {
+            match w.life {
+                WrapperLife::Live => t.live_wrappers += 1,
+                WrapperLife::Leaked => t.leaked_wrappers += 1,
+                WrapperLife::Freed => {}
+            }
+            out.wrappers.push(*w);
+        }
+        out.totals = t;
+    }
+
+    /// The state of one var (same as `observe().vars[v]`).
+    pub fn var(&self, v: Var) -> VarState {
+        match self.vars[v.idx()] {
+            Val::Empty => VarState::Empty,
+            Val::None => VarState::None,
+            Val::W(w) => match self.wrappers[w as usize].chandle {
+                Some(_) => VarState::Wrapper(w),
+                None => VarState::Moved(w),
+            },
+        }
+    }
+
+    // ---- steps needing more than a few lines -------------------------------
+
+    /// `set U V`: `U.x = V`. Either side empty or None: nothing; either side
+    /// moved-from: *moved*. Then IncRef V's object, store it in U's field,
+    /// release the old field content.
+    fn step_set(&mut self, u: Var, v: Var) -> StepResult {
+        match (self.src(u), self.src(v)) {
+            (Src::Skip, _) | (_, Src::Skip) => StepResult::Ok,
+            (Src::Moved, _) | (_, Src::Moved) => StepResult::Moved,
+            (Src::Live(_, target), Src::Live(_, obj)) => {
+                self.inc_ref(obj);
+                let old = self.handles[target as usize].st.field.replace(obj);
+                self.release(old);
+                StepResult::Ok
+            }
+        }
+    }
+
+    /// `lock V W`: W empty: nothing; object dead: `V = None`; else upgrade
+    /// (IncRef, §2 "lock") and return it into V.
+    fn step_lock(&mut self, v: Var, w: WeakSlot) {
+        let Some(h) = self.weaks[w.idx()] else { return };
+        if self.handles[h as usize].st.alive() {
+            self.inc_ref(h);
+            self.ret_into(v, h);
+        } else {
+            self.assign(v, Val::None);
+        }
+    }
+
+    // ---- §4.1 plumbing ------------------------------------------------------
+
+    fn src(&self, v: Var) -> Src {
+        match self.vars[v.idx()] {
+            Val::Empty | Val::None => Src::Skip,
+            Val::W(w) => match self.wrappers[w as usize].chandle {
+                None => Src::Moved,
+                Some(h) => Src::Live(w, h),
+            },
+        }
+    }
+
+    /// Run `f` on V's live wrapper, or apply the §4.1 rules: empty or None
+    /// does nothing, moved-from fails with *moved* and changes nothing.
+    fn with_live(&mut self, v: Var, f: impl FnOnce(&mut Self, WrapperNo, HandleNo)) -> StepResult {
+        match self.src(v) {
+            Src::Skip => StepResult::Ok,
+            Src::Moved => StepResult::Moved,
+            Src::Live(w, h) => {
+                f(self, w, h);
+                StepResult::Ok
+            }
+        }
+    }
+
+    /// The caller owns +1 on `h`: `make_ret` it into var `v`.
+    fn ret_into(&mut self, v: Var, h: HandleNo) {
+        let w = self.make_ret(h);
+        self.assign(v, Val::W(w));
+    }
+
+    /// Python assignment order (§4.1): the new value is computed already;
+    /// replace the slot, then drop the old value. `new` must own one Python
+    /// ref if it is a wrapper.
+    fn assign(&mut self, v: Var, new: Val) {
+        let old = std::mem::replace(&mut self.vars[v.idx()], new);
+        if let Val::W(w) = old {
+            self.py_decref(w);
+        }
+    }
+
+    /// Holder stores: store first, release the old content after (§4.1).
+    /// The holder takes over a strong ref the caller owns on `h`.
+    fn store_holder(&mut self, holder: Holder, h: HandleNo) {
+        let old = self.holders[holder.idx()].replace(h);
+        self.release(old);
+    }
+
+    // ---- §3: the binding state machine -------------------------------------
+
+    /// `make_ret` (§3 rows "return H to Python"): the caller owns +1 on `h`.
+    /// Returns the wrapper, which has gained the one Python ref the caller
+    /// receives.
+    fn make_ret(&mut self, h: HandleNo) -> WrapperNo {
+        match self.handles[h as usize].st.binding {
+            // Untied objects never bind: a fresh wrapper owns the +1.
+            Binding::Untied => self.fresh_wrapper(h),
+            // Detached -> Active(W): a new wrapper W takes the +1.
+            Binding::Detached => {
+                let w = self.fresh_wrapper(h);
+                self.handles[h as usize].st.binding = Binding::Active(w);
+                w
+            }
+            // Active(W) -> Active(W): new Python ref; DecRef the redundant +1.
+            Binding::Active(w) => {
+                self.wrappers[w as usize].refs += 1;
+                self.dec_ref(h);
+                w
+            }
+            // Inactive(W) -> Active(W): revive W with the same number; W
+            // takes the +1 and has the one Python ref the caller receives.
+            Binding::Inactive(w) => {
+                let ws = &mut self.wrappers[w as usize];
+                debug_assert!(ws.life == WrapperLife::Live && ws.refs == 0 && ws.chandle.is_none());
+                ws.chandle = Some(h);
+                ws.refs = 1;
+                self.handles[h as usize].st.binding = Binding::Active(w);
+                w
+            }
+        }
+    }
+
+    fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
+        let w = self.wrappers.len() as WrapperNo;
+        self.wrappers.push(WrapperState {
+            life: WrapperLife::Live,
+            refs: 1,
+            chandle: Some(h),
+        });
+        w
+    }
+
+    /// One Python ref on wrapper `w` goes (a var or a cycle let go of it).
+    /// At the last one, §3 rows "last Python ref to W dropped".
+    fn py_decref(&mut self, w: WrapperNo) {
+        let ws = &mut self.wrappers[w as usize];
+        ws.refs -= 1;
+        if ws.refs > 0 {
+            return;
+        }
+        // A moved-from wrapper owes nothing (review thread): just freed.
+        let Some(h) = ws.chandle else {
+            *ws = WrapperState::FREED;
+            return;
+        };
+        let hs = &self.handles[h as usize].st;
+        let canonical = hs.binding == Binding::Active(w);
+        let eligible = self.handles[h as usize].kind == ObjKind::Plain;
+        if canonical && eligible {
+            // Row "W eligible, Active -> Inactive": another owner keeps H alive.
+            let others_keep_h = hs.strong > 1;
+            // THE one S/U difference (§3 "Two designs"): W holds the last
+            // strong ref while a weak slot still holds H (weak > 1: one weak
+            // is the strong refs' own). S frees W at once (Detached, below);
+            // U keeps W cached as Inactive until weak reaches 0.
+            let u_keeps_cached = self.design == Design::U && hs.weak > 1;
+            if others_keep_h || u_keeps_cached {
+                self.handles[h as usize].st.binding = Binding::Inactive(w);
+                self.wrappers[w as usize].chandle = None; // memory kept: Live, refs 0
+                self.dec_ref(h);
+                return;
+            }
+        }
+        // Rows "W eligible, Active -> Detached" (W held the last strong
+        // ref) and "W ineligible, Active -> Detached": detach first, then
+        // DecRef; W freed. Untied (or, unreachably, non-canonical) wrappers:
+        // DecRef, freed.
+        self.detach_if_canonical(h, w);
+        self.wrappers[w as usize] = WrapperState::FREED;
+        self.dec_ref(h);
+    }
+
+    fn detach_if_canonical(&mut self, h: HandleNo, w: WrapperNo) {
+        let b = &mut self.handles[h as usize].st.binding;
+        if *b == Binding::Active(w) {
+            *b = Binding::Detached;
+        }
+    }
+
+    // ---- §2: reference counting --------------------------------------------
+
+    fn new_handle(&mut self, kind: ObjKind) -> HandleNo {
+        let h = self.handles.len() as HandleNo;
+        let binding = if kind.is_tied() {
+            Binding::Detached
+        } else {
+            Binding::Untied
+        };
+        self.handles.push(Handle {
+            st: HandleState {
+                strong: 1,
+                weak: 1,
+                storage: true,
+                binding,
+                field: None,
+            },
+            kind,
+        });
+        h
+    }
+
+    fn inc_ref(&mut self, h: HandleNo) {
+        let st = &mut self.handles[h as usize].st;
+        debug_assert!(st.strong > 0, "IncRef on a dead handle");
+        st.strong += 1;
+    }
+
+    /// Release a strong ref from a slot or field, if there was one.
+    fn release(&mut self, h: Option<HandleNo>) {
+        if let Some(h) = h {
+            self.dec_ref(h);
+        }
+    }
+
+    /// DecRef (§2). At strong 0 the payload is destroyed (its field is
+    /// released, which may cascade), then weak -= 1.
+    ///
+    /// Written as a loop along the field chain: this handle's weak release
+    /// is done before its field's release instead of after. The two touch
+    /// different handles (a field holding its own object keeps strong > 0),
+    /// so the end state is the same, and long chains need no recursion.
+    fn dec_ref(&mut self, h: HandleNo) {
+        let mut next = Some(h);
+        while let Some(h) = next {
+            let st = &mut self.handles[h as usize].st;
+            debug_assert!(st.strong > 0, "DecRef on a dead handle");
+            st.strong -= 1;
+            if st.strong > 0 {
+                return;
+            }
+            next = st.field.take();
+            self.weak_release(Some(h));
+        }
+    }
+
+    /// Weak release (§2), if there was a weak ref. At weak 0 the storage is
+    /// freed (`delete_space`, §3 rows "H's storage freed").
+    fn weak_release(&mut self, h: Option<HandleNo>) {
+        let Some(h) = h else { return };
+        let st = &mut self.handles[h as usize].st;
+        st.weak -= 1;
+        if st.weak > 0 {
+            return;
+        }
+        debug_assert!(st.strong == 0 && !matches!(st.binding, Binding::Active(_)));
+        if let Binding::Inactive(w) = st.binding {
+            // Reclaimed (under the GIL), or after `shutdown` deliberately
+            // leaked (§3 "Shutdown").
+            self.wrappers[w as usize].life = if self.shutdown {
+                WrapperLife::Leaked
+            } else {
+                WrapperLife::Freed
+            };
+        }
+        self.handles[h as usize].st = HandleState::FREED;
+    }
+}

@@ -1,0 +1,922 @@
+//! Unit tests of the reference model: one per row of the contract's §3
+//! transition table, the §4.1 rules, cascades, weak refs, shutdown, the
+//! S/U difference, revivals and teardown. Every step of every test is
+//! followed by a check of the §3 invariants on the model's own state.
+
+use super::{Design, Model};
+use crate::program::{
+    Expect, HOLDERS, Holder, Mark, ObjKind, Op, StepKind, VARS, Var, WEAKS, WeakSlot,
+};
+use crate::state::{
+    AbstractState, Binding, HandleState, StepResult, Totals, VarState, WrapperLife, WrapperState,
+};
+
+// ---- helpers ----------------------------------------------------------------
+
+/// A test-only reader of the step lines used here (`;` or newline
+/// separated). Not the crate's text form, just enough for these tests.
+fn parse(line: &str) -> Op {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let n = |i: usize| -> u8 { t[i][1..].parse().unwrap() };
+    match t[0] {
+        "new" => Op::New {
+            v: Var(n(1)),
+            kind: match t.get(2).copied() {
+                None | Some("plain") => ObjKind::Plain,
+                Some("dict") => ObjKind::Dict,
+                Some("untied") => ObjKind::Untied,
+                Some(k) => panic!("kind {k}"),
+            },
+        },
+        "ret" => Op::Ret {
+            v: Var(n(1)),
+            h: Holder(n(2)),
+        },
+        "echo" => Op::Echo {
+            v: Var(n(1)),
+            u: Var(n(2)),
+        },
+        "get" => Op::Get {
+            v: Var(n(1)),
+            u: Var(n(2)),
+        },
+        "set" => Op::Set {
+            u: Var(n(1)),
+            v: Var(n(2)),
+        },
+        "unset" => Op::Unset { u: Var(n(1)) },
+        "clone" => Op::Clone {
+            v: Var(n(1)),
+            u: Var(n(2)),
+        },
+        "drop" => Op::Drop { v: Var(n(1)) },
+        "hold" => Op::Hold {
+            h: Holder(n(1)),
+            v: Var(n(2)),
+        },
+        "move" => Op::Move {
+            h: Holder(n(1)),
+            v: Var(n(2)),
+        },
+        "release" => Op::Release { h: Holder(n(1)) },
+        "release_foreign" => Op::ReleaseForeign { h: Holder(n(1)) },
+        "weak" => Op::Weak {
+            w: WeakSlot(n(1)),
+            v: Var(n(2)),
+        },
+        "unweak" => Op::Unweak { w: WeakSlot(n(1)) },
+        "lock" => Op::Lock {
+            v: Var(n(1)),
+            w: WeakSlot(n(2)),
+        },
+        "cycle" => Op::Cycle { v: Var(n(1)) },
+        "collect" => Op::Collect,
+        "shutdown" => Op::Shutdown,
+        s => panic!("step {s}"),
+    }
+}
+
+/// Apply every step, checking the invariants after each; return the
+/// result of the last one.
+fn run(m: &mut Model, script: &str) -> StepResult {
+    let mut r = StepResult::Ok;
+    for line in script.split([';', '\n']).map(str::trim) {
+        if !line.is_empty() {
+            r = m.apply(&parse(line));
+            check_invariants(m);
+        }
+    }
+    r
+}
+
+fn model(script: &str) -> Model {
+    let mut m = Model::new(Design::S);
+    run(&mut m, script);
+    m
+}
+
+fn model_u(script: &str) -> Model {
+    let mut m = Model::new(Design::U);
+    run(&mut m, script);
+    m
+}
+
+fn st(m: &Model) -> AbstractState {
+    let mut s = AbstractState::default();
+    m.observe(&mut s);
+    s
+}
+
+/// A handle with storage (weak > 0).
+fn hs(strong: u32, weak: u32, binding: Binding, field: Option<u32>) -> HandleState {
+    assert!(weak > 0, "use HandleState::FREED");
+    HandleState {
+        strong,
+        weak,
+        storage: true,
+        binding,
+        field,
+    }
+}
+
+fn live(refs: u32, chandle: Option<u32>) -> WrapperState {
+    WrapperState {
+        life: WrapperLife::Live,
+        refs,
+        chandle,
+    }
+}
+
+const FREED_H: HandleState = HandleState::FREED;
+const FREED_W: WrapperState = WrapperState::FREED;
+const LEAKED_W: WrapperState = WrapperState {
+    life: WrapperLife::Leaked,
+    refs: 0,
+    chandle: None,
+};
+
+fn totals(live_handles: u32, live_blocks: u32, live_wrappers: u32, leaked: u32) -> Totals {
+    Totals {
+        live_handles,
+        live_blocks,
+        live_wrappers,
+        leaked_wrappers: leaked,
+    }
+}
+
+use Binding::{Active, Detached, Inactive};
+use VarState::{Empty, Moved, Wrapper};
+
+/// §6 teardown as the executor runs it.
+fn teardown(m: &mut Model) {
+    m.clear_all_fields();
+    check_invariants(m);
+    run(
+        m,
+        "release h0; release h1; release h2; release h3; unweak w0; unweak w1;
+         drop v0; drop v1; drop v2; drop v3; drop v4; drop v5; drop v6; drop v7; collect",
+    );
+}
+
+/// §3 invariants I1 to I5, on the model's observed state, plus the
+/// bookkeeping that the numbering rules imply.
+fn check_invariants(m: &Model) {
+    let s = st(m);
+    let cycles = &m.cycles;
+    // Python refs: vars + cycles.
+    for (w, ws) in s.wrappers.iter().enumerate() {
+        let w = w as u32;
+        let in_vars = m.vars.iter().filter(|&&v| v == super::Val::W(w)).count();
+        let in_cycles = cycles.iter().filter(|&&c| c == w).count();
+        assert_eq!(ws.refs as usize, in_vars + in_cycles, "refs of wrapper {w}");
+        if ws.life != WrapperLife::Live {
+            assert_eq!((ws.refs, ws.chandle), (0, None), "dead wrapper {w}");
+        }
+        if let Some(h) = ws.chandle {
+            // I3.
+            assert!(
+                s.handles[h as usize].alive(),
+                "wrapper {w} points to dead {h}"
+            );
+        }
+        if ws.life == WrapperLife::Live && ws.refs == 0 {
+            // Only cached (Inactive) wrappers live without Python refs.
+            let n = s
+                .handles
+                .iter()
+                .filter(|h| h.binding == Inactive(w))
+                .count();
+            assert_eq!(n, 1, "live wrapper {w} with no refs must be Inactive once");
+        }
+    }
+    for (h, hs) in s.handles.iter().enumerate() {
+        let h = h as u32;
+        if !hs.storage {
+            assert_eq!(*hs, HandleState::FREED);
+        }
+        // I4 conservation.
+        let holders = s.holders.iter().filter(|&&x| x == Some(h)).count();
+        let fields = s
+            .handles
+            .iter()
+            .filter(|o| o.alive() && o.field == Some(h))
+            .count();
+        let wrappers = s
+            .wrappers
+            .iter()
+            .filter(|w| w.life == WrapperLife::Live && w.chandle == Some(h))
+            .count();
+        assert_eq!(
+            hs.strong as usize,
+            holders + fields + wrappers,
+            "strong of {h}"
+        );
+        let weaks = s.weaks.iter().filter(|&&x| x == Some(h)).count();
+        if hs.storage {
+            assert_eq!(
+                hs.weak as usize,
+                weaks + usize::from(hs.alive()),
+                "weak of {h}"
+            );
+        } else {
+            assert_eq!(weaks, 0);
+        }
+        // I5 binding consistency.
+        match hs.binding {
+            Active(w) => {
+                let ws = s.wrappers[w as usize];
+                assert_eq!(ws.chandle, Some(h));
+                assert!(ws.life == WrapperLife::Live && ws.refs > 0);
+            }
+            Inactive(w) => {
+                let ws = s.wrappers[w as usize];
+                assert_eq!((ws.life, ws.refs, ws.chandle), (WrapperLife::Live, 0, None));
+            }
+            Binding::Detached | Binding::Untied => {}
+        }
+        if let Active(w) | Inactive(w) = hs.binding {
+            let n = s
+                .handles
+                .iter()
+                .filter(|o| matches!(o.binding, Active(x) | Inactive(x) if x == w))
+                .count();
+            assert_eq!(n, 1, "wrapper {w} canonical twice");
+        }
+    }
+    for v in 0..VARS {
+        assert_eq!(s.vars[v], m.var(Var(v as u8)));
+    }
+}
+
+// ---- §3 table, make_ret rows ------------------------------------------------
+
+#[test]
+fn make_ret_detached_to_active() {
+    let m = model("new v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Wrapper(0));
+    assert_eq!(s.handles, vec![hs(1, 1, Active(0), None)]);
+    assert_eq!(s.wrappers, vec![live(1, Some(0))]);
+    assert_eq!(s.totals, totals(1, 1, 1, 0));
+    // Also for a `dict` object: ineligible, but canonical while alive.
+    let m = model("new v0 dict; hold h0 v0; ret v1 h0");
+    let s = st(&m);
+    assert_eq!((s.vars[0], s.vars[1]), (Wrapper(0), Wrapper(0)));
+    assert_eq!(s.handles, vec![hs(2, 1, Active(0), None)]);
+}
+
+#[test]
+fn make_ret_active_to_active() {
+    let m = model("new v0; hold h0 v0; ret v1 h0; echo v2 v0");
+    let s = st(&m);
+    assert_eq!(&s.vars[..3], &[Wrapper(0), Wrapper(0), Wrapper(0)]);
+    // The redundant +1 of each return was DecRef'd: W and h0 own one each.
+    assert_eq!(s.handles, vec![hs(2, 1, Active(0), None)]);
+    assert_eq!(s.wrappers, vec![live(3, Some(0))]);
+    assert_eq!(s.holders[0], Some(0));
+}
+
+#[test]
+fn make_ret_inactive_to_active_revives_same_wrapper() {
+    let mut m = model("new v0; hold h0 v0; drop v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Empty);
+    assert_eq!(s.handles, vec![hs(1, 1, Inactive(0), None)]);
+    assert_eq!(s.wrappers, vec![live(0, None)]);
+    assert_eq!(s.totals, totals(1, 1, 1, 0));
+    run(&mut m, "ret v1 h0");
+    let s = st(&m);
+    assert_eq!(s.vars[1], Wrapper(0));
+    assert_eq!(s.handles, vec![hs(2, 1, Active(0), None)]);
+    assert_eq!(s.wrappers, vec![live(1, Some(0))]);
+}
+
+// ---- §3 table, last-Python-ref rows -----------------------------------------
+
+#[test]
+fn eligible_drop_with_other_owner_goes_inactive() {
+    // The other owner here is a field.
+    let m = model("new v0; new v1; set v0 v1; drop v1");
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![hs(1, 1, Active(0), Some(1)), hs(1, 1, Inactive(1), None)]
+    );
+    assert_eq!(s.wrappers, vec![live(1, Some(0)), live(0, None)]);
+    // Revived through the field.
+    let mut m = m;
+    run(&mut m, "get v2 v0");
+    assert_eq!(m.var(Var(2)), Wrapper(1));
+    assert_eq!(st(&m).handles[1], hs(2, 1, Active(1), None));
+}
+
+#[test]
+fn eligible_drop_of_last_strong_ref_detaches_and_frees() {
+    let m = model("new v0; drop v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Empty);
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.wrappers, vec![FREED_W]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+}
+
+#[test]
+fn ineligible_drop_detaches_even_with_other_owner() {
+    let mut m = model("new v0 dict; hold h0 v0; drop v0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![hs(1, 1, Detached, None)]);
+    assert_eq!(s.wrappers, vec![FREED_W]);
+    // The next return makes a fresh wrapper, canonical while alive.
+    run(&mut m, "ret v1 h0; ret v2 h0");
+    let s = st(&m);
+    assert_eq!((s.vars[1], s.vars[2]), (Wrapper(1), Wrapper(1)));
+    assert_eq!(s.handles, vec![hs(2, 1, Active(1), None)]);
+    assert_eq!(s.wrappers, vec![FREED_W, live(2, Some(0))]);
+}
+
+// ---- §3 table, move row -----------------------------------------------------
+
+#[test]
+fn move_detaches_and_leaves_moved_from_wrapper() {
+    let mut m = model("new v0; clone v1 v0; move h0 v0");
+    let s = st(&m);
+    assert_eq!((s.vars[0], s.vars[1]), (Moved(0), Moved(0)));
+    assert_eq!(s.holders[0], Some(0));
+    assert_eq!(s.handles, vec![hs(1, 1, Detached, None)]);
+    assert_eq!(s.wrappers, vec![live(2, None)]);
+    // A later return makes a fresh wrapper.
+    run(&mut m, "ret v2 h0");
+    let s = st(&m);
+    assert_eq!(s.vars[2], Wrapper(1));
+    assert_eq!(s.handles, vec![hs(2, 1, Active(1), None)]);
+    // The moved-from wrapper owes nothing when dropped.
+    run(&mut m, "drop v0; drop v1");
+    let s = st(&m);
+    assert_eq!(s.wrappers, vec![FREED_W, live(1, Some(0))]);
+    assert_eq!(s.handles, vec![hs(2, 1, Active(1), None)]);
+}
+
+#[test]
+fn move_of_untied_wrapper() {
+    let m = model("new v0 untied; move h0 v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Moved(0));
+    assert_eq!(s.handles, vec![hs(1, 1, Binding::Untied, None)]);
+    assert_eq!(s.wrappers, vec![live(1, None)]);
+}
+
+#[test]
+fn move_into_occupied_holder_releases_old_content_after() {
+    let m = model("new v0; new v1; hold h0 v1; drop v1; move h0 v0");
+    let s = st(&m);
+    assert_eq!(s.holders[0], Some(0));
+    // Handle 1 lost its only strong owner: its cached wrapper is reclaimed.
+    assert_eq!(s.handles, vec![hs(1, 1, Detached, None), FREED_H]);
+    assert_eq!(s.wrappers, vec![live(1, None), FREED_W]);
+}
+
+// ---- §3 table, storage-freed rows -------------------------------------------
+
+#[test]
+fn storage_freed_reclaims_inactive_wrapper() {
+    let m = model("new v0; hold h0 v0; drop v0; release h0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.wrappers, vec![FREED_W]);
+    assert_eq!(s.holders[0], None);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+    let m = model("new v0; hold h0 v0; drop v0; release_foreign h0");
+    assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
+}
+
+#[test]
+fn storage_freed_when_detached() {
+    let m = model("new v0 dict; hold h0 v0; drop v0; release h0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.wrappers, vec![FREED_W]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+}
+
+// ---- untied objects ---------------------------------------------------------
+
+#[test]
+fn untied_objects_never_bind() {
+    let mut m = model("new v0 untied; hold h0 v0; ret v1 h0; echo v2 v0");
+    let s = st(&m);
+    assert_eq!(&s.vars[..3], &[Wrapper(0), Wrapper(1), Wrapper(2)]);
+    assert_eq!(s.handles, vec![hs(4, 1, Binding::Untied, None)]);
+    assert_eq!(
+        s.wrappers,
+        vec![live(1, Some(0)), live(1, Some(0)), live(1, Some(0))]
+    );
+    run(&mut m, "drop v0; drop v1");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![hs(2, 1, Binding::Untied, None)]);
+    assert_eq!(s.wrappers, vec![FREED_W, FREED_W, live(1, Some(0))]);
+    run(&mut m, "drop v2; release h0");
+    let s = st(&m);
+    // A freed untied handle is reported as FREED like any other.
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+}
+
+// ---- §4.1 rules -------------------------------------------------------------
+
+#[test]
+fn steps_on_moved_from_wrapper_fail_and_change_nothing() {
+    for design in [Design::S, Design::U] {
+        let mut m = Model::new(design);
+        run(&mut m, "new v0; new v1; hold h1 v1; weak w1 v1; move h0 v0");
+        let before = st(&m);
+        for step in [
+            "echo v2 v0",
+            "get v2 v0",
+            "set v0 v1",
+            "set v1 v0",
+            "unset v0",
+            "hold h1 v0",
+            "move h1 v0",
+            "weak w0 v0",
+        ] {
+            assert_eq!(run(&mut m, step), StepResult::Moved, "{step}");
+            let mut after = st(&m);
+            assert_eq!(after.result, StepResult::Moved);
+            after.result = StepResult::Ok;
+            assert_eq!(after, before, "{step} changed state");
+        }
+        // drop, clone and cycle work on moved-from wrappers.
+        assert_eq!(run(&mut m, "clone v2 v0"), StepResult::Ok);
+        assert_eq!(st(&m).result, StepResult::Ok);
+        assert_eq!(m.var(Var(2)), Moved(0));
+        assert_eq!(st(&m).wrappers[0], live(2, None));
+        run(&mut m, "cycle v2; drop v0");
+        assert_eq!(st(&m).wrappers[0], live(1, None));
+        run(&mut m, "collect");
+        assert_eq!(st(&m).wrappers[0], FREED_W);
+        assert_eq!(st(&m).handles[0], hs(1, 1, Detached, None));
+    }
+}
+
+#[test]
+fn empty_and_none_sources_do_nothing() {
+    // v1 holds None (lock of a dead object), v7 is empty, h3 and w1 empty.
+    let mut m = model("new v0; new v2; weak w0 v0; drop v0; lock v1 w0; hold h0 v2");
+    assert_eq!(m.var(Var(1)), VarState::None);
+    let before = st(&m);
+    for step in [
+        "echo v3 v1",
+        "echo v3 v7",
+        "get v3 v1",
+        "get v3 v7",
+        "set v1 v2",
+        "set v2 v1",
+        "set v7 v2",
+        "set v2 v7",
+        "unset v1",
+        "unset v7",
+        "clone v3 v1",
+        "clone v3 v7",
+        "drop v1",
+        "drop v7",
+        "hold h1 v1",
+        "hold h1 v7",
+        "move h1 v1",
+        "move h1 v7",
+        "weak w1 v1",
+        "weak w1 v7",
+        "cycle v1",
+        "cycle v7",
+        "ret v3 h3",
+        "release h3",
+        "release_foreign h3",
+        "unweak w1",
+        "lock v3 w1",
+        "collect",
+    ] {
+        assert_eq!(run(&mut m, step), StepResult::Ok, "{step}");
+        assert_eq!(st(&m), before, "{step} changed state");
+    }
+    // `drop` leaves None as None; `clone`/`cycle` of None did not touch v3.
+    assert_eq!(m.var(Var(1)), VarState::None);
+    assert_eq!(m.var(Var(3)), Empty);
+}
+
+#[test]
+fn set_with_empty_side_and_moved_side_does_nothing() {
+    // Interpretation: the empty/None check comes before the moved check.
+    let mut m = model("new v0; move h0 v0");
+    let before = st(&m);
+    assert_eq!(run(&mut m, "set v7 v0"), StepResult::Ok);
+    assert_eq!(run(&mut m, "set v0 v7"), StepResult::Ok);
+    assert_eq!(st(&m), before);
+}
+
+#[test]
+fn lock_gives_none_when_dead_and_the_object_when_alive() {
+    let mut m = model("new v0; weak w0 v0; lock v1 w0");
+    let s = st(&m);
+    assert_eq!(s.vars[1], Wrapper(0));
+    assert_eq!(s.handles, vec![hs(1, 2, Active(0), None)]);
+    run(&mut m, "drop v0; drop v1; lock v2 w0");
+    let s = st(&m);
+    assert_eq!(s.vars[2], VarState::None);
+    assert_eq!(s.handles, vec![hs(0, 1, Detached, None)]);
+    // lock revives an Inactive wrapper.
+    let m = model("new v0; hold h0 v0; weak w0 v0; drop v0; lock v1 w0");
+    let s = st(&m);
+    assert_eq!(s.vars[1], Wrapper(0));
+    assert_eq!(s.handles, vec![hs(2, 2, Active(0), None)]);
+}
+
+#[test]
+fn assignment_computes_new_value_before_dropping_old() {
+    // v0 is the only owner: dropping it first would kill the object.
+    let m = model("new v0; weak w0 v0; lock v0 w0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Wrapper(0));
+    assert_eq!(s.handles, vec![hs(1, 2, Active(0), None)]);
+    assert_eq!(s.wrappers, vec![live(1, Some(0))]);
+
+    // `get v0 v0`: read the field, then the old wrapper goes and takes
+    // its object (and the field's ref) with it.
+    let m = model("new v0; new v1; set v0 v1; drop v1; get v0 v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Wrapper(1));
+    assert_eq!(s.handles, vec![FREED_H, hs(1, 1, Active(1), None)]);
+    assert_eq!(s.wrappers, vec![FREED_W, live(1, Some(1))]);
+
+    // Re-assigning the same wrapper: +1 then -1, no transition.
+    let mut m = model("new v0; hold h0 v0");
+    let before = st(&m);
+    run(&mut m, "ret v0 h0; echo v0 v0; clone v0 v0; lock v0 w0");
+    assert_eq!(st(&m), before);
+    run(&mut m, "weak w0 v0; lock v0 w0");
+    assert_eq!(st(&m).handles, vec![hs(2, 2, Active(0), None)]);
+    assert_eq!(st(&m).wrappers, vec![live(1, Some(0))]);
+
+    // Same for an ineligible wrapper, where dropping the old value first
+    // would free W and make a fresh wrapper.
+    let mut m = model("new v0 dict; hold h0 v0");
+    let before = st(&m);
+    run(&mut m, "ret v0 h0; echo v0 v0; clone v0 v0");
+    assert_eq!(st(&m), before);
+    assert_eq!(st(&m).wrappers, vec![live(1, Some(0))]);
+
+    // `new` into an occupied var: the new handle and wrapper come first.
+    let m = model("new v0; new v0");
+    let s = st(&m);
+    assert_eq!(s.vars[0], Wrapper(1));
+    assert_eq!(s.handles, vec![FREED_H, hs(1, 1, Active(1), None)]);
+}
+
+#[test]
+fn holder_and_weak_slot_store_then_release() {
+    let m = model("new v0; hold h0 v0; hold h0 v0; weak w0 v0; weak w0 v0");
+    assert_eq!(st(&m).handles, vec![hs(2, 2, Active(0), None)]);
+    // Replacing a weak slot's content frees the old storage.
+    let m = model("new v0; new v1; weak w0 v0; drop v0; weak w0 v1");
+    let s = st(&m);
+    assert_eq!(s.weaks[0], Some(1));
+    assert_eq!(s.handles, vec![FREED_H, hs(1, 2, Active(1), None)]);
+}
+
+#[test]
+fn set_and_unset_fields() {
+    let mut m = model("new v0; set v0 v0");
+    assert_eq!(st(&m).handles, vec![hs(2, 1, Active(0), Some(0))]);
+    run(&mut m, "unset v0");
+    assert_eq!(st(&m).handles, vec![hs(1, 1, Active(0), None)]);
+    let mut m = model("new v0; new v1; new v2; set v0 v1; set v0 v2");
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![
+            hs(1, 1, Active(0), Some(2)),
+            hs(1, 1, Active(1), None),
+            hs(2, 1, Active(2), None)
+        ]
+    );
+    run(&mut m, "get v3 v0; get v4 v1");
+    let s = st(&m);
+    assert_eq!((s.vars[3], s.vars[4]), (Wrapper(2), VarState::None));
+    assert_eq!(s.wrappers[2], live(2, Some(2)));
+}
+
+#[test]
+fn cycles_hold_a_ref_until_collect() {
+    let mut m = model("new v0; clone v1 v0; hold h0 v0; cycle v0; cycle v1");
+    let s = st(&m);
+    assert_eq!((s.vars[0], s.vars[1]), (Empty, Empty));
+    assert_eq!(s.wrappers, vec![live(2, Some(0))]);
+    assert_eq!(s.handles, vec![hs(2, 1, Active(0), None)]);
+    run(&mut m, "collect");
+    let s = st(&m);
+    assert_eq!(s.wrappers, vec![live(0, None)]);
+    assert_eq!(s.handles, vec![hs(1, 1, Inactive(0), None)]);
+    // A second collect has nothing to do.
+    run(&mut m, "collect");
+    assert_eq!(st(&m), s);
+}
+
+#[test]
+fn mark_and_expect_change_nothing() {
+    let mut m = model("new v0; move h0 v0; echo v1 v0");
+    let before = st(&m);
+    assert_eq!(before.result, StepResult::Moved);
+    let ops = [
+        Op::Mark {
+            m: Mark(0),
+            v: Var(0),
+        },
+        Op::Expect(Expect::Moved { v: Var(0) }),
+        Op::Expect(Expect::Strong { v: Var(0), n: 7 }),
+    ];
+    for op in ops {
+        assert_eq!(m.apply(&op), StepResult::Ok);
+        // Interpretation: the recorded result of the last step stays.
+        assert_eq!(st(&m), before);
+    }
+}
+
+// ---- cascades, weak refs, shutdown, designs ---------------------------------
+
+#[test]
+fn cascade_through_fields() {
+    let script = "new v0; new v1; new v2; set v0 v1; set v1 v2; drop v2; drop v1";
+    let mut m = model(script);
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![
+            hs(1, 1, Active(0), Some(1)),
+            hs(1, 1, Inactive(1), Some(2)),
+            hs(1, 1, Inactive(2), None)
+        ]
+    );
+    run(&mut m, "drop v0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H; 3]);
+    assert_eq!(s.wrappers, vec![FREED_W; 3]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+
+    // A weak ref in the middle keeps that storage (and its cached wrapper).
+    let mut m = model(&format!(
+        "{script}; weak w0 v0; get v3 v0; weak w0 v3; drop v3"
+    ));
+    run(&mut m, "drop v0");
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![FREED_H, hs(0, 1, Inactive(1), None), FREED_H]
+    );
+    assert_eq!(s.wrappers, vec![FREED_W, live(0, None), FREED_W]);
+    assert_eq!(s.totals, totals(0, 1, 1, 0));
+    run(&mut m, "unweak w0");
+    assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
+    assert_eq!(st(&m).wrappers[1], FREED_W);
+}
+
+#[test]
+fn weak_ref_outlives_strong_refs_s_vs_u() {
+    let script = "new v0; weak w0 v0; drop v0";
+    // Design S: W held the last strong ref: detached and freed at once.
+    let mut s_model = model(script);
+    let s = st(&s_model);
+    assert_eq!(s.handles, vec![hs(0, 1, Detached, None)]);
+    assert_eq!(s.wrappers, vec![FREED_W]);
+    assert_eq!(s.totals, totals(0, 1, 0, 0));
+    // Design U: W stays cached (Inactive) until the weak count reaches 0.
+    let mut u_model = model_u(script);
+    let s = st(&u_model);
+    assert_eq!(s.handles, vec![hs(0, 1, Inactive(0), None)]);
+    assert_eq!(s.wrappers, vec![live(0, None)]);
+    assert_eq!(s.totals, totals(0, 1, 1, 0));
+    // Nothing can revive it in between.
+    run(&mut u_model, "lock v1 w0");
+    assert_eq!(u_model.var(Var(1)), VarState::None);
+    assert_eq!(st(&u_model).handles, vec![hs(0, 1, Inactive(0), None)]);
+    for m in [&mut s_model, &mut u_model] {
+        run(m, "unweak w0");
+        let s = st(m);
+        assert_eq!(s.handles, vec![FREED_H]);
+        assert_eq!(s.wrappers, vec![FREED_W]);
+        assert_eq!(s.totals, totals(0, 0, 0, 0));
+    }
+}
+
+#[test]
+fn s_and_u_agree_when_another_owner_remains() {
+    let script = "new v0; hold h0 v0; weak w0 v0; drop v0; release h0";
+    for m in [model(script), model_u(script)] {
+        let s = st(&m);
+        // The last strong ref went from the holder: Inactive in both.
+        assert_eq!(s.handles, vec![hs(0, 1, Inactive(0), None)]);
+        assert_eq!(s.wrappers, vec![live(0, None)]);
+    }
+}
+
+#[test]
+fn u_cached_wrapper_leaks_after_shutdown() {
+    let mut m = model_u("new v0; weak w0 v0; drop v0; shutdown; unweak w0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.wrappers, vec![LEAKED_W]);
+    assert_eq!(s.totals, totals(0, 0, 0, 1));
+    m.reclaim_leaked();
+    assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
+}
+
+#[test]
+fn shutdown_leaks_inactive_wrapper_then_reclaim() {
+    let mut m = model("new v0; hold h0 v0; drop v0; shutdown; shutdown; release h0");
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H]);
+    assert_eq!(s.wrappers, vec![LEAKED_W]);
+    assert_eq!(s.totals, totals(0, 0, 0, 1));
+    // Everything else works as before after shutdown.
+    run(
+        &mut m,
+        "new v1; hold h1 v1; drop v1; ret v2 h1; release h1; drop v2",
+    );
+    let s = st(&m);
+    assert_eq!(s.handles, vec![FREED_H, FREED_H]);
+    assert_eq!(s.wrappers, vec![LEAKED_W, FREED_W]);
+    // Detached handles lose nothing at shutdown.
+    run(&mut m, "new v3 dict; hold h2 v3; drop v3; release h2");
+    assert_eq!(st(&m).totals, totals(0, 0, 0, 1));
+
+    m.reclaim_leaked();
+    let s = st(&m);
+    assert_eq!(s.wrappers, vec![FREED_W; 3]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+    // The flag is reset: a cached wrapper is reclaimed again.
+    run(&mut m, "new v0; hold h0 v0; drop v0; release h0");
+    assert_eq!(st(&m).wrappers[3], FREED_W);
+    assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
+}
+
+#[test]
+fn interleaved_revivals_of_two_handles() {
+    let mut m = model("new v0; new v1; hold h0 v0; hold h1 v1; drop v0; drop v1");
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![hs(1, 1, Inactive(0), None), hs(1, 1, Inactive(1), None)]
+    );
+    for round in 0..50 {
+        let (a, b) = if round % 2 == 0 { (1, 0) } else { (0, 1) };
+        run(&mut m, &format!("ret v2 h{a}; ret v3 h{b}"));
+        let s = st(&m);
+        assert_eq!((s.vars[2], s.vars[3]), (Wrapper(a), Wrapper(b)));
+        assert_eq!(
+            s.handles,
+            vec![hs(2, 1, Active(0), None), hs(2, 1, Active(1), None)]
+        );
+        run(&mut m, "drop v3; drop v2");
+        let s = st(&m);
+        assert_eq!(
+            s.handles,
+            vec![hs(1, 1, Inactive(0), None), hs(1, 1, Inactive(1), None)]
+        );
+        assert_eq!(s.wrappers, vec![live(0, None), live(0, None)]);
+    }
+}
+
+// ---- §6 teardown ------------------------------------------------------------
+
+#[test]
+fn clear_all_fields_breaks_native_cycles() {
+    let mut m = model("new v0; new v1; set v0 v1; set v1 v0; drop v0; drop v1");
+    let s = st(&m);
+    assert_eq!(
+        s.handles,
+        vec![
+            hs(1, 1, Inactive(0), Some(1)),
+            hs(1, 1, Inactive(1), Some(0))
+        ]
+    );
+    m.clear_all_fields();
+    check_invariants(&m);
+    let s = st(&m);
+    // h0's field release killed h1, which released h0: both gone; h1 was
+    // dead at its turn and skipped.
+    assert_eq!(s.handles, vec![FREED_H, FREED_H]);
+    assert_eq!(s.wrappers, vec![FREED_W, FREED_W]);
+    assert_eq!(s.totals, totals(0, 0, 0, 0));
+}
+
+#[test]
+fn teardown_ends_in_empty_world() {
+    let script = "
+        new v0; new v1 dict; new v2 untied; new v3
+        set v0 v1; set v1 v0; set v2 v3; set v3 v3
+        hold h0 v0; weak w0 v1; weak w1 v3; move h1 v3
+        echo v4 v1; clone v5 v2; cycle v5; get v6 v2
+        drop v1; drop v4; shutdown; new v7; set v7 v7; drop v7; drop v0
+    ";
+    for design in [Design::S, Design::U] {
+        let mut m = Model::new(design);
+        run(&mut m, script);
+        assert_eq!(st(&m).totals, totals(5, 5, 5, 0));
+        teardown(&mut m);
+        let s = st(&m);
+        assert_eq!(s.vars, [Empty; VARS]);
+        assert_eq!(s.holders, [None; HOLDERS]);
+        assert_eq!(s.weaks, [None; WEAKS]);
+        assert!(s.handles.iter().all(|h| *h == FREED_H));
+        assert_eq!((s.totals.live_handles, s.totals.live_blocks), (0, 0));
+        assert_eq!(s.totals.live_wrappers, 0);
+        // Handles 0 and 4 were kept Inactive and freed after shutdown: leaked.
+        assert_eq!(s.totals.leaked_wrappers, 2);
+        m.reclaim_leaked();
+        assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
+        assert!(st(&m).wrappers.iter().all(|w| *w == FREED_W));
+    }
+}
+
+#[test]
+fn reset_returns_to_empty_world() {
+    let mut m = model("new v0; hold h0 v0; weak w0 v0; cycle v0; shutdown");
+    m.reset();
+    assert_eq!(st(&m), AbstractState::default());
+    // Numbering from 0 and the shutdown flag off.
+    run(&mut m, "new v0; hold h0 v0; drop v0; release h0");
+    assert_eq!(st(&m).wrappers, vec![FREED_W]);
+    assert_eq!(m.design(), Design::S);
+}
+
+#[test]
+fn observe_reuses_its_vectors() {
+    let m = model("new v0; new v1; new v2; drop v1");
+    let mut s = AbstractState::default();
+    m.observe(&mut s);
+    let (hp, wp) = (s.handles.as_ptr(), s.wrappers.as_ptr());
+    m.observe(&mut s);
+    assert_eq!((s.handles.as_ptr(), s.wrappers.as_ptr()), (hp, wp));
+    assert_eq!(s, st(&m));
+}
+
+// ---- random programs --------------------------------------------------------
+
+/// Deterministic random programs over every step kind: the invariants hold
+/// after every step, and teardown leaves only leaked wrappers.
+#[test]
+fn random_programs_keep_invariants_and_tear_down_clean() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| -> u8 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % n as u64) as u8
+    };
+    for design in [Design::S, Design::U] {
+        let mut m = Model::new(design);
+        for _ in 0..400 {
+            m.reset();
+            for _ in 0..60 {
+                let k = StepKind::ALL[next(StepKind::COUNT) as usize];
+                let v = Var(next(VARS));
+                let u = Var(next(VARS));
+                let h = Holder(next(HOLDERS));
+                let w = WeakSlot(next(WEAKS));
+                let op = match k {
+                    StepKind::New => Op::New {
+                        v,
+                        kind: ObjKind::ALL[next(3) as usize],
+                    },
+                    StepKind::Ret => Op::Ret { v, h },
+                    StepKind::Echo => Op::Echo { v, u },
+                    StepKind::Get => Op::Get { v, u },
+                    StepKind::Set => Op::Set { u, v },
+                    StepKind::Unset => Op::Unset { u },
+                    StepKind::Clone => Op::Clone { v, u },
+                    StepKind::Drop => Op::Drop { v },
+                    StepKind::Hold => Op::Hold { h, v },
+                    StepKind::Move => Op::Move { h, v },
+                    StepKind::Release => Op::Release { h },
+                    StepKind::ReleaseForeign => Op::ReleaseForeign { h },
+                    StepKind::Weak => Op::Weak { w, v },
+                    StepKind::Unweak => Op::Unweak { w },
+                    StepKind::Lock => Op::Lock { v, w },
+                    StepKind::Cycle => Op::Cycle { v },
+                    StepKind::Collect => Op::Collect,
+                    // Rare, so that most programs run without the flag.
+                    StepKind::Shutdown if next(4) == 0 => Op::Shutdown,
+                    StepKind::Shutdown => Op::Collect,
+                };
+                m.apply(&op);
+                check_invariants(&m);
+            }
+            let shut = m.shutdown;
+            teardown(&mut m);
+            let t = st(&m).totals;
+            assert_eq!((t.live_handles, t.live_blocks, t.live_wrappers), (0, 0, 0));
+            if !shut {
+                assert_eq!(t.leaked_wrappers, 0);
+            }
+            m.reclaim_leaked();
+            assert_eq!(st(&m).totals, Totals::default());
+        }
+    }
+}
