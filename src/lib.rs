@@ -13,6 +13,9 @@
 //! - [`exec`]: runs a program on the model and a backend in lockstep.
 //! - [`cli`]: the `pytie` command.
 
+pub mod backend;
+pub mod cli;
+pub mod exec;
 pub mod model;
 pub mod native;
 pub mod program;

@@ -141,8 +141,9 @@ impl WeakRef {
 
     /// Upgrade ("lock"): a strong reference if the object is alive.
     pub fn upgrade(&self) -> Option<HandleRef> {
-        // SAFETY: our weak ref keeps the storage live.
-        unsafe { object::try_upgrade(self.0.as_ptr()) }.then_some(HandleRef(self.0))
+        // SAFETY: our weak ref keeps the storage live. (Lazily: a HandleRef
+        // built for a failed upgrade would DecRef a dead object when dropped.)
+        unsafe { object::try_upgrade(self.0.as_ptr()) }.then(|| HandleRef(self.0))
     }
 }
 

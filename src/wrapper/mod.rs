@@ -41,6 +41,18 @@ pub struct WrapperInfo {
     pub moved: bool,
 }
 
+/// Settings that must be in the environment before the interpreter
+/// starts: `PYTHONMALLOC=malloc`, so that AddressSanitizer sees every
+/// wrapper allocation (pymalloc's arenas hide them). Kept if already set.
+pub fn prepare_environment() {
+    if std::env::var_os("PYTHONMALLOC").is_none() {
+        // SAFETY: called before the interpreter starts, from the process's
+        // init, before this crate starts any thread; nothing else reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("PYTHONMALLOC", "malloc") };
+    }
+}
+
 /// Create the Python types (once per process), register the atexit hook
 /// that sets the shutdown flag, and switch automatic GC off (cycles die at
 /// `collect` steps only).
@@ -158,9 +170,10 @@ pub fn into_cycle(w: Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// `collect`: `gc.collect()`.
-pub fn collect(_py: Python<'_>) {
-    // SAFETY: GIL held (py).
-    unsafe { ffi::PyGC_Collect() };
+pub fn collect(py: Python<'_>) -> PyResult<()> {
+    // SAFETY: the function object lives for the process.
+    let f = unsafe { Bound::from_borrowed_ptr(py, types::gc_collect_function()) };
+    f.call0().map(drop)
 }
 
 /// `shutdown`: interpreter finalization begins (contract §3).

@@ -46,6 +46,7 @@ struct Types {
     cycle: usize,
     moved_error: usize,
     echo: usize,
+    gc_collect: usize,
 }
 
 static TYPES: OnceLock<Types> = OnceLock::new();
@@ -74,6 +75,12 @@ pub fn moved_error() -> *mut ffi::PyObject {
 
 pub fn echo_function() -> *mut ffi::PyObject {
     types().echo as *mut ffi::PyObject
+}
+
+/// Python's `gc.collect` (the C API's `PyGC_Collect` does nothing while
+/// automatic collection is disabled).
+pub fn gc_collect_function() -> *mut ffi::PyObject {
+    types().gc_collect as *mut ffi::PyObject
 }
 
 /// The wrapper type for an object's type index.
@@ -321,7 +328,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         },
         ffi::PyMemberDef::default(),
     ]);
-    let base = (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION) as u64;
+    let base = ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
     let wrapper_slots = |dealloc: *mut c_void| {
         vec![
             slot(ffi::Py_tp_dealloc, dealloc),
@@ -347,7 +354,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
     dict_slots.push(slot(ffi::Py_tp_traverse, dict_traverse as *mut c_void));
     dict_slots.push(slot(ffi::Py_tp_clear, dict_tp_clear as *mut c_void));
     dict_slots.push(slot(ffi::Py_tp_members, dict_members.cast()));
-    let gc = base | ffi::Py_TPFLAGS_HAVE_GC as u64;
+    let gc = base | ffi::Py_TPFLAGS_HAVE_GC;
     let dict = make_type(py, c"pytie.dict", size_of::<DictWrapper>(), gc, dict_slots)?;
 
     let cycle_slots = vec![
@@ -381,7 +388,15 @@ fn build(py: Python<'_>) -> PyResult<Types> {
     let hook = unsafe { Bound::from_owned_ptr(py, hook as *mut ffi::PyObject) };
     py.import("atexit")?.call_method1("register", (hook,))?;
     // Cycles die at `collect` steps only, never at an allocation threshold.
-    py.import("gc")?.call_method0("disable")?;
+    let gc = py.import("gc")?;
+    gc.call_method0("disable")?;
+    let gc_collect = gc.getattr("collect")?.into_ptr() as usize;
+
+    // Everything alive now (interpreter start-up, these types) moves to
+    // the permanent generation: a `collect` step stays a full
+    // `gc.collect()` but only walks what programs made.
+    gc.call_method0("collect")?;
+    gc.call_method0("freeze")?;
 
     Ok(Types {
         plain,
@@ -389,6 +404,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         cycle,
         moved_error: moved_error as usize,
         echo,
+        gc_collect,
     })
 }
 

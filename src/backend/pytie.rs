@@ -1,0 +1,307 @@
+//! pytie's own runtime (native layer + design-S wrapper layer) as a
+//! backend. Vars are real Python references; holders and weak slots own
+//! real native references; every step goes through the runtime's public
+//! paths (attribute access and the FFI function through Python).
+
+use pyo3::prelude::*;
+
+use super::{Backend, Caps, Observes};
+use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
+use crate::program::{HOLDERS, Holder, Op, StepSet, VARS, Var, WEAKS};
+use crate::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
+use crate::wrapper::{self, Moved};
+
+/// The backend. Use it while holding [`wrapper::exclusive`].
+pub struct PytieBackend {
+    /// `None`: empty; `Some(None)`: holds Python's None.
+    vars: [Option<Py<PyAny>>; VARS],
+    holders: [Option<(HandleRef, HandleNo)>; HOLDERS],
+    weaks: [Option<(WeakRef, HandleNo)>; WEAKS],
+    /// One entry per live cycle: the wrapper it holds.
+    cycles: Vec<WrapperNo>,
+    result: StepResult,
+    violations: Vec<String>,
+}
+
+impl Default for PytieBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PytieBackend {
+    pub fn new() -> PytieBackend {
+        Python::attach(wrapper::init).expect("initialize the pytie wrapper types");
+        PytieBackend {
+            vars: Default::default(),
+            holders: Default::default(),
+            weaks: Default::default(),
+            cycles: Vec::new(),
+            result: StepResult::Ok,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Python assignment order: the new value is computed; replace the
+    /// slot, then drop the old value.
+    fn assign(&mut self, v: Var, new: Bound<'_, PyAny>) {
+        let old = self.vars[v.idx()].replace(new.unbind());
+        drop(old);
+    }
+
+    /// The object in var `v`, unless the var is empty or holds None.
+    fn source<'py>(&self, py: Python<'py>, v: Var) -> Option<Bound<'py, PyAny>> {
+        let o = self.vars[v.idx()].as_ref()?.bind(py);
+        (!o.is_none()).then(|| o.clone())
+    }
+
+    fn store_holder(&mut self, h: Holder, r: HandleRef) {
+        let id = r.id();
+        let old = self.holders[h.idx()].replace((r, id));
+        drop(old);
+    }
+
+    /// Map a Python-level result: the moved-from error is a step result,
+    /// anything else is a runtime fault.
+    fn py_result<T>(&mut self, py: Python<'_>, op: &Op, r: PyResult<T>) -> Result<T, StepResult> {
+        r.map_err(|e| {
+            if !wrapper::is_moved(&e, py) {
+                self.violations
+                    .push(format!("`{op}` raised an unexpected Python exception: {e}"));
+            }
+            StepResult::Moved
+        })
+    }
+
+    fn step(&mut self, py: Python<'_>, op: &Op) -> Result<(), StepResult> {
+        const MOVED: StepResult = StepResult::Moved;
+        match *op {
+            Op::New { v, kind } => {
+                let r = wrapper::new_object(py, kind);
+                let o = self.py_result(py, op, r)?;
+                self.assign(v, o);
+            }
+            Op::Ret { v, h } => {
+                if let Some((r, _)) = &self.holders[h.idx()] {
+                    let r = wrapper::return_handle(py, r.clone_ref());
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
+            // The temporary reference to U goes before the assignment, as
+            // in Python's `v = f(u)`.
+            Op::Echo { v, u } => {
+                if let Some(src) = self.source(py, u) {
+                    let r = wrapper::echo(&src);
+                    drop(src);
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
+            Op::Get { v, u } => {
+                if let Some(src) = self.source(py, u) {
+                    let r = wrapper::get_x(&src);
+                    drop(src);
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
+            Op::Set { u, v } => {
+                if let (Some(target), Some(val)) = (self.source(py, u), self.source(py, v)) {
+                    let r = wrapper::set_x(&target, &val);
+                    self.py_result(py, op, r)?;
+                }
+            }
+            Op::Unset { u } => {
+                if let Some(target) = self.source(py, u) {
+                    let r = wrapper::set_x(&target, &py.None().into_bound(py));
+                    self.py_result(py, op, r)?;
+                }
+            }
+            Op::Clone { v, u } => {
+                if let Some(src) = self.source(py, u) {
+                    self.assign(v, src);
+                }
+            }
+            // `del v` on a var holding None leaves it None.
+            Op::Drop { v } => {
+                if self.vars[v.idx()].as_ref().is_some_and(|o| !o.is_none(py)) {
+                    drop(self.vars[v.idx()].take());
+                }
+            }
+            Op::Hold { h, v } => {
+                if let Some(src) = self.source(py, v) {
+                    let r = wrapper::handle_of(&src).map_err(|Moved| MOVED)?;
+                    drop(src);
+                    self.store_holder(h, r);
+                }
+            }
+            Op::Move { h, v } => {
+                if let Some(src) = self.source(py, v) {
+                    let r = wrapper::move_out(&src).map_err(|Moved| MOVED)?;
+                    drop(src);
+                    self.store_holder(h, r);
+                }
+            }
+            Op::Release { h } => drop(self.holders[h.idx()].take()),
+            Op::ReleaseForeign { h } => {
+                if let Some((r, _)) = self.holders[h.idx()].take() {
+                    // The interpreter's thread lets go of the GIL while it
+                    // waits (contract §3 "Threads").
+                    py.detach(move || release_on_foreign_thread(r));
+                }
+            }
+            Op::Weak { w, v } => {
+                if let Some(src) = self.source(py, v) {
+                    let r = wrapper::weak_of(&src).map_err(|Moved| MOVED)?;
+                    drop(src);
+                    let id = r.id();
+                    let old = self.weaks[w.idx()].replace((r, id));
+                    drop(old);
+                }
+            }
+            Op::Unweak { w } => drop(self.weaks[w.idx()].take()),
+            Op::Lock { v, w } => {
+                if let Some((r, _)) = &self.weaks[w.idx()] {
+                    let o = match r.upgrade() {
+                        Some(strong) => {
+                            let r = wrapper::return_handle(py, strong);
+                            self.py_result(py, op, r)?
+                        }
+                        None => py.None().into_bound(py),
+                    };
+                    self.assign(v, o);
+                }
+            }
+            Op::Cycle { v } => {
+                if let Some(src) = self.source(py, v) {
+                    let serial = wrapper::info(&src).map_or(u32::MAX, |i| i.serial);
+                    drop(self.vars[v.idx()].take());
+                    self.cycles.push(serial);
+                    let r = wrapper::into_cycle(src);
+                    self.py_result(py, op, r)?;
+                }
+            }
+            Op::Collect => {
+                self.cycles.clear();
+                let r = wrapper::collect(py);
+                self.py_result(py, op, r)?;
+            }
+            Op::Shutdown => wrapper::shutdown(),
+            Op::Mark { .. } | Op::Expect(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl Backend for PytieBackend {
+    fn name(&self) -> String {
+        "pytie runtime (design S)".into()
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            steps: StepSet::ALL,
+            observes: Observes::ALL,
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), String> {
+        // Teardown leaves vars that held None holding None (`del` of None
+        // keeps it): they own nothing; a new program starts empty.
+        Python::attach(|py| {
+            for v in &mut self.vars {
+                if v.as_ref().is_some_and(|o| o.is_none(py)) {
+                    *v = None;
+                }
+            }
+        });
+        self.result = StepResult::Ok;
+        self.cycles.clear();
+        self.violations.clear();
+        wrapper::reset()
+    }
+
+    fn apply(&mut self, op: &Op) -> StepResult {
+        let r = Python::attach(|py| self.step(py, op));
+        self.result = r.err().unwrap_or(StepResult::Ok);
+        self.result
+    }
+
+    fn observe(&mut self, out: &mut AbstractState) {
+        Python::attach(|py| {
+            wrapper::observe(py, out);
+            for (slot, var) in out.vars.iter_mut().zip(&self.vars) {
+                *slot = match var.as_ref().map(|o| o.bind(py)) {
+                    None => VarState::Empty,
+                    Some(o) if o.is_none() => VarState::None,
+                    Some(o) => match wrapper::info(o) {
+                        Some(i) if i.moved => VarState::Moved(i.serial),
+                        Some(i) => VarState::Wrapper(i.serial),
+                        None => VarState::None,
+                    },
+                };
+            }
+        });
+        for (slot, h) in out.holders.iter_mut().zip(&self.holders) {
+            *slot = h.as_ref().map(|(_, id)| *id);
+        }
+        for (slot, w) in out.weaks.iter_mut().zip(&self.weaks) {
+            *slot = w.as_ref().map(|(_, id)| *id);
+        }
+        out.result = self.result;
+    }
+
+    fn violations(&mut self) -> Vec<String> {
+        let mut v = std::mem::take(&mut self.violations);
+        v.extend(wrapper::take_violations());
+        v
+    }
+
+    fn identity(&mut self, v: Var) -> Option<usize> {
+        let o = self.vars[v.idx()].as_ref()?;
+        Python::attach(|py| wrapper::info(o.bind(py)).map(|i| i.addr))
+    }
+
+    fn cycle_members(&self) -> &[WrapperNo] {
+        &self.cycles
+    }
+
+    fn clear_all_fields(&mut self) {
+        Python::attach(wrapper::clear_all_fields);
+    }
+
+    fn reclaim_leaked(&mut self) {
+        Python::attach(wrapper::reclaim_leaked);
+    }
+
+    fn leftovers(&mut self) -> Option<String> {
+        wrapper::leftovers()
+    }
+
+    fn abandon(&mut self) {
+        for v in &mut self.vars {
+            std::mem::forget(v.take());
+        }
+        for h in &mut self.holders {
+            std::mem::forget(h.take());
+        }
+        for w in &mut self.weaks {
+            std::mem::forget(w.take());
+        }
+        self.cycles.clear();
+        Python::attach(wrapper::abandon);
+    }
+}
+
+impl Drop for PytieBackend {
+    fn drop(&mut self) {
+        // A world left behind (a panic mid-program) is abandoned, not freed.
+        let used = self.vars.iter().any(Option::is_some)
+            || self.holders.iter().any(Option::is_some)
+            || self.weaks.iter().any(Option::is_some);
+        if used {
+            self.abandon();
+        }
+    }
+}

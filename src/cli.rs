@@ -1,0 +1,214 @@
+//! The `pytie` command. Exit codes: 0 all programs pass, 1 a program
+//! fails (its report is printed), 2 bad usage, unreadable or empty file,
+//! or a text program that does not parse.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exec::lifecycle;
+use crate::exec::report::state_summary;
+use crate::program::{Program, binary, text};
+
+#[derive(Parser)]
+#[command(
+    name = "pytie",
+    version,
+    about = "Fuzzing and differential testing of PyObject tying"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Copy)]
+struct Form {
+    /// Read files as text programs, whatever their extension.
+    #[arg(long, conflicts_with = "binary")]
+    text: bool,
+    /// Read files as binary programs, whatever their extension.
+    #[arg(long)]
+    binary: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run programs against the model and the runtime; exit 1 if one fails.
+    Run {
+        #[command(flatten)]
+        form: Form,
+        /// Show whole states in failure reports, not only differences.
+        #[arg(long)]
+        full: bool,
+        /// Program files: `.pytie` is text, anything else binary.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the program and the abstract state after every step.
+    Trace {
+        #[command(flatten)]
+        form: Form,
+        file: PathBuf,
+    },
+    /// Text program to binary (assertions are dropped).
+    Encode {
+        file: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Binary program to text.
+    Decode {
+        file: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Print to standard output; a closed pipe (`pytie trace F | head`) is not
+/// an error worth a panic.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// A user-facing error: printed, exit 2.
+struct Bad(String);
+
+fn is_text(path: &Path, form: Form) -> bool {
+    if form.text {
+        true
+    } else if form.binary {
+        false
+    } else {
+        path.extension().is_some_and(|e| e == "pytie")
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Bad> {
+    let data =
+        std::fs::read(path).map_err(|e| Bad(format!("{}: cannot read: {e}", path.display())))?;
+    if data.is_empty() {
+        return Err(Bad(format!("{}: empty file", path.display())));
+    }
+    Ok(data)
+}
+
+/// Load a program in the form `form` says (or its extension).
+pub fn load(path: &Path, text_form: bool) -> Result<Program, String> {
+    let data = read(path).map_err(|Bad(e)| e)?;
+    if text_form {
+        let src = String::from_utf8(data)
+            .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
+        text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))
+    } else {
+        Ok(binary::decode(&data))
+    }
+}
+
+fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {
+    match output {
+        Some(p) => {
+            std::fs::write(p, bytes).map_err(|e| Bad(format!("{}: cannot write: {e}", p.display())))
+        }
+        None => std::io::stdout()
+            .write_all(bytes)
+            .map_err(|e| Bad(format!("cannot write to standard output: {e}"))),
+    }
+}
+
+fn run(files: &[PathBuf], form: Form, full: bool) -> Result<ExitCode, Bad> {
+    let mut programs = Vec::new();
+    for f in files {
+        programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
+    }
+    let mut failed = 0;
+    for (f, p) in &programs {
+        match lifecycle::check_program(p) {
+            Ok(o) => {
+                let skipped = if o.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} skipped", o.skipped.len())
+                };
+                out!("ok   {} ({} steps{skipped})", f.display(), o.steps);
+            }
+            Err(e) => {
+                failed += 1;
+                let e = if full { e.full() } else { *e };
+                out!("FAIL {}\n{e}", f.display());
+            }
+        }
+    }
+    if programs.len() > 1 {
+        out!("{} passed, {failed} failed", programs.len() - failed);
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
+    let p = load(file, is_text(file, form)).map_err(Bad)?;
+    let _ = write!(std::io::stdout(), "{}", text::print(&p));
+    out!("---");
+    let mut n = 0;
+    let r = lifecycle::with_executor(|ex| {
+        ex.run_traced(&p, &mut |step, expected, _actual| {
+            let title = if step == 0 {
+                n += 1;
+                format!("teardown {n}")
+            } else {
+                format!("step {step}: {}", p.ops[step - 1])
+            };
+            out!("{title}\n{}", state_summary(expected));
+        })
+    });
+    match r {
+        Ok(_) => {
+            out!("pass");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            out!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Run { form, full, files } => run(&files, form, full),
+        Cmd::Trace { form, file } => trace(&file, form),
+        Cmd::Encode { file, output } => load(&file, true)
+            .map_err(Bad)
+            .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
+            .map(|()| ExitCode::SUCCESS),
+        Cmd::Decode { file, output } => read(&file)
+            .and_then(|d| {
+                write_out(
+                    output.as_deref(),
+                    text::print(&binary::decode(&d)).as_bytes(),
+                )
+            })
+            .map(|()| ExitCode::SUCCESS),
+    };
+    r.unwrap_or_else(|Bad(msg)| {
+        eprintln!("pytie: {msg}");
+        ExitCode::from(2)
+    })
+}

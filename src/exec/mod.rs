@@ -1,0 +1,382 @@
+//! The executor: runs a program on the reference model and a backend in
+//! lockstep. After every step it compares the abstract states whole, runs
+//! the backend's own assertions, checks the invariants on the real side
+//! and the wrappers' identities; then it tears the world down (§6) and
+//! checks that nothing is left. The first failure stops the run.
+
+pub mod invariants;
+pub mod lifecycle;
+pub mod report;
+
+use crate::backend::{Backend, Caps, Observes};
+use crate::model::{Design, Model};
+use crate::program::{
+    Expect, HOLDERS, Holder, MARKS, Op, Program, StepKind, VARS, Var, WEAKS, WeakSlot,
+};
+use crate::state::{AbstractState, VarState, WrapperLife, WrapperNo};
+
+pub use report::{Failure, FailureKind};
+
+/// What a passing run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// State-changing steps run on both sides.
+    pub steps: usize,
+    /// Steps skipped because the backend cannot express them, by kind.
+    pub skipped: Vec<StepKind>,
+}
+
+/// A step of the run: a program step, or a teardown action.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Step(usize, &'a Op),
+    Teardown(&'a str),
+}
+
+/// Reusable lockstep runner (keeps its buffers between programs).
+pub struct Executor<B: Backend> {
+    pub model: Model,
+    pub backend: B,
+    caps: Caps,
+    expected: AbstractState,
+    actual: AbstractState,
+    /// Address of each wrapper number once seen (0: not yet).
+    addrs: Vec<usize>,
+    /// `mark`: (model wrapper number, real address).
+    marks: [Option<(WrapperNo, usize)>; MARKS],
+    scratch: invariants::Scratch,
+}
+
+impl<B: Backend> Executor<B> {
+    pub fn new(design: Design, backend: B) -> Executor<B> {
+        let caps = backend.caps();
+        Executor {
+            model: Model::new(design),
+            backend,
+            caps,
+            expected: AbstractState::default(),
+            actual: AbstractState::default(),
+            addrs: Vec::new(),
+            marks: [None; MARKS],
+            scratch: invariants::Scratch::default(),
+        }
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// The state the model predicts after the last step.
+    pub fn expected(&self) -> &AbstractState {
+        &self.expected
+    }
+
+    /// The state the backend showed after the last step.
+    pub fn actual(&self) -> &AbstractState {
+        &self.actual
+    }
+
+    /// Run `prog`; after a failure the backend's world is abandoned.
+    pub fn run(&mut self, prog: &Program) -> Result<Outcome, Box<Failure>> {
+        self.run_traced(prog, &mut |_, _, _| {})
+    }
+
+    /// Run `prog`, calling `trace(step, expected, actual)` after every
+    /// state-changing step (`step` 1-based; 0 for teardown actions).
+    pub fn run_traced(
+        &mut self,
+        prog: &Program,
+        trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+    ) -> Result<Outcome, Box<Failure>> {
+        let r = self.run_inner(prog, trace);
+        if r.is_err() {
+            self.backend.abandon();
+        }
+        r
+    }
+
+    fn run_inner(
+        &mut self,
+        prog: &Program,
+        trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+    ) -> Result<Outcome, Box<Failure>> {
+        let mut outcome = Outcome::default();
+        self.model.reset();
+        self.addrs.clear();
+        self.marks = [None; MARKS];
+        if let Err(e) = self.backend.begin() {
+            return Err(self.fail(prog, At::Teardown("start"), FailureKind::Teardown, vec![e]));
+        }
+        self.observe();
+        for (i, op) in prog.ops.iter().enumerate() {
+            match op.kind() {
+                None => self.assertion(prog, i, op)?,
+                Some(k) if !self.caps.steps.contains(k) => outcome.skipped.push(k),
+                Some(_) => {
+                    self.model.apply(op);
+                    self.backend.apply(op);
+                    self.check(prog, At::Step(i, op))?;
+                    trace(i + 1, &self.expected, &self.actual);
+                    outcome.steps += 1;
+                }
+            }
+        }
+        self.teardown(prog, trace)?;
+        Ok(outcome)
+    }
+
+    /// Contract §6.
+    fn teardown(
+        &mut self,
+        prog: &Program,
+        trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+    ) -> Result<(), Box<Failure>> {
+        self.model.clear_all_fields();
+        self.backend.clear_all_fields();
+        self.check(prog, At::Teardown("clear every field"))?;
+        trace(0, &self.expected, &self.actual);
+        let releases = (0..HOLDERS).map(|h| Op::Release { h: Holder(h as u8) });
+        let unweaks = (0..WEAKS).map(|w| Op::Unweak {
+            w: WeakSlot(w as u8),
+        });
+        let drops = (0..VARS).map(|v| Op::Drop { v: Var(v as u8) });
+        for op in releases.chain(unweaks).chain(drops).chain([Op::Collect]) {
+            if op.kind().is_some_and(|k| self.caps.steps.contains(k)) {
+                self.model.apply(&op);
+                self.backend.apply(&op);
+                let text = format!("{op}");
+                self.check(prog, At::Teardown(&text))?;
+                trace(0, &self.expected, &self.actual);
+            }
+        }
+        let t = self.expected.totals;
+        if t.live_handles + t.live_blocks + t.live_wrappers > 0 {
+            let note = format!(
+                "the model itself ends with {} live handles, {} blocks, {} wrappers: a model bug",
+                t.live_handles, t.live_blocks, t.live_wrappers
+            );
+            return Err(self.fail(
+                prog,
+                At::Teardown("end of teardown"),
+                FailureKind::Teardown,
+                vec![note],
+            ));
+        }
+        self.model.reclaim_leaked();
+        self.backend.reclaim_leaked();
+        self.check(prog, At::Teardown("reclaim wrappers leaked at shutdown"))?;
+        if let Some(left) = self.backend.leftovers() {
+            let note = format!("still allocated: {left}");
+            return Err(self.fail(
+                prog,
+                At::Teardown("final empty-world check"),
+                FailureKind::Teardown,
+                vec![note],
+            ));
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self) {
+        self.model.observe(&mut self.expected);
+        self.backend.observe(&mut self.actual);
+        let obs = self.caps.observes;
+        obs.mask(&mut self.expected);
+        obs.mask(&mut self.actual);
+    }
+
+    /// After a state-changing step: assertions, comparison, invariants,
+    /// identity.
+    fn check(&mut self, prog: &Program, at: At<'_>) -> Result<(), Box<Failure>> {
+        self.observe();
+        let violations = self.backend.violations();
+        if !violations.is_empty() {
+            return Err(self.fail(prog, at, FailureKind::RuntimeAssertion, violations));
+        }
+        let broken = if self.caps.observes == Observes::ALL {
+            invariants::check(
+                &self.actual,
+                self.backend.cycle_members(),
+                &mut self.scratch,
+            )
+            .err()
+        } else {
+            None
+        };
+        if self.expected != self.actual {
+            return Err(self.fail(
+                prog,
+                at,
+                FailureKind::Divergence,
+                broken.into_iter().collect(),
+            ));
+        }
+        if let Some(b) = broken {
+            return Err(self.fail(prog, at, FailureKind::Invariant, vec![b]));
+        }
+        self.check_identity(prog, at)
+    }
+
+    /// A revived wrapper keeps its address; a fresh wrapper takes no
+    /// address of a wrapper alive or cached.
+    fn check_identity(&mut self, prog: &Program, at: At<'_>) -> Result<(), Box<Failure>> {
+        for v in 0..VARS {
+            let (VarState::Wrapper(n) | VarState::Moved(n)) = self.actual.vars[v] else {
+                continue;
+            };
+            let Some(addr) = self.backend.identity(Var(v as u8)) else {
+                continue;
+            };
+            let n = n as usize;
+            if self.addrs.len() <= n {
+                self.addrs.resize(n + 1, 0);
+            }
+            let problem = if self.addrs[n] == 0 {
+                let clash = self.addrs.iter().enumerate().position(|(m, &a)| {
+                    a == addr
+                        && m != n
+                        && self
+                            .actual
+                            .wrappers
+                            .get(m)
+                            .is_some_and(|w| w.life != WrapperLife::Freed)
+                });
+                self.addrs[n] = addr;
+                clash.map(|m| format!("fresh wr#{n} in v{v} has the address {addr:#x} of wr#{m}, which is still allocated"))
+            } else if self.addrs[n] != addr {
+                Some(format!(
+                    "wr#{n} in v{v} moved from address {:#x} to {addr:#x}: id() changed",
+                    self.addrs[n]
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(self.fail(prog, at, FailureKind::Identity, vec![p]));
+            }
+        }
+        Ok(())
+    }
+
+    /// `mark` and `expect`: evaluated on the model (wrapper numbers) and on
+    /// the backend (addresses); disagreement is a divergence, agreement on
+    /// false a failed expectation.
+    fn assertion(&mut self, prog: &Program, i: usize, op: &Op) -> Result<(), Box<Failure>> {
+        let model_id = |s: &AbstractState, v: Var| match s.vars[v.idx()] {
+            VarState::Wrapper(n) | VarState::Moved(n) => Some(n),
+            _ => None,
+        };
+        let var_text = |s: &AbstractState, v: Var| report::var_text(s.vars[v.idx()]);
+        let (want, got, detail) = match *op {
+            Op::Mark { m, v } => {
+                let n = model_id(&self.expected, v);
+                let addr = self.backend.identity(v);
+                self.marks[m.idx()] = n.zip(addr);
+                return Ok(());
+            }
+            Op::Expect(e) => match e {
+                Expect::IsVar { v, u, negated } => {
+                    let same_model = model_id(&self.expected, v) == model_id(&self.expected, u);
+                    let (av, au) = (self.backend.identity(v), self.backend.identity(u));
+                    let detail = format!(
+                        "{v} holds {} at {av:#x?}, {u} holds {} at {au:#x?}",
+                        var_text(&self.actual, v),
+                        var_text(&self.actual, u)
+                    );
+                    (same_model != negated, (av == au) != negated, detail)
+                }
+                Expect::IsMark { v, m, negated } => match self.marks[m.idx()] {
+                    None => (
+                        false,
+                        false,
+                        format!("{m} was never set on a var holding a wrapper"),
+                    ),
+                    Some((n, addr)) => {
+                        let same_model = model_id(&self.expected, v) == Some(n);
+                        let av = self.backend.identity(v);
+                        let detail = format!(
+                            "{m} is wr#{n} at {addr:#x}; {v} holds {} at {av:#x?}",
+                            var_text(&self.actual, v)
+                        );
+                        (same_model != negated, (av == Some(addr)) != negated, detail)
+                    }
+                },
+                Expect::None { v } | Expect::Moved { v } => {
+                    let test = |s: &AbstractState| match e {
+                        Expect::None { .. } => {
+                            matches!(s.vars[v.idx()], VarState::Empty | VarState::None)
+                        }
+                        _ => matches!(s.vars[v.idx()], VarState::Moved(_)),
+                    };
+                    let detail = format!("{v} holds {}", var_text(&self.actual, v));
+                    (test(&self.expected), test(&self.actual), detail)
+                }
+                Expect::Strong { v, n } | Expect::Weak { v, n } => {
+                    let strong = matches!(e, Expect::Strong { .. });
+                    let count = |s: &AbstractState| {
+                        let h = s.var_handle(v.idx())?;
+                        let hs = &s.handles[h as usize];
+                        Some(if strong { hs.strong } else { hs.weak })
+                    };
+                    let detail = match count(&self.actual) {
+                        Some(c) => format!("the count is {c}"),
+                        None => format!("{v} holds {}, no live wrapper", var_text(&self.actual, v)),
+                    };
+                    (
+                        count(&self.expected) == Some(n),
+                        count(&self.actual) == Some(n),
+                        detail,
+                    )
+                }
+            },
+            _ => return Ok(()),
+        };
+        if want == got && want {
+            return Ok(());
+        }
+        let (kind, note) = if want != got {
+            (
+                FailureKind::Divergence,
+                format!("the model says `{op}` is {want}, the runtime says {got}: {detail}"),
+            )
+        } else {
+            (
+                FailureKind::Expectation,
+                format!("`{op}` is false: {detail}"),
+            )
+        };
+        Err(self.fail(prog, At::Step(i, op), kind, vec![note]))
+    }
+
+    fn fail(
+        &self,
+        prog: &Program,
+        at: At<'_>,
+        kind: FailureKind,
+        notes: Vec<String>,
+    ) -> Box<Failure> {
+        let (step, step_text, program) = match at {
+            At::Step(i, op) => (
+                Some(i + 1),
+                format!("{op}"),
+                Program::new(prog.ops[..=i].to_vec()),
+            ),
+            At::Teardown(t) => (None, format!("teardown: {t}"), prog.clone()),
+        };
+        Box::new(Failure {
+            kind,
+            step,
+            step_text,
+            notes,
+            expected: self.expected.clone(),
+            actual: self.actual.clone(),
+            program,
+            backend: format!(
+                "{}, model design {:?}",
+                self.backend.name(),
+                self.model.design()
+            ),
+            full: false,
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! Failure reports: what failed, where, expected and actual side by side
+//! (only what differs unless the whole state is asked for), and the program
+//! up to the failing step in text form, ready to replay.
+
+use std::fmt;
+
+use crate::program::{Program, text};
+use crate::state::{
+    AbstractState, Binding, HandleNo, HandleState, VarState, WrapperLife, WrapperNo, WrapperState,
+};
+
+/// Number given to a pointer into no live allocation by a backend.
+pub const DANGLING: u32 = u32::MAX;
+
+/// What kind of failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Model and backend states differ.
+    Divergence,
+    /// An invariant of §3 is broken on the backend's side.
+    Invariant,
+    /// The runtime's own assertion (or an unexpected Python exception).
+    RuntimeAssertion,
+    /// A wrapper changed address, or a fresh one took a live one's address.
+    Identity,
+    /// A hand-written `expect` is false on both sides.
+    Expectation,
+    /// The world did not end empty (§6), or did not start empty.
+    Teardown,
+    /// The backend is a real third-party library and broke the contract
+    /// (reported by such backends as an upstream failure).
+    Upstream,
+}
+
+impl FailureKind {
+    fn title(&self) -> &'static str {
+        match self {
+            FailureKind::Divergence => "divergence between the model and the runtime",
+            FailureKind::Invariant => "broken invariant",
+            FailureKind::RuntimeAssertion => "runtime assertion failed",
+            FailureKind::Identity => "wrapper identity broken",
+            FailureKind::Expectation => "failed expectation",
+            FailureKind::Teardown => "the world is not empty after teardown",
+            FailureKind::Upstream => "upstream failure",
+        }
+    }
+}
+
+/// A failed run.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// 1-based index of the failing step in the program; `None` for
+    /// teardown and start-up checks.
+    pub step: Option<usize>,
+    /// The failing step in text form (or the teardown action).
+    pub step_text: String,
+    /// Explanations: invariant messages, assertion texts.
+    pub notes: Vec<String>,
+    pub expected: AbstractState,
+    pub actual: AbstractState,
+    /// The program up to and including the failing step.
+    pub program: Program,
+    /// The backend's name.
+    pub backend: String,
+    /// Print the whole states instead of only what differs.
+    pub full: bool,
+}
+
+impl Failure {
+    /// Show the whole states, not only the differences.
+    pub fn full(mut self) -> Failure {
+        self.full = true;
+        self
+    }
+}
+
+fn wr(w: WrapperNo) -> String {
+    if w == DANGLING {
+        "wr#? (dangling)".into()
+    } else {
+        format!("wr#{w}")
+    }
+}
+
+fn obj(h: Option<HandleNo>) -> String {
+    match h {
+        None => "-".into(),
+        Some(DANGLING) => "obj#? (dangling)".into(),
+        Some(h) => format!("obj#{h}"),
+    }
+}
+
+/// A var's content in report form (`wr#3`, `wr#3 (moved)`, `None`, `empty`).
+pub fn var_text(v: VarState) -> String {
+    var(v)
+}
+
+fn var(v: VarState) -> String {
+    match v {
+        VarState::Empty => "empty".into(),
+        VarState::None => "None".into(),
+        VarState::Wrapper(w) => wr(w),
+        VarState::Moved(w) => format!("{} (moved)", wr(w)),
+    }
+}
+
+fn binding(b: Binding) -> String {
+    match b {
+        Binding::Untied => "untied".into(),
+        Binding::Detached => "Detached".into(),
+        Binding::Active(w) => format!("Active({})", wr(w)),
+        Binding::Inactive(w) => format!("Inactive({})", wr(w)),
+    }
+}
+
+fn life(l: WrapperLife) -> &'static str {
+    match l {
+        WrapperLife::Live => "live",
+        WrapperLife::Freed => "freed",
+        WrapperLife::Leaked => "leaked",
+    }
+}
+
+fn handle_lines(out: &mut Vec<(String, String)>, i: usize, h: Option<&HandleState>, detail: bool) {
+    let Some(h) = h else { return };
+    if !detail {
+        out.push((format!("obj#{i}"), "freed".into()));
+        return;
+    }
+    out.push((format!("obj#{i}.strong"), h.strong.to_string()));
+    out.push((format!("obj#{i}.weak"), h.weak.to_string()));
+    out.push((
+        format!("obj#{i}.storage"),
+        if h.storage { "allocated" } else { "freed" }.into(),
+    ));
+    out.push((format!("obj#{i}.binding"), binding(h.binding)));
+    out.push((format!("obj#{i}.x"), obj(h.field)));
+}
+
+fn wrapper_lines(
+    out: &mut Vec<(String, String)>,
+    i: usize,
+    w: Option<&WrapperState>,
+    detail: bool,
+) {
+    let Some(w) = w else { return };
+    if !detail {
+        out.push((format!("wr#{i}"), "freed".into()));
+        return;
+    }
+    out.push((format!("wr#{i}.life"), life(w.life).into()));
+    out.push((format!("wr#{i}.refs"), w.refs.to_string()));
+    out.push((
+        format!("wr#{i}.chandle"),
+        obj(w.chandle).replace('-', "NULL"),
+    ));
+}
+
+/// The state as (name, value) lines, in a fixed order. Handles and
+/// wrappers are one line `freed` when so in both `s` and `other`,
+/// detailed otherwise, so that two states line up name by name.
+fn state_lines_against(s: &AbstractState, other: &AbstractState) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, v) in s.vars.iter().enumerate() {
+        out.push((format!("v{i}"), var(*v)));
+    }
+    for (i, h) in s.holders.iter().enumerate() {
+        out.push((format!("h{i}"), obj(*h)));
+    }
+    for (i, w) in s.weaks.iter().enumerate() {
+        out.push((format!("w{i}"), obj(*w)));
+    }
+    out.push(("result".into(), format!("{:?}", s.result).to_lowercase()));
+    let freed_h = |h: Option<&HandleState>| h.is_none_or(|h| *h == HandleState::FREED);
+    for i in 0..s.handles.len().max(other.handles.len()) {
+        let detail = !(freed_h(s.handles.get(i)) && freed_h(other.handles.get(i)));
+        handle_lines(&mut out, i, s.handles.get(i), detail);
+    }
+    let freed_w = |w: Option<&WrapperState>| w.is_none_or(|w| *w == WrapperState::FREED);
+    for i in 0..s.wrappers.len().max(other.wrappers.len()) {
+        let detail = !(freed_w(s.wrappers.get(i)) && freed_w(other.wrappers.get(i)));
+        wrapper_lines(&mut out, i, s.wrappers.get(i), detail);
+    }
+    let t = &s.totals;
+    out.push(("live handles".into(), t.live_handles.to_string()));
+    out.push(("live storage blocks".into(), t.live_blocks.to_string()));
+    out.push(("live wrappers".into(), t.live_wrappers.to_string()));
+    out.push(("leaked wrappers".into(), t.leaked_wrappers.to_string()));
+    out
+}
+
+/// The state as (name, value) lines, in a fixed order.
+pub fn state_lines(s: &AbstractState) -> Vec<(String, String)> {
+    state_lines_against(s, s)
+}
+
+/// A compact rendering of a state, a few lines, for `pytie trace`.
+pub fn state_summary(s: &AbstractState) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let slots = |names: &str, items: Vec<String>| {
+        let items: Vec<String> = items.into_iter().filter(|i| !i.is_empty()).collect();
+        if items.is_empty() {
+            String::new()
+        } else {
+            format!("  {names:8} {}\n", items.join(" "))
+        }
+    };
+    let vars = s.vars.iter().enumerate();
+    out += &slots(
+        "vars",
+        vars.map(|(i, v)| match v {
+            VarState::Empty => String::new(),
+            v => format!("v{i}={}", var(*v)),
+        })
+        .collect(),
+    );
+    let holders = s.holders.iter().enumerate();
+    out += &slots(
+        "holders",
+        holders
+            .map(|(i, h)| h.map_or(String::new(), |h| format!("h{i}={}", obj(Some(h)))))
+            .collect(),
+    );
+    let weaks = s.weaks.iter().enumerate();
+    out += &slots(
+        "weak",
+        weaks
+            .map(|(i, h)| h.map_or(String::new(), |h| format!("w{i}={}", obj(Some(h)))))
+            .collect(),
+    );
+    if s.result != crate::state::StepResult::Ok {
+        out += "  result   moved\n";
+    }
+    for (i, h) in s.handles.iter().enumerate() {
+        let name = format!("obj#{i}");
+        if !h.storage {
+            let _ = writeln!(out, "  {name:8} freed");
+        } else {
+            let _ = writeln!(
+                out,
+                "  {name:8} strong {} weak {} {} x={}",
+                h.strong,
+                h.weak,
+                binding(h.binding),
+                obj(h.field)
+            );
+        }
+    }
+    for (i, w) in s.wrappers.iter().enumerate() {
+        let name = format!("wr#{i}");
+        if w.life == WrapperLife::Freed {
+            let _ = writeln!(out, "  {name:8} freed");
+        } else {
+            let chandle = obj(w.chandle).replace('-', "NULL");
+            let _ = writeln!(
+                out,
+                "  {name:8} {} refs {} chandle {chandle}",
+                life(w.life),
+                w.refs
+            );
+        }
+    }
+    let t = &s.totals;
+    let _ = writeln!(
+        out,
+        "  totals   {} handles, {} blocks, {} wrappers, {} leaked",
+        t.live_handles, t.live_blocks, t.live_wrappers, t.leaked_wrappers
+    );
+    out
+}
+
+/// Lines (name, expected, actual), in order; only differing ones unless
+/// `all`. A name present on one side only shows "(absent)" on the other.
+pub fn diff_lines(
+    expected: &AbstractState,
+    actual: &AbstractState,
+    all: bool,
+) -> Vec<(String, String, String)> {
+    let e = state_lines_against(expected, actual);
+    let a = state_lines_against(actual, expected);
+    let mut out = Vec::new();
+    let find = |lines: &[(String, String)], k: &str| {
+        lines
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "(absent)".into())
+    };
+    let mut names: Vec<&String> = e.iter().map(|(n, _)| n).collect();
+    for (n, _) in &a {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    for n in names {
+        let (ev, av) = (find(&e, n), find(&a, n));
+        if all || ev != av {
+            out.push((n.clone(), ev, av));
+        }
+    }
+    out
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = match self.step {
+            Some(n) => format!("step {n}"),
+            None => "teardown".into(),
+        };
+        writeln!(
+            f,
+            "FAIL: {} at {at}: `{}`",
+            self.kind.title(),
+            self.step_text
+        )?;
+        writeln!(f, "  backend: {}", self.backend)?;
+        for n in &self.notes {
+            for line in n.lines() {
+                writeln!(f, "  - {line}")?;
+            }
+        }
+        let rows = diff_lines(&self.expected, &self.actual, self.full);
+        if !rows.is_empty() {
+            let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
+            let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(16);
+            writeln!(f)?;
+            writeln!(f, "  {:w0$}  {:w1$}  actual", "", "expected (model)")?;
+            for (n, e, a) in &rows {
+                let mark = if e != a { "  <--" } else { "" };
+                writeln!(f, "  {n:w0$}  {e:w1$}  {a}{mark}")?;
+            }
+            if !self.full {
+                writeln!(
+                    f,
+                    "  (only differences shown; `pytie run --full` shows whole states)"
+                )?;
+            }
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "program up to the failing step (replay: save as a .pytie file, `pytie run FILE`):"
+        )?;
+        let lines: Vec<String> = text::print(&self.program)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let last = lines.len();
+        for (i, l) in lines.iter().enumerate() {
+            if i + 1 == last && self.step.is_some() {
+                writeln!(f, "{l:<24} # <- step {}: fails here", i + 1)?;
+            } else {
+                writeln!(f, "{l}")?;
+            }
+        }
+        Ok(())
+    }
+}
