@@ -42,8 +42,11 @@ pub struct Executor<B: Backend> {
     actual: AbstractState,
     /// Address of each wrapper number once seen (0: not yet).
     addrs: Vec<usize>,
-    /// `mark`: (model wrapper number, real address).
-    marks: [Option<(WrapperNo, usize)>; MARKS],
+    /// `mark`: the model's wrapper number, and the backend's wrapper
+    /// number and address. Both identify: CPython reuses a freed
+    /// wrapper's address for the next wrapper, so an address alone would
+    /// make `expect V is M` true of a different wrapper.
+    marks: [Option<(WrapperNo, WrapperNo, usize)>; MARKS],
     scratch: invariants::Scratch,
 }
 
@@ -270,8 +273,8 @@ impl<B: Backend> Executor<B> {
         let (want, got, detail) = match *op {
             Op::Mark { m, v } => {
                 let n = model_id(&self.expected, v);
-                let addr = self.backend.identity(v);
-                self.marks[m.idx()] = n.zip(addr);
+                let real = model_id(&self.actual, v).zip(self.backend.identity(v));
+                self.marks[m.idx()] = n.zip(real).map(|(n, (r, a))| (n, r, a));
                 return Ok(());
             }
             Op::Expect(e) => match e {
@@ -291,14 +294,15 @@ impl<B: Backend> Executor<B> {
                         false,
                         format!("{m} was never set on a var holding a wrapper"),
                     ),
-                    Some((n, addr)) => {
+                    Some((n, real, addr)) => {
                         let same_model = model_id(&self.expected, v) == Some(n);
                         let av = self.backend.identity(v);
+                        let same_real = model_id(&self.actual, v) == Some(real) && av == Some(addr);
                         let detail = format!(
-                            "{m} is wr#{n} at {addr:#x}; {v} holds {} at {av:#x?}",
+                            "{m} is wr#{real} at {addr:#x}; {v} holds {} at {av:#x?}",
                             var_text(&self.actual, v)
                         );
-                        (same_model != negated, (av == Some(addr)) != negated, detail)
+                        (same_model != negated, same_real != negated, detail)
                     }
                 },
                 Expect::None { v } | Expect::Moved { v } => {

@@ -262,7 +262,9 @@ fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
     ffi::PyType_Slot { slot, pfunc }
 }
 
-/// Create a heap type from slots (leaked for the life of the process).
+/// Create a heap type from slots. `PyType_FromSpec` copies the spec and
+/// the slot array; what the slots point to (getset, members) must live as
+/// long as the type.
 fn make_type(
     py: Python<'_>,
     name: &'static std::ffi::CStr,
@@ -272,15 +274,15 @@ fn make_type(
 ) -> PyResult<usize> {
     let mut slots = slots;
     slots.push(ffi::PyType_Slot::default());
-    let spec = Box::leak(Box::new(ffi::PyType_Spec {
+    let mut spec = ffi::PyType_Spec {
         name: name.as_ptr(),
         basicsize: basicsize as c_int,
         itemsize: 0,
         flags: flags as std::ffi::c_uint,
-        slots: leak(slots),
-    }));
-    // SAFETY: GIL held (py); the spec and its arrays live forever.
-    let tp = unsafe { ffi::PyType_FromSpec(spec) };
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: GIL held (py); spec and slots outlive the call.
+    let tp = unsafe { ffi::PyType_FromSpec(&mut spec) };
     if tp.is_null() {
         return Err(PyErr::fetch(py));
     }
@@ -318,7 +320,8 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         },
         ffi::PyGetSetDef::default(),
     ]);
-    let dict_members = leak(vec![
+    // Copied into the type by PyType_FromSpec (unlike getset): a local.
+    let mut dict_members = vec![
         ffi::PyMemberDef {
             name: c"__dictoffset__".as_ptr(),
             type_code: ffi::Py_T_PYSSIZET,
@@ -327,7 +330,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
             doc: ptr::null(),
         },
         ffi::PyMemberDef::default(),
-    ]);
+    ];
     let base = ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
     let wrapper_slots = |dealloc: *mut c_void| {
         vec![
@@ -353,7 +356,7 @@ fn build(py: Python<'_>) -> PyResult<Types> {
     let mut dict_slots = wrapper_slots(tying::dict_dealloc as *mut c_void);
     dict_slots.push(slot(ffi::Py_tp_traverse, dict_traverse as *mut c_void));
     dict_slots.push(slot(ffi::Py_tp_clear, dict_tp_clear as *mut c_void));
-    dict_slots.push(slot(ffi::Py_tp_members, dict_members.cast()));
+    dict_slots.push(slot(ffi::Py_tp_members, dict_members.as_mut_ptr().cast()));
     let gc = base | ffi::Py_TPFLAGS_HAVE_GC;
     let dict = make_type(py, c"pytie.dict", size_of::<DictWrapper>(), gc, dict_slots)?;
 

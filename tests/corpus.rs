@@ -1,0 +1,140 @@
+//! Replays every file under `corpus/` through the entry point the fuzz
+//! target uses (`.pytie` files are text, everything else binary), and
+//! checks the corpus's own rules.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use pytie::exec::lifecycle;
+use pytie::program::{Program, binary, text};
+
+fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "README.md" && !n.to_string_lossy().starts_with('.'))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn load(p: &Path) -> Program {
+    let data = std::fs::read(p).unwrap();
+    if p.extension().is_some_and(|e| e == "pytie") {
+        let src = String::from_utf8(data).unwrap();
+        text::parse(&src).unwrap_or_else(|e| panic!("{}:{e}", p.display()))
+    } else {
+        binary::decode(&data)
+    }
+}
+
+#[test]
+fn every_corpus_file_passes() {
+    let files = files_under(&corpus_root());
+    assert!(
+        files.len() >= 60,
+        "the corpus is missing: {} files",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for f in &files {
+        if let Err(e) = lifecycle::check_program(&load(f)) {
+            failures.push(format!("{}\n{e}", f.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} corpus files fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_corpus_replays_identically_twice() {
+    // A fingerprint of every state both sides showed, step by step.
+    let fingerprint = |p: &Program| {
+        let mut h = DefaultHasher::new();
+        lifecycle::with_executor(|ex| {
+            ex.run_traced(p, &mut |step, expected, actual| {
+                (step, expected, actual).hash(&mut h)
+            })
+            .map(|o| o.steps)
+            .map_err(|e| e.to_string())
+        })
+        .hash(&mut h);
+        h.finish()
+    };
+    let programs: Vec<(PathBuf, Program)> = files_under(&corpus_root())
+        .into_iter()
+        .map(|f| {
+            let p = load(&f);
+            (f, p)
+        })
+        .collect();
+    let first: Vec<u64> = programs.iter().map(|(_, p)| fingerprint(p)).collect();
+    let second: Vec<u64> = programs.iter().map(|(_, p)| fingerprint(p)).collect();
+    for ((f, _), (a, b)) in programs.iter().zip(first.iter().zip(&second)) {
+        assert_eq!(a, b, "{} replays differently", f.display());
+    }
+}
+
+#[test]
+fn scenarios_are_many_and_every_seed_comes_from_one() {
+    let root = corpus_root();
+    let scenarios = files_under(&root.join("scenarios"));
+    assert!(scenarios.len() >= 30, "{} scenarios", scenarios.len());
+    for s in &scenarios {
+        let seed = root
+            .join("lifecycle")
+            .join(s.with_extension("bin").file_name().unwrap());
+        assert!(
+            seed.exists(),
+            "no seed for {}: run scripts/seed-corpus",
+            s.display()
+        );
+        assert_eq!(
+            binary::decode(&std::fs::read(&seed).unwrap()),
+            binary::decode(&binary::encode(&load(s))),
+            "{} is stale: run scripts/seed-corpus",
+            seed.display()
+        );
+    }
+}
+
+#[test]
+fn regressions_are_text_and_say_what_they_caught() {
+    let files = files_under(&corpus_root().join("regressions"));
+    assert!(!files.is_empty());
+    for f in files {
+        assert!(
+            f.extension().is_some_and(|e| e == "pytie"),
+            "{}: regressions are kept in text form",
+            f.display()
+        );
+        let src = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            src.lines().next().is_some_and(|l| l.starts_with("# ")),
+            "{}: start with a comment saying what it caught",
+            f.display()
+        );
+    }
+}
