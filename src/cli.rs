@@ -59,6 +59,18 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Turn a (minimized) crash artifact into a text regression: the
+    /// program up to its failing step, headed by a comment saying what it
+    /// caught.
+    Regress {
+        #[command(flatten)]
+        form: Form,
+        /// The failing input, e.g. fuzz/artifacts/lifecycle/minimized-from-...
+        file: PathBuf,
+        /// The regression file to write, e.g. corpus/regressions/NAME.pytie
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Binary program to text.
     Decode {
         file: PathBuf,
@@ -182,6 +194,40 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
     }
 }
 
+fn regress(file: &Path, form: Form, output: &Path) -> Result<ExitCode, Bad> {
+    let p = load(file, is_text(file, form)).map_err(Bad)?;
+    let name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let (header, program) = match lifecycle::check_program(&p) {
+        Err(f) => {
+            let mut h = format!(
+                "# Regression: {}\n",
+                f.to_string().lines().next().unwrap_or_default()
+            );
+            for n in &f.notes {
+                for l in n.lines() {
+                    h += &format!("#   {l}\n");
+                }
+            }
+            (h, f.program.clone())
+        }
+        Ok(_) => (
+            "# Regression: this input passes now (nothing failed when it was recorded).\n"
+                .to_string(),
+            p,
+        ),
+    };
+    let body = format!(
+        "{header}# From {name} ({}).\n{}",
+        file.display(),
+        text::print(&program)
+    );
+    write_out(Some(output), body.as_bytes())?;
+    out!("wrote {} ({} steps)", output.display(), program.ops.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -198,6 +244,7 @@ pub fn main() -> ExitCode {
             .map_err(Bad)
             .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
             .map(|()| ExitCode::SUCCESS),
+        Cmd::Regress { form, file, output } => regress(&file, form, &output),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {
                 write_out(

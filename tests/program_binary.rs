@@ -5,7 +5,7 @@ mod program_strategy;
 use arbitrary::{Arbitrary, Unstructured};
 use proptest::prelude::*;
 use pytie::program::binary::{
-    Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, decode, encode, header,
+    Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, WEIGHTS, decode, encode, header,
 };
 use pytie::program::text::parse;
 use pytie::program::{Holder, ObjKind, Op, Program, StepKind, StepSet, Var};
@@ -27,7 +27,9 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 45);
+    assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
     assert_eq!(MAX_STEPS, 256);
 }
@@ -58,9 +60,16 @@ fn short_header_reads_zeros() {
 fn all_zero_header_enables_everything() {
     let cfg = header(&[0, 0, 0, 0]);
     assert_eq!(cfg.kinds, StepSet::ALL);
-    // Opcodes then range over all 18 kinds: 0x25 = 37, 37 % 18 = 1 = ret;
-    // operands 7 % 1 = 0 and 9 % 1 = 0.
-    assert_eq!(decode(&hex("00 00 00 00 | 25 07 09")), text("ret v0 h0"));
+    // Opcodes then range over all 18 kinds by weight (total 45): 5 is in
+    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x2d = 45 wraps to 0,
+    // new; kind 9 % 4 = 1 is plain.
+    assert_eq!(decode(&hex("00 00 00 00 | 05 07 09")), text("ret v0 h0"));
+    assert_eq!(decode(&hex("00 00 00 00 | 2d 07 09")), text("new v0"));
+    // The last opcode of each kind's range, and the one after it.
+    assert_eq!(
+        decode(&hex("00 00 00 00 | 2b | 2c")),
+        text("collect\nshutdown")
+    );
 }
 
 #[test]
@@ -88,9 +97,12 @@ fn new_is_always_enabled_and_new_only_means_all() {
 
 #[test]
 fn swarm_mask_restricts_opcodes() {
-    // Enabled: new, drop (bit 7). Opcodes alternate between them.
-    let p = decode(&hex("80 00 00 07 | 00 03 02 | 01 05 | 02 06 00 | 03 04"));
-    assert_eq!(p, text("new v3 untied\ndrop v5\nnew v6\ndrop v4"));
+    // Enabled: new, drop (bit 7), weight 4 each: opcodes 0..=3 new,
+    // 4..=7 drop, then around again from 8.
+    let p = decode(&hex(
+        "80 00 00 07 | 00 03 03 | 04 05 | 03 06 00 | 07 04 | 08 01 01",
+    ));
+    assert_eq!(p, text("new v3 untied\ndrop v5\nnew v6\ndrop v4\nnew v1"));
 }
 
 #[test]
@@ -99,38 +111,46 @@ fn slot_counts() {
     assert_eq!((c.vars, c.holders, c.weaks), (8, 4, 2));
     let c = header(&[0, 0, 0, 0xc0]);
     assert_eq!((c.vars, c.holders, c.weaks), (1, 1, 1));
+    // Bits 0-2 index [1, 2, 2, 3, 3, 4, 5, 8], bits 3-4 [1, 2, 2, 4],
+    // bit 5 [1, 2].
     let c = header(&[0, 0, 0, 0b0010_1011]);
-    assert_eq!((c.vars, c.holders, c.weaks), (4, 2, 2));
-    // Operands are taken modulo the counts: vars 4, holders 2, weaks 2.
-    // Enabled: new, hold (bit 8), weak (bit 12).
-    let p = decode(&hex("01 11 00 2b | 01 07 fe | 02 05 0b"));
-    assert_eq!(p, text("hold h1 v2\nweak w1 v3"));
+    assert_eq!((c.vars, c.holders, c.weaks), (3, 2, 2));
+    let counts: Vec<u8> = (0..8).map(|b| header(&[0, 0, 0, b]).vars).collect();
+    assert_eq!(counts, [1, 2, 2, 3, 3, 4, 5, 8]);
+    let counts: Vec<u8> = (0..4).map(|b| header(&[0, 0, 0, b << 3]).holders).collect();
+    assert_eq!(counts, [1, 2, 2, 4]);
+    // Operands are taken modulo the counts: vars 3, holders 2, weaks 2.
+    // Enabled: new (0..=3), hold (bit 8; 4..=7), weak (bit 12; 8..=9).
+    let p = decode(&hex("01 11 00 2b | 05 07 fe | 08 05 0b"));
+    assert_eq!(p, text("hold h1 v2\nweak w1 v2"));
 }
 
 #[test]
-fn new_kind_modulo_three() {
-    let p = decode(&hex("00 00 00 07 | 00 00 03 | 00 01 04 | 00 02 ff"));
-    assert_eq!(p, text("new v0\nnew v1 dict\nnew v2 plain"));
+fn new_kind_indexes_plain_plain_dict_untied() {
+    let p = decode(&hex(
+        "00 00 00 07 | 00 00 00 | 00 01 01 | 00 02 02 | 00 03 07",
+    ));
+    assert_eq!(p, text("new v0\nnew v1\nnew v2 dict\nnew v3 untied"));
 }
 
 // ---- steps ----
 
 #[test]
 fn truncated_last_step_is_dropped() {
-    // all kinds; 4 = set (two var operands); 0 = new.
-    let full = hex("00 00 00 07 | 00 01 00 | 04 01 02");
+    // all kinds; 0x0d = 13 is set (two var operands); 0 = new.
+    let full = hex("00 00 00 07 | 00 01 00 | 0d 01 02");
     assert_eq!(decode(&full), text("new v1\nset v1 v2"));
     assert_eq!(decode(&full[..full.len() - 1]), text("new v1"));
     assert_eq!(decode(&full[..full.len() - 2]), text("new v1"));
     assert_eq!(decode(&full[..full.len() - 3]), text("new v1"));
     // A step without operands is never truncated.
-    assert_eq!(decode(&hex("00 00 00 00 | 10")), text("collect"));
+    assert_eq!(decode(&hex("00 00 00 00 | 2a")), text("collect"));
 }
 
 #[test]
 fn decoding_stops_at_max_steps() {
-    let mut data = hex("00 00 01 00"); // new, collect
-    data.extend(std::iter::repeat_n(1u8, MAX_STEPS + 50));
+    let mut data = hex("00 00 01 00"); // new (0..=3), collect (4..=5)
+    data.extend(std::iter::repeat_n(4u8, MAX_STEPS + 50));
     let p = decode(&data);
     assert_eq!(p.ops.len(), MAX_STEPS);
     assert!(p.ops.iter().all(|op| *op == Op::Collect));
@@ -154,12 +174,13 @@ fn encode_writes_only_the_first_max_steps() {
 #[test]
 fn worked_example() {
     let p = text("new v0\nnew v1 dict\nset v0 v1\nhold h0 v1\ndrop v1\nrelease h0\ncollect\n");
-    let bytes = hex("91 05 01 01 | 00 00 00 | 00 01 01 | 01 00 01 | 03 00 01 | 02 01 | 04 00 | 05");
+    let bytes = hex("91 05 01 01 | 00 00 00 | 00 01 02 | 04 00 01 | 0b 00 01 | 07 01 | 0f 00 | 12");
     assert_eq!(encode(&p), bytes);
     assert_eq!(decode(&bytes), p);
-    // Decoding is modular: opcode 0x0b is collect (11 % 6), operand 0x07 is v1.
+    // Decoding is modular: opcode 0x26 is collect (38 % 20 = 18), operand
+    // 0x07 is v1 (7 % 2).
     assert_eq!(
-        decode(&hex("91 05 01 01 | 0b | 02 07")),
+        decode(&hex("91 05 01 01 | 26 | 07 07")),
         text("collect\ndrop v1")
     );
 }
@@ -168,19 +189,24 @@ fn worked_example() {
 fn encode_minimal_header() {
     assert_eq!(encode(&Program::default()), hex("01 00 00 00"));
     // new only: mask bit 0 (the decoder reads all kinds), opcode 0 is new.
+    // 3 vars is VAR_COUNTS[3]; untied is NEW_KINDS[3].
     assert_eq!(
         encode(&text("new v2 untied")),
-        hex("01 00 00 02 | 00 02 02")
+        hex("01 00 00 03 | 00 02 03")
     );
     assert_eq!(
-        decode(&hex("01 00 00 02 | 00 02 02")),
+        decode(&hex("01 00 00 03 | 00 02 03")),
         text("new v2 untied")
     );
-    // Highest indices used set the counts; shutdown is bit 17.
+    // Highest indices used set the counts (8 vars, 4 holders, 2 weaks:
+    // 7 | 3 << 3 | 1 << 5); shutdown is bit 17. Opcodes: new 0,
+    // release_foreign 4, lock 6, shutdown 9.
     assert_eq!(
         encode(&text("lock v7 w1\nrelease_foreign h3\nshutdown")),
-        hex("01 48 02 3f | 02 07 01 | 01 03 | 03")
+        hex("01 48 02 3f | 06 07 01 | 04 03 | 09")
     );
+    // 4 vars needed: the smallest count that holds them is 4 (index 5).
+    assert_eq!(encode(&text("drop v3"))[3], 0x05);
 }
 
 #[test]
@@ -218,22 +244,22 @@ fn arbitrary_op() {
         }
     );
     assert_eq!(
-        op(&[2, 3, 9]),
+        op(&[8, 3, 9]),
         Op::Echo {
             v: Var(3),
             u: Var(1)
         }
     );
     assert_eq!(
-        op(&[8 + 18, 6]),
+        op(&[26, 6]),
         Op::Hold {
             h: Holder(2),
             v: Var(0)
         }
     );
-    assert_eq!(op(&[16, 0xff]), Op::Collect);
+    assert_eq!(op(&[42, 0xff]), Op::Collect);
     // Ops consume only their own bytes.
-    let mut u = Unstructured::new(&[16, 7, 1, 2]);
+    let mut u = Unstructured::new(&[42, 19, 1, 2]);
     assert_eq!(Op::arbitrary(&mut u).unwrap(), Op::Collect);
     assert_eq!(Op::arbitrary(&mut u).unwrap(), Op::Drop { v: Var(1) });
     assert_eq!(u.len(), 1);

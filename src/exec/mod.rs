@@ -4,6 +4,7 @@
 //! and the wrappers' identities; then it tears the world down (§6) and
 //! checks that nothing is left. The first failure stops the run.
 
+pub mod coverage;
 pub mod invariants;
 pub mod lifecycle;
 pub mod report;

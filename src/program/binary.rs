@@ -15,7 +15,50 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::{HOLDERS, Holder, ObjKind, Op, Program, StepKind, StepSet, VARS, Var, WEAKS, WeakSlot};
 
 /// Version of the layout below. Bump it on any change (docs/format.md).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: weighted opcodes and slot-count tables (version 1 took opcodes
+/// uniformly and slot counts `1 + bits`).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// How many opcode values each step kind gets among the enabled kinds, in
+/// `StepKind` order (docs/format.md). The building blocks of deep states
+/// (create, return, drop, hold) come up more often than `shutdown`.
+pub const WEIGHTS: [u8; StepKind::COUNT] = [
+    4, // new
+    4, // ret
+    2, // echo
+    3, // get
+    3, // set
+    1, // unset
+    2, // clone
+    4, // drop
+    4, // hold
+    2, // move
+    3, // release
+    2, // release_foreign
+    2, // weak
+    1, // unweak
+    3, // lock
+    2, // cycle
+    2, // collect
+    1, // shutdown
+];
+
+/// Var counts the header's 3 bits choose from: few vars most of the time,
+/// so that steps meet on the same objects; 8 so that every program encodes.
+pub const VAR_COUNTS: [u8; 8] = [1, 2, 2, 3, 3, 4, 5, 8];
+/// What `new`'s kind operand selects (taken modulo the table's length):
+/// plain objects, the only ones whose wrappers are cached and revived,
+/// half the time.
+pub const NEW_KINDS: [ObjKind; 4] = [
+    ObjKind::Plain,
+    ObjKind::Plain,
+    ObjKind::Dict,
+    ObjKind::Untied,
+];
+/// Holder counts the header's 2 bits choose from.
+pub const HOLDER_COUNTS: [u8; 4] = [1, 2, 2, 4];
+/// Weak slot counts the header's bit chooses from.
+pub const WEAK_COUNTS: [u8; 2] = [1, 2];
 /// Bytes of header before the first step.
 pub const HEADER_LEN: usize = 4;
 /// Decoding stops after this many steps; further bytes are ignored.
@@ -55,13 +98,48 @@ pub fn header(data: &[u8]) -> Config {
     if kinds == new_only {
         kinds = StepSet::ALL;
     }
-    let s = b(3);
+    let s = usize::from(b(3));
     Config {
         kinds,
-        vars: 1 + (s & 7),
-        holders: 1 + ((s >> 3) & 3),
-        weaks: 1 + ((s >> 5) & 1),
+        vars: VAR_COUNTS[s & 7],
+        holders: HOLDER_COUNTS[(s >> 3) & 3],
+        weaks: WEAK_COUNTS[(s >> 5) & 1],
     }
+}
+
+/// The kind an opcode byte selects: `byte % total weight` of the enabled
+/// kinds, walked in `StepKind` order.
+fn kind_of(opcode: u8, kinds: StepSet, total: u32) -> StepKind {
+    let mut r = u32::from(opcode) % total;
+    for k in kinds.iter() {
+        let w = u32::from(WEIGHTS[k as usize]);
+        if r < w {
+            return k;
+        }
+        r -= w;
+    }
+    StepKind::New
+}
+
+/// The first opcode that selects `kind` (the inverse of [`kind_of`]).
+fn opcode_of(kind: StepKind, kinds: StepSet) -> u8 {
+    kinds
+        .iter()
+        .take_while(|k| *k != kind)
+        .map(|k| WEIGHTS[k as usize])
+        .sum()
+}
+
+fn total_weight(kinds: StepSet) -> u32 {
+    kinds.iter().map(|k| u32::from(WEIGHTS[k as usize])).sum()
+}
+
+/// The index of the smallest count in `table` that holds `needed` slots.
+fn count_index(table: &[u8], needed: usize) -> usize {
+    table
+        .iter()
+        .position(|&c| usize::from(c) >= needed)
+        .unwrap_or(table.len() - 1)
 }
 
 /// What one operand byte ranges over.
@@ -70,7 +148,7 @@ enum Operand {
     Var,
     Holder,
     Weak,
-    /// `new`'s object kind: 0 plain, 1 dict, 2 untied.
+    /// `new`'s object kind, an index into [`NEW_KINDS`].
     Kind,
 }
 
@@ -98,7 +176,7 @@ fn build(kind: StepKind, a: [u8; 2]) -> Op {
     match kind {
         StepKind::New => Op::New {
             v: Var(x),
-            kind: ObjKind::ALL[usize::from(y) % 3],
+            kind: NEW_KINDS[usize::from(y)],
         },
         StepKind::Ret => Op::Ret {
             v: Var(x),
@@ -151,7 +229,10 @@ fn build(kind: StepKind, a: [u8; 2]) -> Op {
 /// inverse of [`build`]); `None` for assertions.
 fn operands(op: &Op) -> Option<(StepKind, [u8; 2])> {
     let a = match *op {
-        Op::New { v, kind } => [v.0, kind as u8],
+        Op::New { v, kind } => [
+            v.0,
+            NEW_KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8,
+        ],
         Op::Ret { v, h } => [v.0, h.0],
         Op::Echo { v, u } | Op::Get { v, u } | Op::Clone { v, u } => [v.0, u.0],
         Op::Set { u, v } => [u.0, v.0],
@@ -175,7 +256,7 @@ fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>)
             Operand::Var => cfg.vars,
             Operand::Holder => cfg.holders,
             Operand::Weak => cfg.weaks,
-            Operand::Kind => 3,
+            Operand::Kind => NEW_KINDS.len() as u8,
         };
         *slot = bytes.next()? % modulus.max(1);
     }
@@ -185,12 +266,12 @@ fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>)
 /// Decode a byte string into a program. Total: never fails, never panics.
 pub fn decode(data: &[u8]) -> Program {
     let cfg = header(data);
-    let kinds: Vec<StepKind> = cfg.kinds.iter().collect();
+    let total = total_weight(cfg.kinds);
     let mut bytes = data.get(HEADER_LEN..).unwrap_or(&[]).iter().copied();
     let mut ops = Vec::new();
     while ops.len() < MAX_STEPS {
         let Some(opcode) = bytes.next() else { break };
-        let kind = kinds[usize::from(opcode) % kinds.len()];
+        let kind = kind_of(opcode, cfg.kinds, total);
         match read_step(kind, &cfg, &mut bytes) {
             Some(op) => ops.push(op),
             None => break, // truncated last step: dropped
@@ -207,7 +288,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
         p.ops.iter().filter_map(operands).take(MAX_STEPS).collect();
 
     // Mask: exactly the kinds used, plus `new`. If that is `new` alone the
-    // decoder enables every kind; `new` has rank 0 either way, so its
+    // decoder enables every kind; `new` comes first either way, so its
     // opcode (0) decodes to `new` in both readings.
     let kinds = steps
         .iter()
@@ -224,16 +305,17 @@ pub fn encode(p: &Program) -> Vec<u8> {
             }
         }
     }
-    // Slot indices are in range by the types' invariants; masking keeps
-    // an out-of-range program from panicking (it will not round-trip).
-    let slots = (vars & 7) | (holders & 3) << 3 | (weaks & 1) << 5;
+    // Slot indices are in range by the types' invariants; an out-of-range
+    // program gets the largest counts (it will not round-trip).
+    let slots = count_index(&VAR_COUNTS, vars + 1)
+        | count_index(&HOLDER_COUNTS, holders + 1) << 3
+        | count_index(&WEAK_COUNTS, weaks + 1) << 5;
 
     let mut out = Vec::with_capacity(HEADER_LEN + 3 * steps.len());
     out.extend_from_slice(&kinds.0.to_le_bytes()[..3]);
     out.push(slots as u8);
     for (kind, a) in &steps {
-        let rank = kinds.iter().position(|k| k == *kind).unwrap_or(0);
-        out.push(rank as u8);
+        out.push(opcode_of(*kind, kinds));
         out.extend_from_slice(&a[..shape(*kind).len()]);
     }
     out
@@ -263,7 +345,7 @@ impl<'a> Arbitrary<'a> for Program {
 impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let opcode = u8::arbitrary(u)?;
-        let kind = StepKind::ALL[usize::from(opcode) % StepKind::COUNT];
+        let kind = kind_of(opcode, StepSet::ALL, total_weight(StepSet::ALL));
         let mut a = [0u8; 2];
         for slot in a.iter_mut().take(shape(kind).len()) {
             *slot = u8::arbitrary(u)?;
