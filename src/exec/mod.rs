@@ -32,6 +32,49 @@ pub struct Outcome {
 enum At<'a> {
     Step(usize, &'a Op),
     Teardown(&'a str),
+    TeardownStep(&'a Op),
+}
+
+/// The steps of teardown (§6) after the fields are cleared: release the
+/// holders, the weak slots, drop the vars, collect.
+pub fn teardown_ops() -> impl Iterator<Item = Op> {
+    let releases = (0..HOLDERS).map(|h| Op::Release { h: Holder(h as u8) });
+    let unweaks = (0..WEAKS).map(|w| Op::Unweak {
+        w: WeakSlot(w as u8),
+    });
+    let drops = (0..VARS).map(|v| Op::Drop { v: Var(v as u8) });
+    releases.chain(unweaks).chain(drops).chain([Op::Collect])
+}
+
+/// Run `prog` and its teardown on the model alone, checking nothing: what
+/// the model costs.
+pub fn run_model_only(model: &mut Model, prog: &Program) {
+    model.reset();
+    for op in prog.ops.iter().filter(|op| !op.is_assertion()) {
+        model.apply(op);
+    }
+    model.clear_all_fields();
+    for op in teardown_ops() {
+        model.apply(&op);
+    }
+    model.reclaim_leaked();
+}
+
+/// Run `prog` and its teardown on a backend alone, checking only that the
+/// world ends empty: what the implementation costs.
+pub fn run_backend_only<B: Backend>(backend: &mut B, prog: &Program) -> Result<(), String> {
+    backend.begin()?;
+    let steps = backend.caps().steps;
+    let supported = |op: &&Op| op.kind().is_some_and(|k| steps.contains(k));
+    for op in prog.ops.iter().filter(supported) {
+        backend.apply(op);
+    }
+    backend.clear_all_fields();
+    for op in teardown_ops() {
+        backend.apply(&op);
+    }
+    backend.reclaim_leaked();
+    backend.leftovers().map_or(Ok(()), Err)
 }
 
 /// Reusable lockstep runner (keeps its buffers between programs).
@@ -148,8 +191,7 @@ impl<B: Backend> Executor<B> {
             if op.kind().is_some_and(|k| self.caps.steps.contains(k)) {
                 self.model.apply(&op);
                 self.backend.apply(&op);
-                let text = format!("{op}");
-                self.check(prog, At::Teardown(&text))?;
+                self.check(prog, At::TeardownStep(&op))?;
                 trace(0, &self.expected, &self.actual);
             }
         }
@@ -367,6 +409,7 @@ impl<B: Backend> Executor<B> {
                 Program::new(prog.ops[..=i].to_vec()),
             ),
             At::Teardown(t) => (None, format!("teardown: {t}"), prog.clone()),
+            At::TeardownStep(op) => (None, format!("teardown: {op}"), prog.clone()),
         };
         Box::new(Failure {
             kind,

@@ -1,0 +1,86 @@
+//! `cargo bench`: executions per second over the seed corpus
+//! (corpus/lifecycle) of the lifecycle entry (model + runtime + every
+//! check), of the runtime alone and of the model alone. The three are
+//! measured interleaved, round after round, in one process, and reported
+//! as medians, so their ratios hold on a noisy machine.
+//!
+//! `cargo bench -- ROUNDS` (default 21).
+
+use std::time::Instant;
+
+use pytie::exec::{lifecycle, run_backend_only, run_model_only};
+use pytie::program::{Program, binary};
+
+fn corpus() -> Vec<Program> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/lifecycle");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("corpus/lifecycle")
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| binary::decode(&std::fs::read(f).unwrap()))
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(21);
+    let programs = corpus();
+    let steps: usize = programs
+        .iter()
+        .map(|p| p.ops.iter().filter(|o| !o.is_assertion()).count())
+        .sum();
+    // Enough passes over the corpus that one sample takes a few ms.
+    let passes = 20;
+    let (mut full, mut runtime, mut model) = (Vec::new(), Vec::new(), Vec::new());
+    lifecycle::with_executor(|ex| {
+        for _ in 0..rounds {
+            let t = Instant::now();
+            for _ in 0..passes {
+                for p in &programs {
+                    ex.run(p).expect("the seed corpus passes");
+                }
+            }
+            full.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+
+            let t = Instant::now();
+            for _ in 0..passes {
+                for p in &programs {
+                    run_backend_only(&mut ex.backend, p).expect("the runtime ends empty");
+                }
+            }
+            runtime.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+
+            let t = Instant::now();
+            for _ in 0..passes {
+                for p in &programs {
+                    run_model_only(&mut ex.model, p);
+                }
+            }
+            model.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+        }
+    });
+    let (f, r, m) = (median(full), median(runtime), median(model));
+    println!(
+        "seed corpus: {} programs, {steps} steps ({:.1} steps/program); {rounds} rounds, medians",
+        programs.len(),
+        steps as f64 / programs.len() as f64
+    );
+    println!("  lifecycle (model + runtime + checks)  {f:>9.0} exec/s");
+    println!("  runtime alone                         {r:>9.0} exec/s");
+    println!("  model alone                           {m:>9.0} exec/s");
+    println!(
+        "  lifecycle costs {:.1}x the runtime alone; the model is {:.1}% of the runtime's cost",
+        r / f,
+        100.0 * r / m
+    );
+}

@@ -1,0 +1,173 @@
+//! The `pytie` command: exit codes and messages, bad input never panics.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn pytie(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(args)
+        .output()
+        .expect("run pytie")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch file with `content` (removed with its directory at drop).
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(name: &str, content: &[u8]) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("pytie-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        Scratch(p)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+#[test]
+fn a_passing_program_exits_0() {
+    let f = Scratch::new("ok.pytie", b"new v0\nhold h0 v0\ndrop v0\nret v1 h0\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("ok "));
+}
+
+#[test]
+fn a_failing_program_exits_1_with_a_report() {
+    let f = Scratch::new("fail.pytie", b"new v0\nexpect strong v0 2\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("failed expectation at step 2"), "{out}");
+    assert!(out.contains("the count is 1"), "{out}");
+    assert!(
+        out.contains("expect strong v0 2       # <- step 2: fails here"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_steps_and_wrong_slots_give_line_and_column() {
+    for (src, want) in [
+        (
+            &b"new v0\nfrobnicate v0\n"[..],
+            ":2:1: unknown step \"frobnicate\"",
+        ),
+        (
+            b"new v0\nhold v1 v0\n",
+            ":2:6: expected a holder (h0..h3), found \"v1\"",
+        ),
+        (b"new v9\n", ":1:5: expected a var (v0..v7), found \"v9\""),
+        (
+            b"new v0 big\n",
+            ":1:8: expected plain, dict or untied, found \"big\"",
+        ),
+        (b"# only a comment\n", ":2:1: empty program"),
+    ] {
+        let f = Scratch::new("bad.pytie", src);
+        let o = pytie(&["run", f.path()]);
+        assert_eq!(o.status.code(), Some(2), "{src:?}");
+        assert!(stderr(&o).contains(want), "{src:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}
+
+#[test]
+fn unreadable_and_empty_files_exit_2() {
+    let o = pytie(&["run", "/nonexistent/program.pytie"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    for name in ["empty.pytie", "empty.bin"] {
+        let f = Scratch::new(name, b"");
+        let o = pytie(&["run", f.path()]);
+        assert_eq!(o.status.code(), Some(2), "{name}");
+        assert!(stderr(&o).contains("empty file"), "{}", stderr(&o));
+    }
+    let f = Scratch::new("latin1.pytie", b"new v0 \xe9\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not UTF-8"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(pytie(&[]).status.code(), Some(2));
+    assert_eq!(pytie(&["run"]).status.code(), Some(2));
+    assert_eq!(pytie(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        pytie(&["run", "--text", "--binary", "x"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn any_bytes_are_a_binary_program() {
+    let f = Scratch::new(
+        "junk.bin",
+        &[
+            0xff, 0x13, 0x00, 0x77, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03,
+        ],
+    );
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // The flag overrides the extension: these bytes are not text.
+    let o = pytie(&["run", "--text", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn encode_and_decode_round_trip() {
+    let src = "new v0\nhold h1 v0\nweak w1 v0\ndrop v0\nlock v2 w1\nrelease_foreign h1\n";
+    let f = Scratch::new("p.pytie", src.as_bytes());
+    let bin = f.0.with_extension("bin");
+    let o = pytie(&["encode", f.path(), "-o", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = pytie(&["decode", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), src);
+}
+
+#[test]
+fn trace_prints_the_state_after_every_step() {
+    let f = Scratch::new("t.pytie", b"new v0\nhold h0 v0\ndrop v0\n");
+    let o = pytie(&["trace", f.path()]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains("step 3: drop v0"), "{out}");
+    assert!(
+        out.contains("obj#0    strong 1 weak 1 Inactive(wr#0) x=-"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("pass"));
+}
+
+#[test]
+fn regress_turns_a_failing_input_into_a_commented_text_program() {
+    let f = Scratch::new("found.pytie", b"new v0\nnew v1\nexpect v0 is v1\ndrop v1\n");
+    let out = f.0.with_file_name("reg.pytie");
+    let o = pytie(&["regress", f.path(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("# Regression: FAIL: failed expectation at step 3"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("new v0\nnew v1\nexpect v0 is v1\n"),
+        "{text}"
+    );
+}
