@@ -16,7 +16,26 @@
 pub mod backend;
 pub mod cli;
 pub mod exec;
+/// `mutant!(Name)`: the injected fault `Name` is chosen (feature
+/// `mutants`, `PYTIE_MUTANT`). The literal `false` without the feature, so
+/// faulty branches are compiled away.
+#[macro_export]
+macro_rules! mutant {
+    ($m:ident) => {{
+        #[cfg(feature = "mutants")]
+        {
+            $crate::mutants::is($crate::mutants::Mutant::$m)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            false
+        }
+    }};
+}
+
 pub mod model;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod native;
 pub mod program;
 pub mod state;

@@ -309,3 +309,30 @@ proptest! {
         prop_assert_eq!(decode(&encode(&p)), p);
     }
 }
+
+#[test]
+fn decoding_for_a_backend_keeps_to_its_kinds() {
+    let allowed = set(&[StepKind::New, StepKind::Drop, StepKind::Hold]);
+    // All-zero header: every allowed kind (new 0..=3, drop 4..=7, hold 8..=11).
+    assert_eq!(
+        pytie::program::binary::decode_for(&hex("00 00 00 00 | 05 00 | 09 00 00"), allowed),
+        text("drop v0\nhold h0 v0")
+    );
+    // A mask bit outside `allowed` (shutdown) is ignored.
+    assert_eq!(
+        pytie::program::binary::header_for(&hex("80 00 02 00"), allowed).kinds,
+        set(&[StepKind::New, StepKind::Drop])
+    );
+}
+
+proptest! {
+    #[test]
+    fn decoding_for_a_backend_never_leaves_its_kinds(
+        data in prop::collection::vec(any::<u8>(), 0..200),
+        mask in 0u32..(1 << 18),
+    ) {
+        let allowed = StepSet(mask);
+        let p = pytie::program::binary::decode_for(&data, allowed);
+        prop_assert!(p.kinds().0 & !(allowed.0 | 1) == 0);
+    }
+}

@@ -90,6 +90,13 @@ pub trait Backend {
     /// Start a program in an empty world (numbering from 0). Fails when
     /// something of an earlier program is still allocated.
     fn begin(&mut self) -> Result<(), String>;
+    /// A step this backend will not run although its kind is supported,
+    /// by a documented rule (a recorded upstream finding that would crash
+    /// or poison the process): the reason, or `None` to run it. The
+    /// executor then skips the step on both sides and reports the refusal.
+    fn refuse(&mut self, _op: &Op) -> Option<String> {
+        None
+    }
     /// Run one state-changing step (never `mark`/`expect`).
     fn apply(&mut self, op: &Op) -> StepResult;
     /// Fill `out` with the observed abstract state (all of it; the

@@ -25,6 +25,8 @@ pub struct Outcome {
     pub steps: usize,
     /// Steps skipped because the backend cannot express them, by kind.
     pub skipped: Vec<StepKind>,
+    /// Steps the backend refused by a documented rule: (1-based step, reason).
+    pub refused: Vec<(usize, String)>,
 }
 
 /// A step of the run: a program step, or a teardown action.
@@ -92,6 +94,9 @@ pub struct Executor<B: Backend> {
     /// make `expect V is M` true of a different wrapper.
     marks: [Option<(WrapperNo, WrapperNo, usize)>; MARKS],
     scratch: invariants::Scratch,
+    /// The steps of the current program so far (for reports).
+    ops: Vec<Op>,
+    outcome: Outcome,
 }
 
 impl<B: Backend> Executor<B> {
@@ -106,6 +111,8 @@ impl<B: Backend> Executor<B> {
             addrs: Vec::new(),
             marks: [None; MARKS],
             scratch: invariants::Scratch::default(),
+            ops: Vec::new(),
+            outcome: Outcome::default(),
         }
     }
 
@@ -135,63 +142,90 @@ impl<B: Backend> Executor<B> {
         prog: &Program,
         trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
     ) -> Result<Outcome, Box<Failure>> {
-        let r = self.run_inner(prog, trace);
+        self.begin()?;
+        for (i, op) in prog.ops.iter().enumerate() {
+            if self.step(op)? {
+                trace(i + 1, &self.expected, &self.actual);
+            }
+        }
+        self.finish_traced(trace)
+    }
+
+    /// Start a program in an empty world. After an `Err` from this or
+    /// [`step`](Self::step) or [`finish`](Self::finish), the backend's world
+    /// has been abandoned; start again with `begin`.
+    pub fn begin(&mut self) -> Result<(), Box<Failure>> {
+        self.ops.clear();
+        self.outcome = Outcome::default();
+        self.model.reset();
+        self.addrs.clear();
+        self.marks = [None; MARKS];
+        if let Err(e) = self.backend.begin() {
+            return Err(self.fail(At::Teardown("start"), FailureKind::Teardown, vec![e]));
+        }
+        self.observe();
+        Ok(())
+    }
+
+    /// Run one step on both sides and check. `Ok(true)` when it changed
+    /// state (ran on both sides), `Ok(false)` for an assertion or a step the
+    /// backend cannot express (skipped).
+    pub fn step(&mut self, op: &Op) -> Result<bool, Box<Failure>> {
+        self.ops.push(*op);
+        let i = self.ops.len() - 1;
+        let r = match op.kind() {
+            None => self.assertion(i, op).map(|()| false),
+            Some(k) if !self.caps.steps.contains(k) => {
+                self.outcome.skipped.push(k);
+                Ok(false)
+            }
+            Some(_) if let Some(why) = self.backend.refuse(op) => {
+                self.outcome.refused.push((i + 1, why));
+                Ok(false)
+            }
+            Some(_) => {
+                self.model.apply(op);
+                self.backend.apply(op);
+                self.outcome.steps += 1;
+                self.check(At::Step(i, op)).map(|()| true)
+            }
+        };
         if r.is_err() {
             self.backend.abandon();
         }
         r
     }
 
-    fn run_inner(
+    /// Teardown (§6) and the final empty-world check.
+    pub fn finish(&mut self) -> Result<Outcome, Box<Failure>> {
+        self.finish_traced(&mut |_, _, _| {})
+    }
+
+    fn finish_traced(
         &mut self,
-        prog: &Program,
         trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
     ) -> Result<Outcome, Box<Failure>> {
-        let mut outcome = Outcome::default();
-        self.model.reset();
-        self.addrs.clear();
-        self.marks = [None; MARKS];
-        if let Err(e) = self.backend.begin() {
-            return Err(self.fail(prog, At::Teardown("start"), FailureKind::Teardown, vec![e]));
+        let r = self.teardown(trace);
+        if r.is_err() {
+            self.backend.abandon();
         }
-        self.observe();
-        for (i, op) in prog.ops.iter().enumerate() {
-            match op.kind() {
-                None => self.assertion(prog, i, op)?,
-                Some(k) if !self.caps.steps.contains(k) => outcome.skipped.push(k),
-                Some(_) => {
-                    self.model.apply(op);
-                    self.backend.apply(op);
-                    self.check(prog, At::Step(i, op))?;
-                    trace(i + 1, &self.expected, &self.actual);
-                    outcome.steps += 1;
-                }
-            }
-        }
-        self.teardown(prog, trace)?;
-        Ok(outcome)
+        r.map(|()| std::mem::take(&mut self.outcome))
     }
 
     /// Contract §6.
     fn teardown(
         &mut self,
-        prog: &Program,
         trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
     ) -> Result<(), Box<Failure>> {
         self.model.clear_all_fields();
         self.backend.clear_all_fields();
-        self.check(prog, At::Teardown("clear every field"))?;
+        self.check(At::Teardown("clear every field"))?;
         trace(0, &self.expected, &self.actual);
-        let releases = (0..HOLDERS).map(|h| Op::Release { h: Holder(h as u8) });
-        let unweaks = (0..WEAKS).map(|w| Op::Unweak {
-            w: WeakSlot(w as u8),
-        });
-        let drops = (0..VARS).map(|v| Op::Drop { v: Var(v as u8) });
-        for op in releases.chain(unweaks).chain(drops).chain([Op::Collect]) {
+        for op in teardown_ops() {
             if op.kind().is_some_and(|k| self.caps.steps.contains(k)) {
                 self.model.apply(&op);
                 self.backend.apply(&op);
-                self.check(prog, At::TeardownStep(&op))?;
+                self.check(At::TeardownStep(&op))?;
                 trace(0, &self.expected, &self.actual);
             }
         }
@@ -202,7 +236,6 @@ impl<B: Backend> Executor<B> {
                 t.live_handles, t.live_blocks, t.live_wrappers
             );
             return Err(self.fail(
-                prog,
                 At::Teardown("end of teardown"),
                 FailureKind::Teardown,
                 vec![note],
@@ -210,11 +243,10 @@ impl<B: Backend> Executor<B> {
         }
         self.model.reclaim_leaked();
         self.backend.reclaim_leaked();
-        self.check(prog, At::Teardown("reclaim wrappers leaked at shutdown"))?;
+        self.check(At::Teardown("reclaim wrappers leaked at shutdown"))?;
         if let Some(left) = self.backend.leftovers() {
             let note = format!("still allocated: {left}");
             return Err(self.fail(
-                prog,
                 At::Teardown("final empty-world check"),
                 FailureKind::Teardown,
                 vec![note],
@@ -233,11 +265,11 @@ impl<B: Backend> Executor<B> {
 
     /// After a state-changing step: assertions, comparison, invariants,
     /// identity.
-    fn check(&mut self, prog: &Program, at: At<'_>) -> Result<(), Box<Failure>> {
+    fn check(&mut self, at: At<'_>) -> Result<(), Box<Failure>> {
         self.observe();
         let violations = self.backend.violations();
         if !violations.is_empty() {
-            return Err(self.fail(prog, at, FailureKind::RuntimeAssertion, violations));
+            return Err(self.fail(at, FailureKind::RuntimeAssertion, violations));
         }
         let broken = if self.caps.observes == Observes::ALL {
             invariants::check(
@@ -250,22 +282,17 @@ impl<B: Backend> Executor<B> {
             None
         };
         if self.expected != self.actual {
-            return Err(self.fail(
-                prog,
-                at,
-                FailureKind::Divergence,
-                broken.into_iter().collect(),
-            ));
+            return Err(self.fail(at, FailureKind::Divergence, broken.into_iter().collect()));
         }
         if let Some(b) = broken {
-            return Err(self.fail(prog, at, FailureKind::Invariant, vec![b]));
+            return Err(self.fail(at, FailureKind::Invariant, vec![b]));
         }
-        self.check_identity(prog, at)
+        self.check_identity(at)
     }
 
     /// A revived wrapper keeps its address; a fresh wrapper takes no
     /// address of a wrapper alive or cached.
-    fn check_identity(&mut self, prog: &Program, at: At<'_>) -> Result<(), Box<Failure>> {
+    fn check_identity(&mut self, at: At<'_>) -> Result<(), Box<Failure>> {
         for v in 0..VARS {
             let (VarState::Wrapper(n) | VarState::Moved(n)) = self.actual.vars[v] else {
                 continue;
@@ -298,7 +325,7 @@ impl<B: Backend> Executor<B> {
                 None
             };
             if let Some(p) = problem {
-                return Err(self.fail(prog, at, FailureKind::Identity, vec![p]));
+                return Err(self.fail(at, FailureKind::Identity, vec![p]));
             }
         }
         Ok(())
@@ -307,7 +334,7 @@ impl<B: Backend> Executor<B> {
     /// `mark` and `expect`: evaluated on the model (wrapper numbers) and on
     /// the backend (addresses); disagreement is a divergence, agreement on
     /// false a failed expectation.
-    fn assertion(&mut self, prog: &Program, i: usize, op: &Op) -> Result<(), Box<Failure>> {
+    fn assertion(&mut self, i: usize, op: &Op) -> Result<(), Box<Failure>> {
         let model_id = |s: &AbstractState, v: Var| match s.vars[v.idx()] {
             VarState::Wrapper(n) | VarState::Moved(n) => Some(n),
             _ => None,
@@ -392,24 +419,26 @@ impl<B: Backend> Executor<B> {
                 format!("`{op}` is false: {detail}"),
             )
         };
-        Err(self.fail(prog, At::Step(i, op), kind, vec![note]))
+        Err(self.fail(At::Step(i, op), kind, vec![note]))
     }
 
-    fn fail(
-        &self,
-        prog: &Program,
-        at: At<'_>,
-        kind: FailureKind,
-        notes: Vec<String>,
-    ) -> Box<Failure> {
+    fn fail(&self, at: At<'_>, kind: FailureKind, notes: Vec<String>) -> Box<Failure> {
         let (step, step_text, program) = match at {
             At::Step(i, op) => (
                 Some(i + 1),
                 format!("{op}"),
-                Program::new(prog.ops[..=i].to_vec()),
+                Program::new(self.ops[..=i].to_vec()),
             ),
-            At::Teardown(t) => (None, format!("teardown: {t}"), prog.clone()),
-            At::TeardownStep(op) => (None, format!("teardown: {op}"), prog.clone()),
+            At::Teardown(t) => (
+                None,
+                format!("teardown: {t}"),
+                Program::new(self.ops.clone()),
+            ),
+            At::TeardownStep(op) => (
+                None,
+                format!("teardown: {op}"),
+                Program::new(self.ops.clone()),
+            ),
         };
         Box::new(Failure {
             kind,

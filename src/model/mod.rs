@@ -57,6 +57,10 @@ struct Handle {
 #[derive(Clone, Debug)]
 pub struct Model {
     design: Design,
+    /// Tying switched on. Off models a library that ships the machinery
+    /// dormant (every published tvm-ffi wheel): every object then behaves
+    /// as untied (§3 "Untied objects never bind"), whatever `new` asks.
+    tying: bool,
     vars: [Val; VARS],
     holders: [Option<HandleNo>; HOLDERS],
     weaks: [Option<HandleNo>; WEAKS],
@@ -77,6 +81,7 @@ impl Model {
     pub fn new(design: Design) -> Model {
         Model {
             design,
+            tying: true,
             vars: [Val::Empty; VARS],
             holders: [None; HOLDERS],
             weaks: [None; WEAKS],
@@ -86,6 +91,17 @@ impl Model {
             shutdown: false,
             result: StepResult::Ok,
         }
+    }
+
+    /// The same model with tying switched off: every object is untied.
+    pub fn without_tying(mut self) -> Model {
+        self.tying = false;
+        self
+    }
+
+    /// Is tying switched on?
+    pub fn tying(&self) -> bool {
+        self.tying
     }
 
     pub fn design(&self) -> Design {
@@ -452,7 +468,7 @@ impl Model {
 
     fn new_handle(&mut self, kind: ObjKind) -> HandleNo {
         let h = self.handles.len() as HandleNo;
-        let binding = if kind.is_tied() {
+        let binding = if kind.is_tied() && self.tying {
             Binding::Detached
         } else {
             Binding::Untied

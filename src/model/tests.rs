@@ -920,3 +920,25 @@ fn random_programs_keep_invariants_and_tear_down_clean() {
         }
     }
 }
+
+#[test]
+fn without_tying_every_object_is_untied() {
+    let mut m = Model::new(Design::S).without_tying();
+    assert!(!m.tying());
+    for op in crate::program::text::parse(
+        "new v0\nnew v1 dict\necho v2 v0\nhold h0 v0\ndrop v0\nret v3 h0",
+    )
+    .unwrap()
+    .ops
+    {
+        m.apply(&op);
+    }
+    let mut s = AbstractState::default();
+    m.observe(&mut s);
+    assert_eq!(s.handles[0].binding, Binding::Untied);
+    assert_eq!(s.handles[1].binding, Binding::Untied);
+    // echo and ret give fresh wrappers, each owning its +1.
+    assert_eq!(s.vars[2], VarState::Wrapper(2));
+    assert_eq!(s.vars[3], VarState::Wrapper(3));
+    assert_eq!(s.handles[0].strong, 3, "v2's wrapper, h0, v3's wrapper");
+}

@@ -83,10 +83,42 @@ pub unsafe fn delete_space_of(obj: *mut Object) -> DeleteSpace {
 
 /// The tag word of a tied body.
 ///
+/// Builds with debug assertions (tests, fuzz targets) first check in the
+/// registry that `obj` is a live tied block: reading the tag word of an
+/// untied object (the bug upstream staged tying off for) reads before its
+/// block. That is reported as a violation and answered with a blank word
+/// of this thread's instead, so the checker sees it without a crash.
+///
 /// # Safety
-/// `obj` must be a live body allocated by [`alloc_tied`]; reading this
-/// for an untied body reads before its block.
+/// `obj` must be a live body allocated by [`alloc_tied`].
 pub unsafe fn tag_word<'a>(obj: *mut Object) -> &'a AtomicUsize {
+    #[cfg(any(debug_assertions, feature = "mutants"))]
+    if !registry::is_tied_block(obj as usize) {
+        registry::report_violation(format!(
+            "tag word read on {:#x}, which is not a live tied object (it has no tag word)",
+            obj as usize
+        ));
+        thread_local! {
+            static BLANK: AtomicUsize = const { AtomicUsize::new(0) };
+        }
+        return BLANK.with(|b| {
+            b.store(0, std::sync::atomic::Ordering::Relaxed);
+            // SAFETY: a thread-local lives as long as its thread, which
+            // outlives the caller's use of the word.
+            unsafe { &*(b as *const AtomicUsize) }
+        });
+    }
+    // SAFETY: the caller guarantees a live tied block: the tied prefix puts
+    // the tag word 16 bytes before the body.
+    unsafe { tag_word_unchecked(obj) }
+}
+
+/// The tag word of a body the caller knows (from the registry) to be a
+/// live tied block: no check.
+///
+/// # Safety
+/// `obj` must be a live body allocated by [`alloc_tied`].
+pub unsafe fn tag_word_unchecked<'a>(obj: *mut Object) -> &'a AtomicUsize {
     // SAFETY: the tied prefix puts the tag word 16 bytes before the body.
     unsafe { &*obj.cast::<u8>().sub(TIED_PREFIX).cast::<AtomicUsize>() }
 }

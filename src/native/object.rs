@@ -104,6 +104,11 @@ pub unsafe fn dec_ref(obj: *mut Object) {
         unsafe { (header.deleter)(obj.cast(), DELETER_BOTH) };
     } else if before & STRONG_MASK == STRONG_ONE {
         std::sync::atomic::fence(Ordering::Acquire);
+        if crate::mutant!(StorageFreedAtStrongZero) {
+            // SAFETY: none; the fault frees storage weak refs still hold.
+            unsafe { (header.deleter)(obj.cast(), DELETER_BOTH) };
+            return;
+        }
         // SAFETY: strong reached 0; weak refs keep the storage alive.
         unsafe { (header.deleter)(obj.cast(), DELETER_STRONG) };
         // SAFETY: the strong side's weak count keeps the storage alive until here.
@@ -179,6 +184,9 @@ unsafe fn destroy_payload(obj: *mut Object) {
     // SAFETY: the storage is live until the weak side lets go.
     let id = unsafe { (*obj).id };
     registry::handle_died(id);
+    if crate::mutant!(DestroyKeepsField) {
+        return;
+    }
     // SAFETY: as above.
     let child = unsafe { &(*obj).field }.swap(ptr::null_mut(), Ordering::AcqRel);
     if !child.is_null() {

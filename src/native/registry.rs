@@ -110,6 +110,15 @@ pub(super) fn block_freed(addr: usize) -> Option<u32> {
     })
 }
 
+/// Is `addr` a live block from the tied allocator?
+pub fn is_tied_block(addr: usize) -> bool {
+    with(|r| {
+        r.blocks
+            .get(&addr)
+            .is_some_and(|&id| r.handles[id as usize].tied)
+    })
+}
+
 /// The handle number of a live storage block.
 pub fn id_of(addr: usize) -> Option<u32> {
     with(|r| r.blocks.get(&addr).copied())

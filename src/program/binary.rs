@@ -91,12 +91,21 @@ impl Config {
 
 /// Decode the header of `data`; missing bytes read as 0.
 pub fn header(data: &[u8]) -> Config {
+    header_for(data, StepSet::ALL)
+}
+
+/// Decode the header of `data` for a backend that supports only `allowed`
+/// (`new` is always in): the mask is read within `allowed`, and a mask
+/// enabling nothing but `new` there means all of `allowed`. With
+/// `StepSet::ALL` this is [`header`].
+pub fn header_for(data: &[u8], allowed: StepSet) -> Config {
     let b = |i: usize| data.get(i).copied().unwrap_or(0);
     let mask = u32::from(b(0)) | u32::from(b(1)) << 8 | u32::from(b(2)) << 16;
+    let allowed = StepSet(allowed.0 & StepSet::ALL.0).with(StepKind::New);
     let new_only = StepSet::EMPTY.with(StepKind::New);
-    let mut kinds = StepSet(mask & StepSet::ALL.0).with(StepKind::New);
+    let mut kinds = StepSet(mask & allowed.0).with(StepKind::New);
     if kinds == new_only {
-        kinds = StepSet::ALL;
+        kinds = allowed;
     }
     let s = usize::from(b(3));
     Config {
@@ -265,7 +274,14 @@ fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>)
 
 /// Decode a byte string into a program. Total: never fails, never panics.
 pub fn decode(data: &[u8]) -> Program {
-    let cfg = header(data);
+    decode_for(data, StepSet::ALL)
+}
+
+/// Decode for a backend that supports only the kinds in `allowed`: every
+/// byte string still decodes, to a program using only those kinds (and
+/// `new`). Same layout; with `StepSet::ALL` this is [`decode`].
+pub fn decode_for(data: &[u8], allowed: StepSet) -> Program {
+    let cfg = header_for(data, allowed);
     let total = total_weight(cfg.kinds);
     let mut bytes = data.get(HEADER_LEN..).unwrap_or(&[]).iter().copied();
     let mut ops = Vec::new();

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use super::accounts;
 use super::tying::{Tag, decode_tag};
 use super::types::PyWrapper;
-use crate::native::alloc::tag_word;
+use crate::native::alloc::tag_word_unchecked;
 use crate::native::object::Object;
 use crate::native::registry;
 use crate::state::{AbstractState, Binding, HandleState, Totals, WrapperLife, WrapperState};
@@ -43,7 +43,7 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
                     unsafe { ((*obj).counts(), (*obj).field.load(Ordering::Acquire)) };
                 let binding = if h.tied {
                     // SAFETY: allocated tied block: its tag word exists.
-                    match decode_tag(unsafe { tag_word(obj) }.load(Ordering::Acquire)) {
+                    match decode_tag(unsafe { tag_word_unchecked(obj) }.load(Ordering::Acquire)) {
                         Tag::Detached => Binding::Detached,
                         Tag::Active(w) => Binding::Active(wrapper_no(w)),
                         Tag::Inactive(w) => Binding::Inactive(wrapper_no(w)),

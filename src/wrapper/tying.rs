@@ -57,7 +57,7 @@ pub unsafe fn is_tied(obj: *mut Object) -> bool {
 /// `obj` is a live body.
 unsafe fn tag_of<'a>(obj: *mut Object) -> Option<&'a std::sync::atomic::AtomicUsize> {
     // SAFETY: live body, as the caller guarantees.
-    if unsafe { is_tied(obj) } {
+    if unsafe { is_tied(obj) } || mutant!(UntiedTagRead) {
         // SAFETY: tied bodies have a tag word 16 bytes before them.
         Some(unsafe { tag_word(obj) })
     } else {
@@ -82,7 +82,7 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
         Tag::Detached => {
             // SAFETY: GIL held, +1 handed over.
             let w = unsafe { fresh_wrapper(obj) };
-            if !w.is_null() {
+            if !w.is_null() && !mutant!(FreshUnattached) {
                 // A fresh wrapper must be attached (review thread, first comment).
                 tag.store(w as usize, Ordering::Release);
             }
@@ -91,16 +91,32 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
         Tag::Active(w) => {
             // SAFETY: an Active wrapper is alive (I5); GIL held.
             unsafe { ffi::Py_INCREF(w) };
-            // SAFETY: the redundant +1 is ours; W's own ref keeps `obj` alive.
-            unsafe { object::dec_ref(obj) };
+            if !mutant!(ActiveKeepsRef) {
+                // SAFETY: the redundant +1 is ours; W's own ref keeps `obj` alive.
+                unsafe { object::dec_ref(obj) };
+            }
             w
         }
         Tag::Inactive(w) => {
+            if mutant!(ReviveFresh) {
+                // SAFETY: GIL held, +1 handed over; the old wrapper stays cached.
+                let fresh = unsafe { fresh_wrapper(obj) };
+                tag.store(fresh as usize, Ordering::Release);
+                return fresh;
+            }
             // Revive at the same address: W takes the +1, and the phantom
             // ref that kept its memory becomes the caller's reference.
             // SAFETY: an Inactive wrapper's memory is kept by its phantom ref.
             unsafe { (*w.cast::<PyWrapper>()).chandle = obj };
             tag.store(w as usize, Ordering::Release);
+            if mutant!(ReviveDropsRef) {
+                // SAFETY: none; the fault releases the +1 W now stands for.
+                unsafe { object::dec_ref(obj) };
+            }
+            if mutant!(ReviveTakesTwice) {
+                // SAFETY: `obj` is live (the caller's +1).
+                unsafe { object::inc_ref(obj) };
+            }
             w
         }
     }
@@ -140,19 +156,23 @@ pub(super) unsafe extern "C" fn plain_finalize(w: *mut ffi::PyObject) {
     if let Some(tag) = unsafe { tag_of(obj) }
         && tag.load(Ordering::Acquire) == w as usize
     {
-        // SAFETY: live body.
-        let (strong, _) = unsafe { (*obj).counts() };
-        if strong > 1 {
-            // Active -> Inactive: another owner keeps H alive. Take the
-            // phantom ref first, so that even a DecRef that turned out to
-            // be the last one would reclaim through a live object.
-            // SAFETY: GIL held, `w` is live.
-            unsafe { ffi::Py_INCREF(w) };
-            // SAFETY: as above; null before the DecRef (I3).
-            unsafe { (*wr).chandle = ptr::null_mut() };
-            tag.store(w as usize | INACTIVE, Ordering::Release);
-            // SAFETY: W's +1 is released.
-            unsafe { object::dec_ref(obj) };
+        // SAFETY: GIL held; `w` is the Active wrapper of `obj`.
+        if unsafe { deactivate(w, obj, tag) } {
+            return;
+        }
+        if mutant!(DecrefBeforeDetach) {
+            // SAFETY: none: `delete_space`, inside this DecRef, finds W
+            // still Active.
+            unsafe {
+                (*wr).chandle = ptr::null_mut();
+                object::dec_ref(obj);
+            }
+            // (The late detach writes into the block only while it is
+            // still allocated, so that runs without a sanitizer stay
+            // deterministic.)
+            if crate::native::registry::id_of(obj as usize).is_some() {
+                tag.store(0, Ordering::Release);
+            }
             return;
         }
         // Active -> Detached: W holds the last strong ref. Detach first,
@@ -166,6 +186,37 @@ pub(super) unsafe extern "C" fn plain_finalize(w: *mut ffi::PyObject) {
     }
 }
 
+/// Active -> Inactive when another owner keeps `obj` alive: the wrapper
+/// keeps its memory with a phantom ref and releases its +1. False (nothing
+/// done) when W holds the last strong ref.
+///
+/// # Safety
+/// GIL held; `w` is the Active wrapper of the live `obj`, whose tag word
+/// is `tag`, and its Python life just ended.
+unsafe fn deactivate(
+    w: *mut ffi::PyObject,
+    obj: *mut Object,
+    tag: &std::sync::atomic::AtomicUsize,
+) -> bool {
+    // SAFETY: live body.
+    let (strong, _) = unsafe { (*obj).counts() };
+    if strong <= 1 {
+        return false;
+    }
+    // Take the phantom ref first, so that even a DecRef that turned out to
+    // be the last one would reclaim through a live object.
+    // SAFETY: GIL held, `w` is live.
+    unsafe { ffi::Py_INCREF(w) };
+    if !mutant!(DeactivateKeepsChandle) {
+        // SAFETY: as above; null before the DecRef (I3).
+        unsafe { (*w.cast::<PyWrapper>()).chandle = ptr::null_mut() };
+    }
+    tag.store(w as usize | INACTIVE, Ordering::Release);
+    // SAFETY: W's +1 is released.
+    unsafe { object::dec_ref(obj) };
+    true
+}
+
 /// `tp_dealloc` of the eligible type.
 pub(super) unsafe extern "C" fn plain_dealloc(w: *mut ffi::PyObject) {
     // SAFETY: CPython calls dealloc with refcount 0 on a live object.
@@ -175,6 +226,23 @@ pub(super) unsafe extern "C" fn plain_dealloc(w: *mut ffi::PyObject) {
     }
     // SAFETY: the object is dead; free it and drop its type reference.
     unsafe {
+        let tp = ffi::Py_TYPE(w);
+        types::wrapper_free(w.cast());
+        ffi::Py_DECREF(tp.cast());
+    }
+}
+
+/// `tp_dealloc` of the eligible type made a GC type (mutant
+/// `gc-finalize-once`): PEP 442 runs the finalizer of a GC object once, so
+/// the second death frees a wrapper that still owns its +1 and is bound.
+#[cfg(feature = "mutants")]
+pub(super) unsafe extern "C" fn plain_gc_dealloc(w: *mut ffi::PyObject) {
+    // SAFETY: CPython calls dealloc with refcount 0 on a live GC object.
+    unsafe {
+        if ffi::PyObject_CallFinalizerFromDealloc(w) < 0 {
+            return;
+        }
+        ffi::PyObject_GC_UnTrack(w.cast());
         let tp = ffi::Py_TYPE(w);
         types::wrapper_free(w.cast());
         ffi::Py_DECREF(tp.cast());
@@ -206,8 +274,23 @@ unsafe fn release_ineligible(w: *mut ffi::PyObject) {
 /// `tp_dealloc` of the ineligible (`dict`) type: never cached.
 pub(super) unsafe extern "C" fn dict_dealloc(w: *mut ffi::PyObject) {
     // SAFETY: CPython calls dealloc with refcount 0 on a live GC object.
+    unsafe { ffi::PyObject_GC_UnTrack(w.cast()) };
+    if mutant!(DictCached) {
+        // SAFETY: `w` is live in its dealloc; a non-NULL chandle owns a
+        // strong ref. The fault caches it like an eligible wrapper.
+        unsafe {
+            let obj = (*w.cast::<PyWrapper>()).chandle;
+            if !obj.is_null()
+                && let Some(tag) = tag_of(obj)
+                && tag.load(Ordering::Acquire) == w as usize
+                && deactivate(w, obj, tag)
+            {
+                return;
+            }
+        }
+    }
+    // SAFETY: as above.
     unsafe {
-        ffi::PyObject_GC_UnTrack(w.cast());
         release_ineligible(w);
         types::dict_clear(w);
         let tp = ffi::Py_TYPE(w);
@@ -230,11 +313,15 @@ pub unsafe fn take_handle(w: *mut ffi::PyObject) -> *mut Object {
         return obj;
     }
     // SAFETY: non-NULL chandle owns a strong ref (I3).
-    if let Some(tag) = unsafe { tag_of(obj) } {
+    if !mutant!(MoveKeepsBinding)
+        && let Some(tag) = unsafe { tag_of(obj) }
+    {
         let _ = tag.compare_exchange(w as usize, 0, Ordering::AcqRel, Ordering::Acquire);
     }
-    // SAFETY: as above.
-    unsafe { (*wr).chandle = ptr::null_mut() };
+    if !mutant!(MovedStillOwns) {
+        // SAFETY: as above.
+        unsafe { (*wr).chandle = ptr::null_mut() };
+    }
     obj
 }
 
@@ -248,10 +335,14 @@ pub(super) unsafe extern "C" fn py_delete_space(body: *mut c_void) {
     let tag = unsafe { tag_word(obj) };
     match decode_tag(tag.swap(0, Ordering::AcqRel)) {
         Tag::Detached => {}
+        Tag::Inactive(_) if mutant!(DeleteSpaceKeepsWrapper) => {}
         Tag::Inactive(w) => {
-            if accounts::shutting_down() {
+            if accounts::shutting_down() && !mutant!(ReclaimAfterShutdown) {
                 // No Python after the flag: leak the wrapper's memory.
                 accounts::wrapper_leaked(w as usize);
+            } else if mutant!(ForeignNoGil) {
+                // SAFETY: none off the interpreter's thread: no GIL taken.
+                unsafe { reclaim(w) };
             } else {
                 // SAFETY: `w` is kept alive by its phantom ref.
                 unsafe { with_gil(|| reclaim(w)) };
@@ -420,7 +511,9 @@ pub(super) unsafe extern "C" fn echo(
     }
     // SAFETY: `obj` is live (the argument wrapper's ref).
     unsafe {
-        object::inc_ref(obj);
+        if !mutant!(EchoBorrowedAsOwned) {
+            object::inc_ref(obj);
+        }
         make_ret(obj)
     }
 }

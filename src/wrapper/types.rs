@@ -42,6 +42,9 @@ pub struct CycleNode {
 /// The process's type objects and functions (created once).
 struct Types {
     plain: usize,
+    /// The eligible type made a GC type (mutant `gc-finalize-once` only).
+    #[cfg(feature = "mutants")]
+    plain_gc: usize,
     dict: usize,
     cycle: usize,
     moved_error: usize,
@@ -88,6 +91,10 @@ pub fn wrapper_type_for(type_index: i32) -> *mut ffi::PyTypeObject {
     if type_index == TYPE_DICT {
         dict_type()
     } else {
+        #[cfg(feature = "mutants")]
+        if mutant!(GcFinalizeOnce) {
+            return types().plain_gc as *mut ffi::PyTypeObject;
+        }
         plain_type()
     }
 }
@@ -99,6 +106,10 @@ pub fn wrapper_type_for(type_index: i32) -> *mut ffi::PyTypeObject {
 pub unsafe fn is_wrapper(o: *mut ffi::PyObject) -> bool {
     // SAFETY: GIL held, live object.
     let tp = unsafe { ffi::Py_TYPE(o) };
+    #[cfg(feature = "mutants")]
+    if tp as usize == types().plain_gc {
+        return true;
+    }
     tp == plain_type() || tp == dict_type()
 }
 
@@ -157,6 +168,16 @@ unsafe extern "C" fn dict_traverse(
         }
         visit(ffi::Py_TYPE(w).cast(), arg)
     }
+}
+
+#[cfg(feature = "mutants")]
+unsafe extern "C" fn type_only_traverse(
+    w: *mut ffi::PyObject,
+    visit: ffi::visitproc,
+    arg: *mut c_void,
+) -> c_int {
+    // SAFETY: CPython traverses live objects with the GIL.
+    unsafe { visit(ffi::Py_TYPE(w).cast(), arg) }
 }
 
 unsafe extern "C" fn dict_tp_clear(w: *mut ffi::PyObject) -> c_int {
@@ -352,6 +373,17 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         base,
         plain_slots,
     )?;
+    #[cfg(feature = "mutants")]
+    let plain_gc = {
+        let mut slots = wrapper_slots(tying::plain_gc_dealloc as *mut c_void);
+        slots.push(slot(
+            ffi::Py_tp_finalize,
+            tying::plain_finalize as *mut c_void,
+        ));
+        slots.push(slot(ffi::Py_tp_traverse, type_only_traverse as *mut c_void));
+        let flags = base | ffi::Py_TPFLAGS_HAVE_GC;
+        make_type(py, c"pytie.plain_gc", size_of::<PyWrapper>(), flags, slots)?
+    };
 
     let mut dict_slots = wrapper_slots(tying::dict_dealloc as *mut c_void);
     dict_slots.push(slot(ffi::Py_tp_traverse, dict_traverse as *mut c_void));
@@ -403,6 +435,8 @@ fn build(py: Python<'_>) -> PyResult<Types> {
 
     Ok(Types {
         plain,
+        #[cfg(feature = "mutants")]
+        plain_gc,
         dict,
         cycle,
         moved_error: moved_error as usize,
