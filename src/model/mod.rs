@@ -48,13 +48,6 @@ enum Src {
 }
 
 #[derive(Clone, Debug)]
-struct Handle {
-    /// Exactly what `observe` reports for this handle.
-    st: HandleState,
-    kind: ObjKind,
-}
-
-#[derive(Clone, Debug)]
 pub struct Model {
     design: Design,
     /// Tying switched on. Off models a library that ships the machinery
@@ -64,8 +57,11 @@ pub struct Model {
     vars: [Val; VARS],
     holders: [Option<HandleNo>; HOLDERS],
     weaks: [Option<HandleNo>; WEAKS],
-    /// Indexed by `HandleNo` (creation order of `new`).
-    handles: Vec<Handle>,
+    /// Indexed by `HandleNo` (creation order of `new`): exactly what
+    /// `observe` reports for each handle.
+    handles: Vec<HandleState>,
+    /// What `new` asked for, by `HandleNo`.
+    kinds: Vec<ObjKind>,
     /// Indexed by `WrapperNo` (creation order of fresh wrappers).
     wrappers: Vec<WrapperState>,
     /// Python reference cycles awaiting `collect`, in creation order; each
@@ -86,6 +82,7 @@ impl Model {
             holders: [None; HOLDERS],
             weaks: [None; WEAKS],
             handles: Vec::new(),
+            kinds: Vec::new(),
             wrappers: Vec::new(),
             cycles: Vec::new(),
             shutdown: false,
@@ -115,6 +112,7 @@ impl Model {
         self.holders = [None; HOLDERS];
         self.weaks = [None; WEAKS];
         self.handles.clear();
+        self.kinds.clear();
         self.wrappers.clear();
         self.cycles.clear();
         self.shutdown = false;
@@ -144,7 +142,7 @@ impl Model {
                 m.ret_into(v, h);
             }),
             // `V = U.x`: None if the field is empty.
-            Op::Get { v, u } => self.with_live(u, |m, _, h| match m.handles[h as usize].st.field {
+            Op::Get { v, u } => self.with_live(u, |m, _, h| match m.handles[h as usize].field {
                 None => m.assign(v, Val::None),
                 Some(f) => {
                     m.inc_ref(f);
@@ -154,7 +152,7 @@ impl Model {
             Op::Set { u, v } => self.step_set(u, v),
             // `U.x = None`.
             Op::Unset { u } => self.with_live(u, |m, _, h| {
-                let old = m.handles[h as usize].st.field.take();
+                let old = m.handles[h as usize].field.take();
                 m.release(old);
             }),
             // `V = U`, for moved-from wrappers too; U empty or None: nothing.
@@ -192,7 +190,7 @@ impl Model {
                 StepResult::Ok
             }
             Op::Weak { w, v } => self.with_live(v, |m, _, obj| {
-                m.handles[obj as usize].st.weak += 1;
+                m.handles[obj as usize].weak += 1;
                 let old = m.weaks[w.idx()].replace(obj);
                 m.weak_release(old);
             }),
@@ -239,8 +237,8 @@ impl Model {
     /// then the old content released, which may cascade).
     pub fn clear_all_fields(&mut self) {
         for h in 0..self.handles.len() {
-            if self.handles[h].st.alive() {
-                let old = self.handles[h].st.field.take();
+            if self.handles[h].alive() {
+                let old = self.handles[h].field.take();
                 self.release(old);
             }
         }
@@ -268,18 +266,18 @@ impl Model {
         out.result = self.result;
         let mut t = Totals::default();
         for h in &self.handles {
-            t.live_handles += u32::from(h.st.alive());
-            t.live_blocks += u32::from(h.st.storage);
-            out.handles.push(h.st);
+            t.live_handles += u32::from(h.alive());
+            t.live_blocks += u32::from(h.storage);
         }
+        out.handles.extend_from_slice(&self.handles);
         for w in &self.wrappers {
             match w.life {
                 WrapperLife::Live => t.live_wrappers += 1,
                 WrapperLife::Leaked => t.leaked_wrappers += 1,
                 WrapperLife::Freed => {}
             }
-            out.wrappers.push(*w);
         }
+        out.wrappers.extend_from_slice(&self.wrappers);
         out.totals = t;
     }
 
@@ -306,7 +304,7 @@ impl Model {
             (Src::Moved, _) | (_, Src::Moved) => StepResult::Moved,
             (Src::Live(_, target), Src::Live(_, obj)) => {
                 self.inc_ref(obj);
-                let old = self.handles[target as usize].st.field.replace(obj);
+                let old = self.handles[target as usize].field.replace(obj);
                 self.release(old);
                 StepResult::Ok
             }
@@ -317,7 +315,7 @@ impl Model {
     /// (IncRef, §2 "lock") and return it into V.
     fn step_lock(&mut self, v: Var, w: WeakSlot) {
         let Some(h) = self.weaks[w.idx()] else { return };
-        if self.handles[h as usize].st.alive() {
+        if self.handles[h as usize].alive() {
             self.inc_ref(h);
             self.ret_into(v, h);
         } else {
@@ -379,13 +377,13 @@ impl Model {
     /// Returns the wrapper, which has gained the one Python ref the caller
     /// receives.
     fn make_ret(&mut self, h: HandleNo) -> WrapperNo {
-        match self.handles[h as usize].st.binding {
+        match self.handles[h as usize].binding {
             // Untied objects never bind: a fresh wrapper owns the +1.
             Binding::Untied => self.fresh_wrapper(h),
             // Detached -> Active(W): a new wrapper W takes the +1.
             Binding::Detached => {
                 let w = self.fresh_wrapper(h);
-                self.handles[h as usize].st.binding = Binding::Active(w);
+                self.handles[h as usize].binding = Binding::Active(w);
                 w
             }
             // Active(W) -> Active(W): new Python ref; DecRef the redundant +1.
@@ -401,7 +399,7 @@ impl Model {
                 debug_assert!(ws.life == WrapperLife::Live && ws.refs == 0 && ws.chandle.is_none());
                 ws.chandle = Some(h);
                 ws.refs = 1;
-                self.handles[h as usize].st.binding = Binding::Active(w);
+                self.handles[h as usize].binding = Binding::Active(w);
                 w
             }
         }
@@ -430,9 +428,9 @@ impl Model {
             *ws = WrapperState::FREED;
             return;
         };
-        let hs = &self.handles[h as usize].st;
+        let hs = &self.handles[h as usize];
         let canonical = hs.binding == Binding::Active(w);
-        let eligible = self.handles[h as usize].kind == ObjKind::Plain;
+        let eligible = self.kinds[h as usize] == ObjKind::Plain;
         if canonical && eligible {
             // Row "W eligible, Active -> Inactive": another owner keeps H alive.
             let others_keep_h = hs.strong > 1;
@@ -442,7 +440,7 @@ impl Model {
             // U keeps W cached as Inactive until weak reaches 0.
             let u_keeps_cached = self.design == Design::U && hs.weak > 1;
             if others_keep_h || u_keeps_cached {
-                self.handles[h as usize].st.binding = Binding::Inactive(w);
+                self.handles[h as usize].binding = Binding::Inactive(w);
                 self.wrappers[w as usize].chandle = None; // memory kept: Live, refs 0
                 self.dec_ref(h);
                 return;
@@ -458,7 +456,7 @@ impl Model {
     }
 
     fn detach_if_canonical(&mut self, h: HandleNo, w: WrapperNo) {
-        let b = &mut self.handles[h as usize].st.binding;
+        let b = &mut self.handles[h as usize].binding;
         if *b == Binding::Active(w) {
             *b = Binding::Detached;
         }
@@ -473,21 +471,19 @@ impl Model {
         } else {
             Binding::Untied
         };
-        self.handles.push(Handle {
-            st: HandleState {
-                strong: 1,
-                weak: 1,
-                storage: true,
-                binding,
-                field: None,
-            },
-            kind,
+        self.handles.push(HandleState {
+            strong: 1,
+            weak: 1,
+            storage: true,
+            binding,
+            field: None,
         });
+        self.kinds.push(kind);
         h
     }
 
     fn inc_ref(&mut self, h: HandleNo) {
-        let st = &mut self.handles[h as usize].st;
+        let st = &mut self.handles[h as usize];
         debug_assert!(st.strong > 0, "IncRef on a dead handle");
         st.strong += 1;
     }
@@ -509,7 +505,7 @@ impl Model {
     fn dec_ref(&mut self, h: HandleNo) {
         let mut next = Some(h);
         while let Some(h) = next {
-            let st = &mut self.handles[h as usize].st;
+            let st = &mut self.handles[h as usize];
             debug_assert!(st.strong > 0, "DecRef on a dead handle");
             st.strong -= 1;
             if st.strong > 0 {
@@ -524,7 +520,7 @@ impl Model {
     /// freed (`delete_space`, §3 rows "H's storage freed").
     fn weak_release(&mut self, h: Option<HandleNo>) {
         let Some(h) = h else { return };
-        let st = &mut self.handles[h as usize].st;
+        let st = &mut self.handles[h as usize];
         st.weak -= 1;
         if st.weak > 0 {
             return;
@@ -539,6 +535,6 @@ impl Model {
                 WrapperLife::Freed
             };
         }
-        self.handles[h as usize].st = HandleState::FREED;
+        self.handles[h as usize] = HandleState::FREED;
     }
 }
