@@ -3,11 +3,14 @@
 //! `ReferenceStateMachine`; the runtime, checked by the same executor as
 //! the fuzzer (same comparison, invariants, identity and teardown checks),
 //! is the `StateMachineTest`. Transitions are drawn the idiomatic way:
-//! every step kind equally likely, operands uniform over all slots.
+//! every step kind equally likely, operands uniform over all slots (the
+//! language tests' `program_strategy::step`).
 //!
 //! `cargo test` runs a fixed number of cases. `scripts/detect` runs it on
 //! every mutant with `PYTIE_PEER_CASES` (cases), `PYTIE_PEER_SEED` (RNG
 //! seed) and no shrinking, and times it to the first failure.
+
+mod program_strategy;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -15,7 +18,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use pytie::backend::pytie::PytieBackend;
 use pytie::exec::Executor;
 use pytie::model::{Design, Model};
-use pytie::program::{HOLDERS, Holder, ObjKind, Op, VARS, Var, WEAKS, WeakSlot};
+use pytie::program::Op;
 use pytie::wrapper;
 
 struct Reference;
@@ -29,35 +32,7 @@ impl ReferenceStateMachine for Reference {
     }
 
     fn transitions(_: &Model) -> BoxedStrategy<Op> {
-        let v = || (0..VARS as u8).prop_map(Var);
-        let h = || (0..HOLDERS as u8).prop_map(Holder);
-        let w = || (0..WEAKS as u8).prop_map(WeakSlot);
-        let kind = prop_oneof![
-            Just(ObjKind::Plain),
-            Just(ObjKind::Dict),
-            Just(ObjKind::Untied)
-        ];
-        prop_oneof![
-            (v(), kind).prop_map(|(v, kind)| Op::New { v, kind }),
-            (v(), h()).prop_map(|(v, h)| Op::Ret { v, h }),
-            (v(), v()).prop_map(|(v, u)| Op::Echo { v, u }),
-            (v(), v()).prop_map(|(v, u)| Op::Get { v, u }),
-            (v(), v()).prop_map(|(u, v)| Op::Set { u, v }),
-            v().prop_map(|u| Op::Unset { u }),
-            (v(), v()).prop_map(|(v, u)| Op::Clone { v, u }),
-            v().prop_map(|v| Op::Drop { v }),
-            (h(), v()).prop_map(|(h, v)| Op::Hold { h, v }),
-            (h(), v()).prop_map(|(h, v)| Op::Move { h, v }),
-            h().prop_map(|h| Op::Release { h }),
-            h().prop_map(|h| Op::ReleaseForeign { h }),
-            (w(), v()).prop_map(|(w, v)| Op::Weak { w, v }),
-            w().prop_map(|w| Op::Unweak { w }),
-            (v(), w()).prop_map(|(v, w)| Op::Lock { v, w }),
-            v().prop_map(|v| Op::Cycle { v }),
-            Just(Op::Collect),
-            Just(Op::Shutdown),
-        ]
-        .boxed()
+        program_strategy::step().boxed()
     }
 
     fn apply(mut state: Model, op: &Op) -> Model {
