@@ -281,6 +281,11 @@ impl Model {
         out.totals = t;
     }
 
+    /// Are reference cycles waiting for `collect`?
+    pub fn has_cycles(&self) -> bool {
+        !self.cycles.is_empty()
+    }
+
     /// The state of one var (same as `observe().vars[v]`).
     pub fn var(&self, v: Var) -> VarState {
         match self.vars[v.idx()] {
