@@ -12,6 +12,10 @@
 
 mod program_strategy;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
@@ -41,29 +45,42 @@ impl ReferenceStateMachine for Reference {
     }
 }
 
+/// When the test started, and how many programs (cases) it has begun.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+static PROGRAMS: AtomicU64 = AtomicU64::new(0);
+
 /// The system under test: the runtime behind the lockstep executor.
 struct Peer;
+
+/// Report a failure, starting with when it was found (as the fuzz target
+/// does; `scripts/detect` reads it).
+fn found(f: impl std::fmt::Display) -> ! {
+    let n = PROGRAMS.load(Ordering::Relaxed);
+    let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+    panic!("pytie: found after {n} programs, {secs:.3} s after start-up\n{f}");
+}
 
 impl StateMachineTest for Peer {
     type SystemUnderTest = Executor<PytieBackend>;
     type Reference = Reference;
 
     fn init_test(_: &Model) -> Executor<PytieBackend> {
+        PROGRAMS.fetch_add(1, Ordering::Relaxed);
         let mut ex = Executor::new(Design::S, PytieBackend::new());
-        ex.begin().unwrap_or_else(|f| panic!("{f}"));
+        ex.begin().unwrap_or_else(|f| found(f));
         ex
     }
 
     fn apply(mut ex: Executor<PytieBackend>, _: &Model, op: Op) -> Executor<PytieBackend> {
         if let Err(f) = ex.step(&op) {
-            panic!("{f}");
+            found(f);
         }
         ex
     }
 
     fn teardown(mut ex: Executor<PytieBackend>, _: Model) {
         if let Err(f) = ex.finish() {
-            panic!("{f}");
+            found(f);
         }
     }
 }
@@ -74,6 +91,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn peer_state_machine() {
+    STARTED.get_or_init(Instant::now);
     let _session = wrapper::exclusive();
     let detecting = env_u64("PYTIE_PEER_CASES").is_some();
     let config = Config {

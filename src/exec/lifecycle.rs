@@ -3,6 +3,9 @@
 //! all come through here, so a failure found by one replays in the others.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use pyo3::Python;
 
@@ -39,19 +42,29 @@ pub fn check_bytes(data: &[u8]) -> Result<Outcome, Box<Failure>> {
     check_program(&binary::decode(data))
 }
 
+/// When the fuzzing process started, and how many programs it has run.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+static PROGRAMS: AtomicU64 = AtomicU64::new(0);
+
 /// Before the interpreter starts: settings a fuzzing process needs
 /// (`PYTHONMALLOC=malloc`, so AddressSanitizer sees wrapper memory).
 /// Call first thing, from the fuzz target's init.
 pub fn init_fuzzing() {
+    STARTED.get_or_init(Instant::now);
     wrapper::prepare_environment();
     with_executor(|_| ());
 }
 
 /// The fuzz target's body: a failure prints its report and aborts, so the
-/// fuzzer saves the input.
+/// fuzzer saves the input. The report starts with when the failure was
+/// found (programs run, seconds since start-up), before the fuzzer's own
+/// crash handling (stack symbolization) takes its time; `scripts/detect`
+/// reads it.
 pub fn fuzz_one(prog: &Program) {
+    let n = PROGRAMS.fetch_add(1, Ordering::Relaxed) + 1;
     if let Err(f) = check_program(prog) {
-        eprintln!("{f}");
+        let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        eprintln!("pytie: found after {n} programs, {secs:.3} s after start-up\n{f}");
         std::process::abort();
     }
 }
