@@ -6,10 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exec::lifecycle;
+use crate::backend::Backend;
+use crate::backend::tvmffi::KnownFindings;
 use crate::exec::report::state_summary;
+use crate::exec::{Failure, Outcome, lifecycle, tvmffi};
 use crate::program::{Program, binary, text};
 
 #[derive(Parser)]
@@ -33,15 +35,32 @@ struct Form {
     binary: bool,
 }
 
+/// The implementation `run` checks.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendName {
+    /// pytie's own runtime (design S).
+    Pytie,
+    /// apache-tvm-ffi from PyPI, installed by scripts/setup-tvmffi.
+    TvmFfi,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run programs against the model and the runtime; exit 1 if one fails.
+    /// Run programs against the model and an implementation; exit 1 if one
+    /// fails.
     Run {
         #[command(flatten)]
         form: Form,
         /// Show whole states in failure reports, not only differences.
         #[arg(long)]
         full: bool,
+        /// The implementation to check.
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
+        /// tvm-ffi: work around recorded upstream findings (corpus/upstream/)
+        /// instead of failing on them, saying so per step.
+        #[arg(long)]
+        work_around: bool,
         /// Program files: `.pytie` is text, anything else binary.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -133,22 +152,79 @@ fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {
     }
 }
 
-fn run(files: &[PathBuf], form: Form, full: bool) -> Result<ExitCode, Bad> {
+/// `ok FILE (...)` and, indented, what was skipped, refused, worked
+/// around or left unjudged.
+fn print_outcome(f: &Path, o: &Outcome) {
+    let mut counts = format!("{} steps", o.steps);
+    for (n, what) in [
+        (o.skipped.len(), "skipped"),
+        (o.refused.len(), "refused"),
+        (o.worked_around.len(), "worked around"),
+        (o.unheld, "expectations false on both sides"),
+    ] {
+        if n > 0 {
+            counts += &format!(", {n} {what}");
+        }
+    }
+    out!("ok   {} ({counts})", f.display());
+    if !o.skipped.is_empty() {
+        let mut kinds: Vec<&str> = o.skipped.iter().map(|k| k.name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        out!(
+            "     skipped: step kinds this backend cannot express: {}",
+            kinds.join(", ")
+        );
+    }
+    for (step, why) in &o.refused {
+        out!("     refused step {step}: {why}");
+    }
+    for (step, what) in &o.worked_around {
+        out!("     worked around at step {step}: {what}");
+    }
+    if o.unheld > 0 {
+        out!(
+            "     {} `expect` steps are false on the model too (tying off): not judged",
+            o.unheld
+        );
+    }
+}
+
+fn run(
+    files: &[PathBuf],
+    form: Form,
+    full: bool,
+    backend: BackendName,
+    work_around: bool,
+) -> Result<ExitCode, Bad> {
     let mut programs = Vec::new();
     for f in files {
         programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
     }
+    let known = if work_around {
+        KnownFindings::WorkAround
+    } else {
+        KnownFindings::Report
+    };
+    if backend == BackendName::TvmFfi {
+        let about = tvmffi::with_executor(known, |ex| {
+            format!("{}\nmodel: {}", ex.backend.name(), ex.backend.profile())
+        })
+        .map_err(Bad)?;
+        out!("backend: {about}");
+    }
+    let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
+        match backend {
+            BackendName::Pytie => lifecycle::check_program(p),
+            BackendName::TvmFfi => {
+                tvmffi::check_program(p, known).expect("tvm-ffi was loaded above")
+            }
+        }
+    };
     let mut failed = 0;
     for (f, p) in &programs {
-        match lifecycle::check_program(p) {
-            Ok(o) => {
-                let skipped = if o.skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} skipped", o.skipped.len())
-                };
-                out!("ok   {} ({} steps{skipped})", f.display(), o.steps);
-            }
+        match check(p) {
+            Ok(o) => print_outcome(f, &o),
             Err(e) => {
                 failed += 1;
                 let e = if full { e.full() } else { *e };
@@ -238,7 +314,13 @@ pub fn main() -> ExitCode {
         }
     };
     let r = match cli.cmd {
-        Cmd::Run { form, full, files } => run(&files, form, full),
+        Cmd::Run {
+            form,
+            full,
+            backend,
+            work_around,
+            files,
+        } => run(&files, form, full, backend, work_around),
         Cmd::Trace { form, file } => trace(&file, form),
         Cmd::Encode { file, output } => load(&file, true)
             .map_err(Bad)
