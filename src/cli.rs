@@ -61,6 +61,11 @@ enum Cmd {
         /// instead of failing on them, saying so per step.
         #[arg(long)]
         work_around: bool,
+        /// Every false `expect` fails, also under a model profile with tying
+        /// off (by default there, an `expect` the model finds false too is
+        /// counted, not failed: the shared scenarios assume tying on).
+        #[arg(long)]
+        strict: bool,
         /// Program files: `.pytie` is text, anything else binary.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -84,11 +89,30 @@ enum Cmd {
     Regress {
         #[command(flatten)]
         form: Form,
+        /// The backend the input failed on (tvm-ffi: binary inputs decode as
+        /// the `tvmffi` target does, recorded findings are worked around).
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
         /// The failing input, e.g. fuzz/artifacts/lifecycle/minimized-from-...
         file: PathBuf,
         /// The regression file to write, e.g. corpus/regressions/NAME.pytie
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// A program as a standalone Python script that reproduces it on tvm_ffi
+    /// alone (no pytie) and checks what the contract expects, for an
+    /// upstream bug report.
+    Repro {
+        /// Write a Python script (the only form so far).
+        #[arg(long, required = true)]
+        python: bool,
+        #[command(flatten)]
+        form: Form,
+        /// The program (binary files decode as the `tvmffi` target does).
+        file: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Binary program to text.
     Decode {
@@ -196,10 +220,11 @@ fn run(
     full: bool,
     backend: BackendName,
     work_around: bool,
+    strict: bool,
 ) -> Result<ExitCode, Bad> {
     let mut programs = Vec::new();
     for f in files {
-        programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
+        programs.push((f, load_for(f, form, backend)?));
     }
     let known = if work_around {
         KnownFindings::WorkAround
@@ -216,9 +241,11 @@ fn run(
     let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
         match backend {
             BackendName::Pytie => lifecycle::check_program(p),
-            BackendName::TvmFfi => {
-                tvmffi::check_program(p, known).expect("tvm-ffi was loaded above")
-            }
+            BackendName::TvmFfi => tvmffi::with_executor(known, |ex| {
+                ex.set_strict_expectations(strict.then_some(true));
+                ex.run(p)
+            })
+            .expect("tvm-ffi was loaded above"),
         }
     };
     let mut failed = 0;
@@ -270,12 +297,28 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
     }
 }
 
-fn regress(file: &Path, form: Form, output: &Path) -> Result<ExitCode, Bad> {
-    let p = load(file, is_text(file, form)).map_err(Bad)?;
+/// Load a program as `backend` reads it: binary inputs for tvm-ffi decode
+/// within its step kinds, as the `tvmffi` fuzz target does.
+fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
+    match backend {
+        BackendName::TvmFfi if !is_text(path, form) => Ok(binary::decode_for(
+            &read(path)?,
+            crate::backend::tvmffi::steps(),
+        )),
+        _ => load(path, is_text(path, form)).map_err(Bad),
+    }
+}
+
+fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Result<ExitCode, Bad> {
+    let p = load_for(file, form, backend)?;
     let name = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let (header, program) = match lifecycle::check_program(&p) {
+    let checked = match backend {
+        BackendName::Pytie => lifecycle::check_program(&p),
+        BackendName::TvmFfi => tvmffi::check_program(&p, KnownFindings::WorkAround).map_err(Bad)?,
+    };
+    let (header, program) = match checked {
         Err(f) => {
             let mut h = format!(
                 "# Regression: {}\n",
@@ -304,6 +347,25 @@ fn regress(file: &Path, form: Form, output: &Path) -> Result<ExitCode, Bad> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn repro(file: &Path, form: Form, output: Option<&Path>) -> Result<ExitCode, Bad> {
+    let p = load_for(file, form, BackendName::TvmFfi)?;
+    // The model's profile: the installed tvm-ffi's, else tying off (every
+    // published wheel).
+    let tying = match tvmffi::with_executor(KnownFindings::Report, |ex| ex.backend.tying()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pytie: {e}; assuming tying off, as in every published wheel");
+            false
+        }
+    };
+    let script = crate::repro::python(&p, &file.display().to_string(), tying);
+    write_out(output, script.as_bytes())?;
+    if let Some(o) = output {
+        eprintln!("wrote {} ({} steps)", o.display(), p.ops.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -319,14 +381,26 @@ pub fn main() -> ExitCode {
             full,
             backend,
             work_around,
+            strict,
             files,
-        } => run(&files, form, full, backend, work_around),
+        } => run(&files, form, full, backend, work_around, strict),
         Cmd::Trace { form, file } => trace(&file, form),
         Cmd::Encode { file, output } => load(&file, true)
             .map_err(Bad)
             .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
             .map(|()| ExitCode::SUCCESS),
-        Cmd::Regress { form, file, output } => regress(&file, form, &output),
+        Cmd::Regress {
+            form,
+            backend,
+            file,
+            output,
+        } => regress(&file, form, backend, &output),
+        Cmd::Repro {
+            python: _,
+            form,
+            file,
+            output,
+        } => repro(&file, form, output.as_deref()),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {
                 write_out(

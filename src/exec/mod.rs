@@ -106,6 +106,8 @@ pub struct Executor<B: Backend> {
     /// The steps of the current program so far (for reports).
     ops: Vec<Op>,
     outcome: Outcome,
+    /// Overrides [`Self::strict_expectations`]'s default.
+    strict: Option<bool>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -129,6 +131,7 @@ impl<B: Backend> Executor<B> {
             scratch: invariants::Scratch::default(),
             ops: Vec::new(),
             outcome: Outcome::default(),
+            strict: None,
         }
     }
 
@@ -140,9 +143,16 @@ impl<B: Backend> Executor<B> {
     /// profile the contract's scenarios are written for. With tying off
     /// (a library shipping it dormant), an `expect` both sides find false
     /// (`expect v1 is v0` after a second return) is counted in
-    /// [`Outcome::unheld`]; a disagreement is still a divergence.
+    /// [`Outcome::unheld`]; a disagreement is still a divergence. Programs
+    /// written for the profile at hand ask for strictness with
+    /// [`Self::set_strict_expectations`].
     pub fn strict_expectations(&self) -> bool {
-        self.model.tying()
+        self.strict.unwrap_or(self.model.tying())
+    }
+
+    /// `Some(true)`: every false `expect` fails; `None`: the default above.
+    pub fn set_strict_expectations(&mut self, strict: Option<bool>) {
+        self.strict = strict;
     }
 
     /// The state the model predicts after the last step.
