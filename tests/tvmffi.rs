@@ -333,3 +333,16 @@ fn the_cli_runs_tvm_ffi_and_names_the_profile() {
     assert!(out.contains("refused step 5: apache-tvm-ffi"), "{out}");
     assert!(out.contains("1 passed, 1 failed"), "{out}");
 }
+
+#[test]
+fn loading_tvm_ffi_keeps_the_processs_sigsegv_handler() {
+    setup();
+    entry::with_executor(KnownFindings::Report, |_| ()).unwrap();
+    // libtvm_ffi.so installs its own handler when loaded; the backend puts
+    // the previous one back (Rust's here; libFuzzer's in the fuzz target).
+    let owner = tvmffi::sigsegv_handler_owner();
+    assert!(
+        !owner.contains("tvm_ffi"),
+        "the SIGSEGV handler is in {owner}"
+    );
+}
