@@ -6,10 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exec::lifecycle;
+use crate::backend::Backend;
+use crate::backend::tvmffi::KnownFindings;
 use crate::exec::report::state_summary;
+use crate::exec::{Failure, Outcome, lifecycle, tvmffi};
 use crate::program::{Program, binary, text};
 
 #[derive(Parser)]
@@ -33,15 +35,37 @@ struct Form {
     binary: bool,
 }
 
+/// The implementation `run` checks.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendName {
+    /// pytie's own runtime (design S).
+    Pytie,
+    /// apache-tvm-ffi from PyPI, installed by scripts/setup-tvmffi.
+    TvmFfi,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run programs against the model and the runtime; exit 1 if one fails.
+    /// Run programs against the model and an implementation; exit 1 if one
+    /// fails.
     Run {
         #[command(flatten)]
         form: Form,
         /// Show whole states in failure reports, not only differences.
         #[arg(long)]
         full: bool,
+        /// The implementation to check.
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
+        /// tvm-ffi: work around recorded upstream findings (corpus/upstream/)
+        /// instead of failing on them, saying so per step.
+        #[arg(long)]
+        work_around: bool,
+        /// Every false `expect` fails, also under a model profile with tying
+        /// off (by default there, an `expect` the model finds false too is
+        /// counted, not failed: the shared scenarios assume tying on).
+        #[arg(long)]
+        strict: bool,
         /// Program files: `.pytie` is text, anything else binary.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -65,11 +89,30 @@ enum Cmd {
     Regress {
         #[command(flatten)]
         form: Form,
+        /// The backend the input failed on (tvm-ffi: binary inputs decode as
+        /// the `tvmffi` target does, recorded findings are worked around).
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
         /// The failing input, e.g. fuzz/artifacts/lifecycle/minimized-from-...
         file: PathBuf,
         /// The regression file to write, e.g. corpus/regressions/NAME.pytie
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// A program as a standalone Python script that reproduces it on tvm_ffi
+    /// alone (no pytie) and checks what the contract expects, for an
+    /// upstream bug report.
+    Repro {
+        /// Write a Python script (the only form so far).
+        #[arg(long, required = true)]
+        python: bool,
+        #[command(flatten)]
+        form: Form,
+        /// The program (binary files decode as the `tvmffi` target does).
+        file: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Binary program to text.
     Decode {
@@ -133,22 +176,82 @@ fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {
     }
 }
 
-fn run(files: &[PathBuf], form: Form, full: bool) -> Result<ExitCode, Bad> {
+/// `ok FILE (...)` and, indented, what was skipped, refused, worked
+/// around or left unjudged.
+fn print_outcome(f: &Path, o: &Outcome) {
+    let mut counts = format!("{} steps", o.steps);
+    for (n, what) in [
+        (o.skipped.len(), "skipped"),
+        (o.refused.len(), "refused"),
+        (o.worked_around.len(), "worked around"),
+        (o.unheld, "expectations false on both sides"),
+    ] {
+        if n > 0 {
+            counts += &format!(", {n} {what}");
+        }
+    }
+    out!("ok   {} ({counts})", f.display());
+    if !o.skipped.is_empty() {
+        let mut kinds: Vec<&str> = o.skipped.iter().map(|k| k.name()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        out!(
+            "     skipped: step kinds this backend cannot express: {}",
+            kinds.join(", ")
+        );
+    }
+    for (step, why) in &o.refused {
+        out!("     refused step {step}: {why}");
+    }
+    for (step, what) in &o.worked_around {
+        out!("     worked around at step {step}: {what}");
+    }
+    if o.unheld > 0 {
+        out!(
+            "     {} `expect` steps are false on the model too (tying off): not judged",
+            o.unheld
+        );
+    }
+}
+
+fn run(
+    files: &[PathBuf],
+    form: Form,
+    full: bool,
+    backend: BackendName,
+    work_around: bool,
+    strict: bool,
+) -> Result<ExitCode, Bad> {
     let mut programs = Vec::new();
     for f in files {
-        programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
+        programs.push((f, load_for(f, form, backend)?));
     }
+    let known = if work_around {
+        KnownFindings::WorkAround
+    } else {
+        KnownFindings::Report
+    };
+    if backend == BackendName::TvmFfi {
+        let about = tvmffi::with_executor(known, |ex| {
+            format!("{}\nmodel: {}", ex.backend.name(), ex.backend.profile())
+        })
+        .map_err(Bad)?;
+        out!("backend: {about}");
+    }
+    let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
+        match backend {
+            BackendName::Pytie => lifecycle::check_program(p),
+            BackendName::TvmFfi => tvmffi::with_executor(known, |ex| {
+                ex.set_strict_expectations(strict.then_some(true));
+                ex.run(p)
+            })
+            .expect("tvm-ffi was loaded above"),
+        }
+    };
     let mut failed = 0;
     for (f, p) in &programs {
-        match lifecycle::check_program(p) {
-            Ok(o) => {
-                let skipped = if o.skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} skipped", o.skipped.len())
-                };
-                out!("ok   {} ({} steps{skipped})", f.display(), o.steps);
-            }
+        match check(p) {
+            Ok(o) => print_outcome(f, &o),
             Err(e) => {
                 failed += 1;
                 let e = if full { e.full() } else { *e };
@@ -194,12 +297,28 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
     }
 }
 
-fn regress(file: &Path, form: Form, output: &Path) -> Result<ExitCode, Bad> {
-    let p = load(file, is_text(file, form)).map_err(Bad)?;
+/// Load a program as `backend` reads it: binary inputs for tvm-ffi decode
+/// within its step kinds, as the `tvmffi` fuzz target does.
+fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
+    match backend {
+        BackendName::TvmFfi if !is_text(path, form) => Ok(binary::decode_for(
+            &read(path)?,
+            crate::backend::tvmffi::steps(),
+        )),
+        _ => load(path, is_text(path, form)).map_err(Bad),
+    }
+}
+
+fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Result<ExitCode, Bad> {
+    let p = load_for(file, form, backend)?;
     let name = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let (header, program) = match lifecycle::check_program(&p) {
+    let checked = match backend {
+        BackendName::Pytie => lifecycle::check_program(&p),
+        BackendName::TvmFfi => tvmffi::check_program(&p, KnownFindings::WorkAround).map_err(Bad)?,
+    };
+    let (header, program) = match checked {
         Err(f) => {
             let mut h = format!(
                 "# Regression: {}\n",
@@ -228,6 +347,25 @@ fn regress(file: &Path, form: Form, output: &Path) -> Result<ExitCode, Bad> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn repro(file: &Path, form: Form, output: Option<&Path>) -> Result<ExitCode, Bad> {
+    let p = load_for(file, form, BackendName::TvmFfi)?;
+    // The model's profile: the installed tvm-ffi's, else tying off (every
+    // published wheel).
+    let tying = match tvmffi::with_executor(KnownFindings::Report, |ex| ex.backend.tying()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pytie: {e}; assuming tying off, as in every published wheel");
+            false
+        }
+    };
+    let script = crate::repro::python(&p, &file.display().to_string(), tying);
+    write_out(output, script.as_bytes())?;
+    if let Some(o) = output {
+        eprintln!("wrote {} ({} steps)", o.display(), p.ops.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -238,13 +376,31 @@ pub fn main() -> ExitCode {
         }
     };
     let r = match cli.cmd {
-        Cmd::Run { form, full, files } => run(&files, form, full),
+        Cmd::Run {
+            form,
+            full,
+            backend,
+            work_around,
+            strict,
+            files,
+        } => run(&files, form, full, backend, work_around, strict),
         Cmd::Trace { form, file } => trace(&file, form),
         Cmd::Encode { file, output } => load(&file, true)
             .map_err(Bad)
             .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
             .map(|()| ExitCode::SUCCESS),
-        Cmd::Regress { form, file, output } => regress(&file, form, &output),
+        Cmd::Regress {
+            form,
+            backend,
+            file,
+            output,
+        } => regress(&file, form, backend, &output),
+        Cmd::Repro {
+            python: _,
+            form,
+            file,
+            output,
+        } => repro(&file, form, output.as_deref()),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {
                 write_out(

@@ -11,6 +11,7 @@
 //! - [`state`]: the abstract state both sides produce.
 //! - [`backend`]: implementations the executor can drive.
 //! - [`exec`]: runs a program on the model and a backend in lockstep.
+//! - [`repro`]: a program as a standalone Python script on tvm_ffi.
 //! - [`cli`]: the `pytie` command.
 
 pub mod backend;
@@ -38,5 +39,6 @@ pub mod model;
 pub mod mutants;
 pub mod native;
 pub mod program;
+pub mod repro;
 pub mod state;
 pub mod wrapper;

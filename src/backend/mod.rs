@@ -3,6 +3,7 @@
 //! the generator, the replayer and the comparison respect both.
 
 pub mod pytie;
+pub mod tvmffi;
 
 use crate::program::{Op, StepSet, Var};
 use crate::state::{
@@ -20,8 +21,11 @@ pub struct Observes {
     pub binding: bool,
     /// Fields, as handle numbers.
     pub fields: bool,
-    /// Wrappers' life, Python refs and `chandle`.
+    /// Wrappers' life (allocated, freed, leaked).
     pub wrappers: bool,
+    /// Wrappers' Python refs as the program holds them (vars and cycles)
+    /// and their `chandle`.
+    pub wrapper_refs: bool,
     /// World totals.
     pub totals: bool,
 }
@@ -33,6 +37,7 @@ impl Observes {
         binding: true,
         fields: true,
         wrappers: true,
+        wrapper_refs: true,
         totals: true,
     };
 
@@ -61,9 +66,11 @@ impl Observes {
                 h.field = keep.field;
             }
         }
-        if !self.wrappers {
-            for w in &mut s.wrappers {
+        for w in &mut s.wrappers {
+            if !self.wrapper_refs {
                 *w = WrapperState::FREED;
+            } else if !self.wrappers {
+                w.life = WrapperState::FREED.life;
             }
         }
         if !self.totals {
@@ -87,6 +94,17 @@ pub trait Backend {
     /// Shown in reports, e.g. "pytie runtime (design S)".
     fn name(&self) -> String;
     fn caps(&self) -> Caps;
+    /// Is tying switched on in this implementation? Off (a library that
+    /// ships it dormant): the executor's model treats every object as
+    /// untied (contract §3 "Untied objects never bind").
+    fn tying(&self) -> bool {
+        true
+    }
+    /// `Some(name and version)` when this backend is a third-party library:
+    /// its failures are reported as upstream failures.
+    fn upstream(&self) -> Option<String> {
+        None
+    }
     /// Start a program in an empty world (numbering from 0). Fails when
     /// something of an earlier program is still allocated.
     fn begin(&mut self) -> Result<(), String>;
@@ -99,6 +117,11 @@ pub trait Backend {
     }
     /// Run one state-changing step (never `mark`/`expect`).
     fn apply(&mut self, op: &Op) -> StepResult;
+    /// After `apply`: a documented workaround for a recorded upstream
+    /// finding that this step needed (what was done and why), if any.
+    fn worked_around(&mut self) -> Option<String> {
+        None
+    }
     /// Fill `out` with the observed abstract state (all of it; the
     /// executor masks what `caps().observes` leaves out).
     fn observe(&mut self, out: &mut AbstractState);

@@ -8,6 +8,7 @@ pub mod coverage;
 pub mod invariants;
 pub mod lifecycle;
 pub mod report;
+pub mod tvmffi;
 
 use crate::backend::{Backend, Caps, Observes};
 use crate::model::{Design, Model};
@@ -27,6 +28,14 @@ pub struct Outcome {
     pub skipped: Vec<StepKind>,
     /// Steps the backend refused by a documented rule: (1-based step, reason).
     pub refused: Vec<(usize, String)>,
+    /// Steps run with a documented workaround for a recorded upstream
+    /// finding: (1-based step, what was done).
+    pub worked_around: Vec<(usize, String)>,
+    /// `expect` steps false on both sides under a model profile the
+    /// contract's scenarios were not written for (tying off): the model and
+    /// the backend agree, so they are not failures (see
+    /// [`Executor::strict_expectations`]).
+    pub unheld: usize,
 }
 
 /// A step of the run: a program step, or a teardown action.
@@ -97,13 +106,22 @@ pub struct Executor<B: Backend> {
     /// The steps of the current program so far (for reports).
     ops: Vec<Op>,
     outcome: Outcome,
+    /// Overrides [`Self::strict_expectations`]'s default.
+    strict: Option<bool>,
 }
 
 impl<B: Backend> Executor<B> {
+    /// The model gets the backend's profile: tying off when the backend
+    /// says its tying is dormant.
     pub fn new(design: Design, backend: B) -> Executor<B> {
         let caps = backend.caps();
+        let model = if backend.tying() {
+            Model::new(design)
+        } else {
+            Model::new(design).without_tying()
+        };
         Executor {
-            model: Model::new(design),
+            model,
             backend,
             caps,
             expected: AbstractState::default(),
@@ -113,11 +131,28 @@ impl<B: Backend> Executor<B> {
             scratch: invariants::Scratch::default(),
             ops: Vec::new(),
             outcome: Outcome::default(),
+            strict: None,
         }
     }
 
     pub fn caps(&self) -> Caps {
         self.caps
+    }
+
+    /// A false `expect` is a failure only when the model has tying on, the
+    /// profile the contract's scenarios are written for. With tying off
+    /// (a library shipping it dormant), an `expect` both sides find false
+    /// (`expect v1 is v0` after a second return) is counted in
+    /// [`Outcome::unheld`]; a disagreement is still a divergence. Programs
+    /// written for the profile at hand ask for strictness with
+    /// [`Self::set_strict_expectations`].
+    pub fn strict_expectations(&self) -> bool {
+        self.strict.unwrap_or(self.model.tying())
+    }
+
+    /// `Some(true)`: every false `expect` fails; `None`: the default above.
+    pub fn set_strict_expectations(&mut self, strict: Option<bool>) {
+        self.strict = strict;
     }
 
     /// The state the model predicts after the last step.
@@ -186,6 +221,9 @@ impl<B: Backend> Executor<B> {
             Some(_) => {
                 self.model.apply(op);
                 self.backend.apply(op);
+                if let Some(what) = self.backend.worked_around() {
+                    self.outcome.worked_around.push((i + 1, what));
+                }
                 self.outcome.steps += 1;
                 self.check(At::Step(i, op)).map(|()| true)
             }
@@ -424,6 +462,10 @@ impl<B: Backend> Executor<B> {
         if want == got && want {
             return Ok(());
         }
+        if want == got && !self.strict_expectations() {
+            self.outcome.unheld += 1;
+            return Ok(());
+        }
         let (kind, note) = if want != got {
             (
                 FailureKind::Divergence,
@@ -438,7 +480,24 @@ impl<B: Backend> Executor<B> {
         Err(self.fail(At::Step(i, op), kind, vec![note]))
     }
 
-    fn fail(&self, at: At<'_>, kind: FailureKind, notes: Vec<String>) -> Box<Failure> {
+    fn fail(&self, at: At<'_>, kind: FailureKind, mut notes: Vec<String>) -> Box<Failure> {
+        // A third-party library that breaks the contract: an upstream
+        // finding. (A false `expect` both sides agree on is not one.)
+        let kind = match self.backend.upstream() {
+            Some(lib) if kind != FailureKind::Expectation => {
+                notes.insert(
+                    0,
+                    format!(
+                        "{lib} breaks the contract ({}): a finding in the library, not in pytie; \
+                         keep the program under corpus/upstream/ and reproduce it without pytie \
+                         with `pytie repro --python FILE`",
+                        kind.title()
+                    ),
+                );
+                FailureKind::Upstream
+            }
+            _ => kind,
+        };
         let (step, step_text, program) = match at {
             At::Step(i, op) => (
                 Some(i + 1),
@@ -465,9 +524,14 @@ impl<B: Backend> Executor<B> {
             actual: self.actual.clone(),
             program,
             backend: format!(
-                "{}, model design {:?}",
+                "{}, model design {:?}{}",
                 self.backend.name(),
-                self.model.design()
+                self.model.design(),
+                if self.model.tying() {
+                    ""
+                } else {
+                    ", tying off (every object untied)"
+                }
             ),
             full: false,
         })

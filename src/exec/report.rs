@@ -33,7 +33,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    fn title(&self) -> &'static str {
+    pub fn title(&self) -> &'static str {
         match self {
             FailureKind::Divergence => "divergence between the model and the runtime",
             FailureKind::Invariant => "broken invariant",

@@ -1,0 +1,22 @@
+//! `cargo +nightly fuzz run tvmffi` (or `scripts/fuzz-tvmffi`): random
+//! programs run on apache-tvm-ffi (the wheel scripts/setup-tvmffi installs)
+//! and the reference model in lockstep. Inputs decode within the step kinds
+//! the backend supports (`binary::decode_for`), so the same seeds serve both
+//! targets. Recorded upstream findings are worked around or refused, each
+//! by its documented rule (README, "Checking tvm-ffi itself"); anything else
+//! prints its report and aborts, so libFuzzer saves the input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pytie::exec::tvmffi;
+
+fuzz_target!(
+    init: {
+        // Before the interpreter starts: PYTHONMALLOC=malloc for ASan;
+        // then load tvm-ffi (and keep libFuzzer's SIGSEGV handler).
+        tvmffi::init_fuzzing();
+    },
+    |data: &[u8]| {
+        tvmffi::fuzz_one(data);
+    }
+);

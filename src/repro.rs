@@ -1,0 +1,438 @@
+//! `pytie repro --python`: a program as a standalone Python script that
+//! reproduces it on tvm_ffi alone, for an upstream bug report. The script
+//! performs each step the way the tvm-ffi backend does (the same py_class
+//! types, `testing.echo`, C functions registered through the C API with
+//! ctypes, holders as `TVMFFIObjectIncRef`/`DecRef`), and after each step
+//! checks what the reference model (in the profile given) expects: strong
+//! counts, which vars hold the same wrapper, which hold moved-from ones,
+//! and at the end that every object is freed. It prints one line per
+//! expectation that fails and exits 1 if any did.
+//!
+//! Plain text generation: no `unsafe`, no Python.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write;
+
+use crate::backend::tvmffi;
+use crate::model::{Design, Model};
+use crate::program::{Op, Program, VARS, Var};
+use crate::state::{AbstractState, VarState};
+
+const PRELUDE: &str = r#"import ctypes
+import gc
+import sys
+import threading
+from typing import Optional
+
+import tvm_ffi
+from tvm_ffi import Object
+from tvm_ffi.dataclasses import py_class
+
+gc.disable()  # reference cycles die at `collect` steps only
+
+
+@py_class("repro.Node")
+class Node(Object):
+    x: Optional[Object] = None
+
+
+@py_class("repro.DictNode")
+class DictNode(Object):
+    __slots__ = ("__dict__",)
+    x: Optional[Object] = None
+
+
+# ---- the C++ side, through tvm-ffi's C API (include/tvm/ffi/c_api.h) ----
+class Any(ctypes.Structure):
+    _fields_ = [("type_index", ctypes.c_int32), ("pad", ctypes.c_uint32), ("v", ctypes.c_uint64)]
+
+
+class ByteArray(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_char_p), ("size", ctypes.c_size_t)]
+
+
+SAFE_CALL = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(Any), ctypes.c_int32, ctypes.POINTER(Any))
+FN_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+OBJ_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
+LIB = ctypes.CDLL(tvm_ffi.libinfo.find_libtvm_ffi())
+LIB.TVMFFIObjectIncRef.argtypes = [ctypes.c_void_p]
+LIB.TVMFFIObjectDecRef.argtypes = [ctypes.c_void_p]
+LIB.TVMFFIFunctionCreate.argtypes = [
+    ctypes.c_void_p, SAFE_CALL, FN_DELETER, ctypes.POINTER(ctypes.c_void_p)]
+LIB.TVMFFIFunctionSetGlobal.argtypes = [ctypes.POINTER(ByteArray), ctypes.c_void_p, ctypes.c_int]
+LIB.TVMFFIAnyViewToOwnedAny.argtypes = [ctypes.POINTER(Any), ctypes.POINTER(Any)]
+
+
+@FN_DELETER
+def _no_delete(_self):
+    pass
+
+
+def register(name, fn):
+    """A C function as the global FFI function `name`."""
+    h = ctypes.c_void_p()
+    assert LIB.TVMFFIFunctionCreate(None, fn, _no_delete, ctypes.byref(h)) == 0
+    b = name.encode()
+    assert LIB.TVMFFIFunctionSetGlobal(ctypes.byref(ByteArray(b, len(b))), h, 1) == 0
+    LIB.TVMFFIObjectDecRef(h)
+    return tvm_ffi.get_global_func(name)
+
+
+@SAFE_CALL
+def _ret(_self, args, n, out):
+    # C++ returns a held object: IncRef; the caller owns the result.
+    addr = args[0].v
+    LIB.TVMFFIObjectIncRef(addr)
+    out[0].type_index = ctypes.c_int32.from_address(addr + 8).value
+    out[0].v = addr
+    return 0
+
+
+TAKEN = []
+
+
+@SAFE_CALL
+def _take(_self, args, n, out):
+    # C++ stores its argument; an rvalue ref (`x._move()`) is taken over.
+    owned = Any()
+    rc = LIB.TVMFFIAnyViewToOwnedAny(args, ctypes.byref(owned))
+    if rc == 0:
+        TAKEN.append(owned.v)
+    return rc
+
+
+ret = register("repro.ret", _ret)      # ret(addr): return a held object to Python
+take = register("repro.take", _take)   # take(x._move()): C++ takes x's reference
+echo = tvm_ffi.get_global_func("testing.echo")
+
+HOLDERS = [0, 0, 0, 0]  # C++ holders: object addresses, one strong ref each
+
+
+def store(h, addr):
+    old, HOLDERS[h] = HOLDERS[h], addr
+    if old:
+        LIB.TVMFFIObjectDecRef(old)
+
+
+def hold(h, w):
+    addr = w.__chandle__()
+    if addr == 0:
+        raise RuntimeError("moved-from wrapper: nothing to hold")
+    LIB.TVMFFIObjectIncRef(addr)
+    store(h, addr)
+
+
+def move(h, w):
+    take(w._move())
+    store(h, TAKEN.pop())
+
+
+def release(h, foreign=False):
+    addr, HOLDERS[h] = HOLDERS[h], 0
+    if addr and foreign:  # on a thread that does not hold the GIL
+        t = threading.Thread(target=LIB.TVMFFIObjectDecRef, args=(addr,))
+        t.start()
+        t.join()
+    elif addr:
+        LIB.TVMFFIObjectDecRef(addr)
+
+
+# obj#N's address. One weak reference is kept on each object (object.h
+# IncWeakRef/DecWeakRef) so its header stays readable after it dies.
+OBJ = []
+
+
+def observe(w):
+    addr = w.__chandle__()
+    OBJ.append(addr)
+    ctypes.c_uint64.from_address(addr).value += 1 << 32
+
+
+def strong_count(n):
+    return ctypes.c_uint64.from_address(OBJ[n]).value & 0xFFFFFFFF
+
+
+def unobserve_all():
+    for addr in OBJ:
+        c = ctypes.c_uint64.from_address(addr)
+        c.value -= 1 << 32
+        if c.value == 0:
+            OBJ_DELETER(ctypes.c_void_p.from_address(addr + 16).value)(addr, 2)
+
+
+# ---- what the contract expects ----
+FAILED = 0
+V = {}  # the program's vars
+
+
+def fail(msg):
+    global FAILED
+    FAILED += 1
+    print("  FAIL " + msg, flush=True)
+
+
+def step(n, text):
+    print(f"step {n}: {text}", flush=True)
+
+
+def unexpected(e):
+    fail(f"raised {type(e).__name__}: {e}")
+
+
+def strong(n, want):
+    got = strong_count(n)
+    if got != want:
+        fail(f"obj#{n} has strong {got}; the contract expects {want}")
+
+
+def same(a, b, want):
+    got = V.get(a) is V.get(b)
+    if got != want:
+        fail(f"`{a} is {b}` is {got}; the contract expects {want}")
+
+
+def moved(a, want):
+    w = V.get(a)
+    got = w is not None and w.__chandle__() == 0
+    if w is None or got != want:
+        what = "a moved-from wrapper" if want else "a live wrapper"
+        fail(f"{a} holds {w!r}; the contract expects {what}")
+
+
+def none(a):
+    if V.get(a) is not None:
+        fail(f"{a} holds {V[a]!r}; the contract expects None or nothing")
+
+
+def expect_moved_error(what, fn):
+    print(f"  {what} is moved-from: the contract expects the error *moved* "
+          f"(tvm_ffi {tvm_ffi.__version__} dereferences the NULL handle on most uses)", flush=True)
+    try:
+        fn()
+    except Exception as e:  # the error the contract asks for
+        print(f"  raised {type(e).__name__}: as expected", flush=True)
+        return
+    fail("no error")
+
+
+# Is tying active? A second return of the same object is the same wrapper.
+_a = Node()
+_h = _a.__chandle__()
+LIB.TVMFFIObjectIncRef(_h)
+_r1, _r2 = ret(_h), ret(_h)
+TYING = _r1 is _r2
+del _a, _r1, _r2
+LIB.TVMFFIObjectDecRef(_h)
+print(f"tvm_ffi {tvm_ffi.__version__}: tying {'on' if TYING else 'off'}; "
+      f"the expectations below are the contract's with tying {PROFILE}", flush=True)
+if TYING != (PROFILE == "on"):
+    print("  note: this tvm_ffi's tying differs from the profile the script was made for",
+          flush=True)
+"#;
+
+const TEARDOWN: &str = r#"
+print("teardown: clear every field, release the holders, drop the vars, collect", flush=True)
+for n, addr in enumerate(OBJ):
+    if strong_count(n) > 0:
+        _w = ret(addr)
+        _w.x = None
+        del _w
+for h in range(len(HOLDERS)):
+    release(h)
+V.clear()
+gc.collect()
+for n in range(len(OBJ)):
+    strong(n, 0)  # the contract: nothing is left
+unobserve_all()
+if FAILED:
+    print(f"{FAILED} expectation(s) of the contract failed on tvm_ffi {tvm_ffi.__version__}")
+    sys.exit(1)
+print(f"all expectations of the contract hold on tvm_ffi {tvm_ffi.__version__}")
+"#;
+
+fn q(v: Var) -> String {
+    format!("V[\"{v}\"]")
+}
+
+/// The Python statement of a state-changing step whose sources are live.
+fn statement(op: &Op) -> String {
+    match *op {
+        Op::New { v, kind } => {
+            let cls = if kind == crate::program::ObjKind::Dict {
+                "DictNode"
+            } else {
+                "Node"
+            };
+            format!("_o = {cls}()\nobserve(_o)\n{} = _o\ndel _o", q(v))
+        }
+        Op::Ret { v, h } => format!("{} = ret(HOLDERS[{}])", q(v), h.0),
+        Op::Echo { v, u } => format!("{} = echo({})", q(v), q(u)),
+        Op::Get { v, u } => format!("{} = {}.x", q(v), q(u)),
+        Op::Set { u, v } => format!("{}.x = {}", q(u), q(v)),
+        Op::Unset { u } => format!("{}.x = None", q(u)),
+        Op::Clone { v, u } => format!("{} = {}", q(v), q(u)),
+        Op::Drop { v } => format!("del {}", q(v)),
+        Op::Hold { h, v } => format!("hold({}, {})", h.0, q(v)),
+        Op::Move { h, v } => format!("move({}, {})", h.0, q(v)),
+        Op::Release { h } => format!("release({})", h.0),
+        Op::ReleaseForeign { h } => format!("release({}, foreign=True)", h.0),
+        Op::Cycle { v } => format!("_l = [{}]\n_l.append(_l)\ndel {}, _l", q(v), q(v)),
+        Op::Collect => "gc.collect()".into(),
+        Op::Weak { .. } | Op::Unweak { .. } | Op::Lock { .. } | Op::Shutdown => String::new(),
+        Op::Mark { .. } | Op::Expect(_) => String::new(),
+    }
+}
+
+/// The same step as an expression raising the error *moved* (used when a
+/// source is moved-from).
+fn moved_call(op: &Op) -> String {
+    match *op {
+        Op::Echo { u, .. } => format!("echo({})", q(u)),
+        Op::Get { u, .. } => format!("{}.x", q(u)),
+        Op::Set { u, v } => format!("setattr({}, \"x\", {})", q(u), q(v)),
+        Op::Unset { u } => format!("setattr({}, \"x\", None)", q(u)),
+        Op::Hold { h, v } => format!("hold({}, {})", h.0, q(v)),
+        Op::Move { h, v } => format!("move({}, {})", h.0, q(v)),
+        _ => "None".into(),
+    }
+}
+
+/// What a step finds in its sources (contract §4.1 rules).
+enum Finds {
+    /// It runs.
+    Live,
+    /// An empty or None source (or holder): it does nothing.
+    Nothing(String),
+    /// A moved-from source: the error *moved*.
+    Moved(Var),
+}
+
+fn finds(op: &Op, s: &AbstractState) -> Finds {
+    let var = |v: Var| s.vars[v.idx()];
+    let one = |v: Var| match var(v) {
+        VarState::Empty | VarState::None => Finds::Nothing(format!("{v} is empty or None")),
+        VarState::Moved(_) => Finds::Moved(v),
+        VarState::Wrapper(_) => Finds::Live,
+    };
+    match *op {
+        Op::Echo { u, .. } | Op::Get { u, .. } | Op::Unset { u } => one(u),
+        Op::Hold { v, .. } | Op::Move { v, .. } => one(v),
+        Op::Set { u, v } => match (one(u), one(v)) {
+            (Finds::Nothing(w), _) | (_, Finds::Nothing(w)) => Finds::Nothing(w),
+            (Finds::Moved(w), _) | (_, Finds::Moved(w)) => Finds::Moved(w),
+            _ => Finds::Live,
+        },
+        Op::Clone { u: v, .. } | Op::Drop { v } | Op::Cycle { v } => match var(v) {
+            VarState::Empty | VarState::None => Finds::Nothing(format!("{v} is empty or None")),
+            _ => Finds::Live,
+        },
+        Op::Ret { h, .. } if s.holders[h.idx()].is_none() => {
+            Finds::Nothing(format!("{h} is empty"))
+        }
+        _ => Finds::Live,
+    }
+}
+
+fn indent(code: &str, by: &str) -> String {
+    code.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+/// The script for `prog`, read from `source`, with the model's profile
+/// `tying` (the installed tvm-ffi's, detected by the caller).
+pub fn python(prog: &Program, source: &str, tying: bool) -> String {
+    let mut model = Model::new(Design::S);
+    if !tying {
+        model = model.without_tying();
+    }
+    let profile = if tying { "on" } else { "off" };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "#!/usr/bin/env python3\n\"\"\"Reproduces on tvm_ffi alone (no pytie) the pytie program {source}.\n\n\
+         Generated by `pytie repro --python {source}`. Run it with a Python that has\n\
+         apache-tvm-ffi installed (pytie's scripts/setup-tvmffi makes .venv/tvmffi, pinned\n\
+         to {pin}):\n\n    .venv/tvmffi/bin/python SCRIPT.py\n\n\
+         Each step is printed, then every expectation of the PyObject-tying contract\n\
+         that does not hold after it: strong counts read from the object header, which\n\
+         vars hold the same wrapper, which hold moved-from wrappers; at the end, that\n\
+         every object was freed. Exit status 1 if any failed. Expectations are the\n\
+         contract's reference model with tying {profile}.\n\"\"\"\nPROFILE = \"{profile}\"\n",
+        pin = tvmffi::PINNED,
+    );
+    out += PRELUDE;
+    let mut before = AbstractState::default();
+    let mut after = AbstractState::default();
+    let mut used = [false; VARS];
+    let steps = tvmffi::steps();
+    for (i, op) in prog.ops.iter().enumerate() {
+        let n = i + 1;
+        let text = format!("{op}");
+        let Some(kind) = op.kind() else {
+            let _ = writeln!(
+                out,
+                "\n# {text}  (checked by the model's expectations below)"
+            );
+            continue;
+        };
+        let _ = writeln!(out, "\nstep({n}, {text:?})");
+        if !steps.contains(kind) {
+            let _ = writeln!(
+                out,
+                "print(\"  not expressible on tvm-ffi: skipped\", flush=True)"
+            );
+            continue;
+        }
+        model.observe(&mut before);
+        match finds(op, &before) {
+            Finds::Nothing(why) => {
+                let _ = writeln!(out, "print(\"  does nothing: {why}\", flush=True)");
+            }
+            Finds::Moved(v) => {
+                let _ = writeln!(
+                    out,
+                    "expect_moved_error(\"{v}\", lambda: {})",
+                    moved_call(op)
+                );
+            }
+            Finds::Live => {
+                out += "try:\n";
+                out += &indent(&statement(op), "    ");
+                out += "except Exception as e:\n    unexpected(e)\n";
+            }
+        }
+        model.apply(op);
+        model.observe(&mut after);
+        for (n, h) in after.handles.iter().enumerate() {
+            let _ = writeln!(out, "strong({n}, {})", h.strong);
+        }
+        for (v, s) in after.vars.iter().enumerate() {
+            used[v] |= *s != VarState::Empty;
+            if !used[v] {
+                continue;
+            }
+            let _ = match s {
+                VarState::Empty | VarState::None => writeln!(out, "none(\"v{v}\")"),
+                VarState::Wrapper(_) => writeln!(out, "moved(\"v{v}\", False)"),
+                VarState::Moved(_) => writeln!(out, "moved(\"v{v}\", True)"),
+            };
+        }
+        let wr = |s: &VarState| match s {
+            VarState::Wrapper(w) | VarState::Moved(w) => Some(*w),
+            _ => None,
+        };
+        for a in 0..VARS {
+            for b in a + 1..VARS {
+                if let (Some(x), Some(y)) = (wr(&after.vars[a]), wr(&after.vars[b])) {
+                    let _ = writeln!(
+                        out,
+                        "same(\"v{a}\", \"v{b}\", {})",
+                        if x == y { "True" } else { "False" }
+                    );
+                }
+            }
+        }
+    }
+    out += TEARDOWN;
+    out
+}
