@@ -9,7 +9,9 @@
 //! - [`model`]: the reference model of the contract. No `unsafe`, no Python.
 //! - [`program`]: the step language, text and binary forms.
 //! - [`state`]: the abstract state both sides produce.
-//! - [`backend`]: implementations the executor can drive.
+//! - [`backend`]: implementations the executor can drive: pytie's runtime,
+//!   and the real `apache-tvm-ffi` wheel through its C API (`backend::tvmffi`,
+//!   a runtime layer too: `unsafe` allowed there).
 //! - [`exec`]: runs a program on the model and a backend in lockstep.
 //! - [`repro`]: a program as a standalone Python script on tvm_ffi.
 //! - [`cli`]: the `pytie` command.
