@@ -114,6 +114,23 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Which transitions of the state machine the programs take: writes
+    /// OUTPUT.dot (Graphviz) and renders OUTPUT.svg with `dot`; edges no
+    /// program takes are red.
+    Coverage {
+        #[command(flatten)]
+        form: Form,
+        /// Also render OUTPUT.png.
+        #[arg(long)]
+        png: bool,
+        /// Output path without extension.
+        #[arg(short, long, default_value = "coverage")]
+        output: PathBuf,
+        /// Program files, or directories (recursed; files starting with a
+        /// dot and `.md`/`.txt` files in them are skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Binary program to text.
     Decode {
         file: PathBuf,
@@ -366,6 +383,124 @@ fn repro(file: &Path, form: Form, output: Option<&Path>) -> Result<ExitCode, Bad
     Ok(ExitCode::SUCCESS)
 }
 
+/// The program files `paths` name: files as given, directories recursed
+/// (sorted; dotfiles and `.md`/`.txt` files in them skipped).
+pub fn program_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta =
+            std::fs::metadata(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+        if !meta.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        let mut stack = vec![p.clone()];
+        while let Some(d) = stack.pop() {
+            let entries =
+                std::fs::read_dir(&d).map_err(|e| format!("{}: cannot read: {e}", d.display()))?;
+            for entry in entries {
+                let f = entry
+                    .map_err(|e| format!("{}: cannot read: {e}", d.display()))?
+                    .path();
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                let skipped = name.is_none_or(|n| n.starts_with('.'))
+                    || f.extension().is_some_and(|e| e == "md" || e == "txt");
+                if f.is_dir() {
+                    stack.push(f);
+                } else if !skipped {
+                    found.push(f);
+                }
+            }
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<ExitCode, Bad> {
+    use crate::exec::coverage::{Counts, Edge, edges_of, to_dot};
+    let files = program_files(paths).map_err(Bad)?;
+    if files.is_empty() {
+        return Err(Bad("no program files found".into()));
+    }
+    let mut programs = Vec::new();
+    for f in &files {
+        programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
+    }
+    let mut counts = Counts::default();
+    let mut failed = 0;
+    for (f, p) in &programs {
+        match edges_of(p) {
+            Ok(edges) => counts.add(edges),
+            Err(e) => {
+                failed += 1;
+                out!("FAIL {} (not counted)\n{e}", f.display());
+            }
+        }
+    }
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let title = format!(
+        "pytie: state-machine transitions taken by {} programs ({})\nred: never taken",
+        counts.programs,
+        shown.join(", ")
+    );
+    out!("{} programs ({} files)", counts.programs, files.len());
+    for e in Edge::ALL {
+        out!("  {:<17} {:>5}", e.name(), counts.get(e));
+    }
+    let never: Vec<&str> = Edge::ALL
+        .iter()
+        .filter(|e| counts.get(**e) == 0)
+        .map(|e| e.name())
+        .collect();
+    if never.is_empty() {
+        out!("every transition is taken");
+    } else {
+        out!("never taken: {}", never.join(", "));
+    }
+    let dot_file = output.with_extension("dot");
+    write_out(Some(&dot_file), to_dot(&counts, &title).as_bytes())?;
+    out!("wrote {}", dot_file.display());
+    let mut formats = vec!["svg"];
+    if png {
+        formats.push("png");
+    }
+    for fmt in formats {
+        let target = output.with_extension(fmt);
+        let result = std::process::Command::new("dot")
+            .arg(format!("-T{fmt}"))
+            .arg(&dot_file)
+            .arg("-o")
+            .arg(&target)
+            .output();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Bad(format!(
+                    "cannot render {}: Graphviz's `dot` is not installed (Debian: apt-get install graphviz); {} is written",
+                    target.display(),
+                    dot_file.display()
+                )));
+            }
+            Err(e) => return Err(Bad(format!("cannot run `dot`: {e}"))),
+            Ok(o) if !o.status.success() => {
+                return Err(Bad(format!(
+                    "`dot -T{fmt}` failed ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )));
+            }
+            Ok(_) => out!("wrote {}", target.display()),
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -401,6 +536,12 @@ pub fn main() -> ExitCode {
             file,
             output,
         } => repro(&file, form, output.as_deref()),
+        Cmd::Coverage {
+            form,
+            png,
+            output,
+            paths,
+        } => coverage(&paths, form, &output, png),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {
                 write_out(

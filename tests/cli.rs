@@ -171,3 +171,80 @@ fn regress_turns_a_failing_input_into_a_commented_text_program() {
         "{text}"
     );
 }
+
+#[test]
+fn coverage_counts_programs_per_transition_and_writes_dot() {
+    let f = Scratch::new("cov.pytie", b"new v0\nhold h0 v0\ndrop v0\nret v1 h0\n");
+    let out = f.0.parent().unwrap().join("picture");
+    let o = pytie(&["coverage", f.path(), "-o", out.to_str().unwrap()]);
+    let dot = std::fs::read_to_string(out.with_extension("dot")).expect("the DOT file");
+    assert!(dot.starts_with("digraph pytie_coverage {"), "{dot}");
+    assert!(dot.contains("\"revive: 1 program\\n"), "{dot}");
+    assert!(dot.contains("\"untied-free: 0 programs\\n"), "{dot}");
+    let text = stdout(&o);
+    assert!(text.contains("1 programs (1 files)"), "{text}");
+    assert!(text.contains("never taken: "), "{text}");
+    // Rendering needs Graphviz's `dot`: without it, exit 2 and say so.
+    let has_dot = Command::new("dot").arg("-V").output().is_ok();
+    if has_dot {
+        assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+        let svg = std::fs::read_to_string(out.with_extension("svg")).expect("the SVG file");
+        assert!(svg.contains("<svg"), "{svg}");
+    } else {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("apt-get install graphviz"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn coverage_without_graphviz_still_writes_the_dot_and_exits_2() {
+    let f = Scratch::new("nodot.pytie", b"new v0\ndrop v0\n");
+    let out = f.0.parent().unwrap().join("picture");
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["coverage", f.path(), "-o", out.to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run pytie");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Graphviz's `dot` is not installed (Debian: apt-get install graphviz)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.with_extension("dot").exists());
+    assert!(!out.with_extension("svg").exists());
+}
+
+#[test]
+fn coverage_recurses_directories_and_rejects_bad_paths() {
+    let f = Scratch::new("a.pytie", b"new v0\n");
+    let dir = f.0.parent().unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/b.bin"), [0u8, 0, 0, 0, 0, 0]).unwrap();
+    std::fs::write(dir.join("sub/README.md"), "not a program").unwrap();
+    let out = dir.join("out/picture");
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let o = pytie(&[
+        "coverage",
+        dir.join("sub").to_str().unwrap(),
+        f.path(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("2 programs (2 files)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = pytie(&["coverage", "/nonexistent/corpus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/corpus: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+}

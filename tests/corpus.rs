@@ -138,3 +138,38 @@ fn regressions_are_text_and_say_what_they_caught() {
         );
     }
 }
+
+#[test]
+fn a_test_thread_ending_does_not_disturb_another_threads_program() {
+    // Every test thread has its own executor (thread-local), dropped when
+    // the thread ends; the runtime's records are process-wide. A thread
+    // whose last program left a var holding None used to "abandon" its
+    // world on exit, resetting those records under a program running on
+    // another thread (a flaky corpus replay).
+    use std::sync::mpsc::channel;
+    let (ran, ran_rx) = channel();
+    let (exit, exit_rx) = channel::<()>();
+    let other = std::thread::spawn(move || {
+        // `get v1 v0` of an object without a field: v1 holds None.
+        let p = text::parse("new v0\nget v1 v0\n").unwrap();
+        lifecycle::check_program(&p).unwrap();
+        ran.send(()).unwrap();
+        exit_rx.recv().unwrap();
+    });
+    ran_rx.recv().unwrap();
+    let p = text::parse("new v0\nhold h0 v0\ndrop v0\nret v1 h0\nrelease h0\n").unwrap();
+    lifecycle::with_executor(|ex| {
+        ex.begin().unwrap_or_else(|f| panic!("{f}"));
+        for op in &p.ops[..2] {
+            ex.step(op).unwrap_or_else(|f| panic!("{f}"));
+        }
+        // The other thread ends mid-program (its executor is dropped; it
+        // needs the GIL for that, so let go of it while waiting).
+        exit.send(()).unwrap();
+        pyo3::Python::attach(|py| py.detach(|| other.join().unwrap()));
+        for op in &p.ops[2..] {
+            ex.step(op).unwrap_or_else(|f| panic!("{f}"));
+        }
+        ex.finish().unwrap_or_else(|f| panic!("{f}"));
+    });
+}

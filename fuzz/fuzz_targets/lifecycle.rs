@@ -1,19 +1,51 @@
 //! `cargo +nightly fuzz run lifecycle`: random programs (binary form, see
 //! docs/format.md) run on pytie's runtime and the reference model in
 //! lockstep. A divergence, broken invariant, runtime assertion or leak
-//! prints its report and aborts, so libFuzzer saves the input.
-#![no_main]
+//! prints its report and aborts, so the fuzzer saves the input.
+//!
+//! One harness, two engines, chosen by a cargo feature of this crate:
+//! `libfuzzer` (the default: cargo-fuzz, OSS-Fuzz, ClusterFuzzLite) or
+//! `afl` (`cargo afl build --no-default-features --features afl`). Both
+//! start the interpreter first (for AFL++, before its fork server, so every
+//! child inherits it), then run each input through [`one_input`].
+#![cfg_attr(feature = "libfuzzer", no_main)]
 
-use libfuzzer_sys::fuzz_target;
+#[cfg(not(any(feature = "libfuzzer", feature = "afl")))]
+compile_error!(
+    "choose a fuzzing engine: the feature `libfuzzer` (the default) or `afl` \
+     (`cargo afl build --no-default-features --features afl`)"
+);
+#[cfg(not(any(feature = "libfuzzer", feature = "afl")))]
+fn main() {}
+#[cfg(all(feature = "libfuzzer", feature = "afl"))]
+compile_error!(
+    "choose one fuzzing engine: for AFL++ turn the default `libfuzzer` off \
+     (`cargo afl build --no-default-features --features afl`)"
+);
+
 use pytie::exec::lifecycle;
-use pytie::program::Program;
+use pytie::program::binary;
 
-fuzz_target!(
+/// The harness body both engines share. Every byte string is a program
+/// (the binary form is total); `impl Arbitrary for Program` decodes the
+/// same way, so inputs mean the same to either engine.
+fn one_input(data: &[u8]) {
+    lifecycle::fuzz_one(&binary::decode(data));
+}
+
+#[cfg(all(feature = "libfuzzer", not(feature = "afl")))]
+libfuzzer_sys::fuzz_target!(
     init: {
-        // Before the interpreter starts: PYTHONMALLOC=malloc for ASan.
+        // Before the interpreter starts: PYTHONMALLOC, PYTHONHOME.
         lifecycle::init_fuzzing();
     },
-    |prog: Program| {
-        lifecycle::fuzz_one(&prog);
-    }
+    |data: &[u8]| one_input(data)
 );
+
+#[cfg(all(feature = "afl", not(feature = "libfuzzer")))]
+fn main() {
+    // The interpreter starts here, before afl::fuzz! starts the fork
+    // server: every child is forked with CPython already initialized.
+    lifecycle::init_fuzzing();
+    afl::fuzz!(|data: &[u8]| one_input(data));
+}

@@ -296,11 +296,23 @@ impl Backend for PytieBackend {
 
 impl Drop for PytieBackend {
     fn drop(&mut self) {
-        // A world left behind (a panic mid-program) is abandoned, not freed.
-        let used = self.vars.iter().any(Option::is_some)
-            || self.holders.iter().any(Option::is_some)
-            || self.weaks.iter().any(Option::is_some);
-        if used {
+        // Vars that hold None own nothing of the world (teardown leaves
+        // them so): release them here. Anything else is a world left behind
+        // (a panic mid-program), abandoned, not freed. Abandoning resets the
+        // process-wide records, so it must not happen after a clean finish:
+        // a test thread's executor is dropped when the thread ends, while
+        // another thread may be in the middle of a program.
+        let world_left = self.holders.iter().any(Option::is_some)
+            || self.weaks.iter().any(Option::is_some)
+            || Python::attach(|py| {
+                for v in &mut self.vars {
+                    if v.as_ref().is_some_and(|o| o.is_none(py)) {
+                        *v = None;
+                    }
+                }
+                self.vars.iter().any(Option::is_some)
+            });
+        if world_left {
             self.abandon();
         }
     }

@@ -47,12 +47,26 @@ static STARTED: OnceLock<Instant> = OnceLock::new();
 static PROGRAMS: AtomicU64 = AtomicU64::new(0);
 
 /// Before the interpreter starts: settings a fuzzing process needs
-/// (`PYTHONMALLOC=malloc`, so AddressSanitizer sees wrapper memory).
-/// Call first thing, from the fuzz target's init.
+/// (`PYTHONMALLOC=malloc`, so AddressSanitizer sees wrapper memory;
+/// `PYTHONHOME` for a self-contained build), then start the interpreter and
+/// the executor. Call first thing, from the fuzz target's init. With
+/// `PYTIE_SHOW_PYTHON=1` in the environment, prints where the interpreter,
+/// its standard library and libpython come from, on standard error; with
+/// `PYTIE_LSAN_SELFTEST=1`, leaks a few CPython objects on purpose, to show
+/// that the compiled-in LeakSanitizer suppressions apply
+/// (`wrapper::lsan`).
 pub fn init_fuzzing() {
     STARTED.get_or_init(Instant::now);
     wrapper::prepare_environment();
     with_executor(|_| ());
+    if std::env::var_os("PYTIE_LSAN_SELFTEST").is_some_and(|v| v == "1") {
+        Python::attach(wrapper::lsan::leak_for_selftest);
+    }
+    if std::env::var_os("PYTIE_SHOW_PYTHON").is_some_and(|v| v == "1") {
+        let origin = Python::attach(wrapper::interpreter_origin)
+            .unwrap_or_else(|e| format!("cannot inspect the interpreter: {e}\n"));
+        eprint!("{origin}");
+    }
 }
 
 /// The fuzz target's body: a failure prints its report and aborts, so the

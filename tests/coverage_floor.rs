@@ -1,0 +1,138 @@
+//! The coverage floor: the shipped corpus must keep reaching every
+//! transition of the state machine listed in tests/coverage-floor.txt, so
+//! that a change to the binary format, the decoder or the scenarios cannot
+//! silently leave the fuzzer's seeds blind to part of the machine.
+
+use std::path::{Path, PathBuf};
+
+use pytie::cli::{load, program_files};
+use pytie::exec::coverage::{Counts, Edge, edges_of, to_dot};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The edges of the floor file, in file order.
+fn floor() -> Vec<Edge> {
+    let path = root().join("tests/coverage-floor.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            Edge::from_name(l).unwrap_or_else(|| {
+                panic!(
+                    "{}: {l:?} is not an edge; the edges are: {}",
+                    path.display(),
+                    Edge::ALL.map(Edge::name).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+fn shipped_corpus() -> Counts {
+    let dirs: Vec<PathBuf> = ["scenarios", "lifecycle", "regressions"]
+        .iter()
+        .map(|d| root().join("corpus").join(d))
+        .collect();
+    let files = program_files(&dirs).unwrap();
+    assert!(
+        files.len() >= 60,
+        "the corpus is missing: {} files",
+        files.len()
+    );
+    let mut counts = Counts::default();
+    for f in &files {
+        let text = f.extension().is_some_and(|e| e == "pytie");
+        let prog = load(f, text).unwrap();
+        let edges = edges_of(&prog).unwrap_or_else(|e| panic!("{} fails:\n{e}", f.display()));
+        counts.add(edges);
+    }
+    counts
+}
+
+#[test]
+fn the_shipped_corpus_keeps_its_coverage_floor() {
+    let floor = floor();
+    assert!(!floor.is_empty(), "the coverage floor is empty");
+    let counts = shipped_corpus();
+    let lost: Vec<&str> = floor
+        .iter()
+        .filter(|e| counts.get(**e) == 0)
+        .map(|e| e.name())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "the shipped corpus no longer reaches {}: a scenario or the binary layout changed so \
+         that no program takes it; restore a program that does (corpus/scenarios, then \
+         scripts/seed-corpus)",
+        lost.join(", ")
+    );
+    let new: Vec<&str> = counts
+        .reached()
+        .iter()
+        .filter(|e| !floor.contains(e))
+        .map(|e| e.name())
+        .collect();
+    assert!(
+        new.is_empty(),
+        "coverage grew: the shipped corpus now reaches {}; add {} to tests/coverage-floor.txt \
+         (one name a line) and redraw docs/coverage.svg (`pytie coverage corpus/scenarios \
+         corpus/lifecycle corpus/regressions -o docs/coverage --png`)",
+        new.join(", "),
+        if new.len() == 1 { "it" } else { "them" }
+    );
+}
+
+#[test]
+fn the_committed_picture_is_the_shipped_corpus() {
+    // docs/coverage.dot is what `pytie coverage` writes for the shipped
+    // corpus; a stale picture in the README would mislead.
+    let counts = shipped_corpus();
+    let title = format!(
+        "pytie: state-machine transitions taken by {} programs (corpus/scenarios, \
+         corpus/lifecycle, corpus/regressions)\nred: never taken",
+        counts.programs
+    );
+    let committed = std::fs::read_to_string(root().join("docs/coverage.dot")).unwrap();
+    assert_eq!(
+        committed,
+        to_dot(&counts, &title),
+        "docs/coverage.dot is stale: run `cargo run --release -- coverage corpus/scenarios \
+         corpus/lifecycle corpus/regressions -o docs/coverage --png`"
+    );
+}
+
+#[test]
+fn never_taken_edges_and_unreached_states_are_red() {
+    let mut counts = Counts::default();
+    let mut only_attach = pytie::exec::coverage::EdgeSet::default();
+    only_attach.insert(Edge::Attach);
+    counts.add(only_attach);
+    counts.add(only_attach);
+    let dot = to_dot(&counts, "t");
+    let line = |from: &str, name: &str| {
+        dot.lines()
+            .find(|l| {
+                l.trim_start().starts_with(&format!("{from} -> "))
+                    && l.contains(&format!("\"{name}: "))
+            })
+            .unwrap_or_else(|| panic!("no edge {name} in\n{dot}"))
+            .to_string()
+    };
+    let attach = line("Detached", "attach");
+    assert!(attach.contains("attach: 2 programs"), "{attach}");
+    assert!(!attach.contains("red"), "{attach}");
+    let revive = line("Inactive", "revive");
+    assert!(revive.contains("revive: 0 programs"), "{revive}");
+    assert!(revive.contains("color=red"), "{revive}");
+    // Untied and Inactive are touched by no taken edge; Active is.
+    assert!(dot.contains("  Untied [shape=ellipse, color=red"), "{dot}");
+    assert!(
+        dot.contains("  Inactive [shape=ellipse, color=red"),
+        "{dot}"
+    );
+    assert!(dot.contains("  Active [shape=ellipse];"), "{dot}");
+    assert_eq!(dot.matches("->").count(), Edge::COUNT);
+}
