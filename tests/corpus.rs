@@ -6,6 +6,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+use pytie::cli::program_files;
 use pytie::exec::lifecycle;
 use pytie::program::{Program, binary, text};
 
@@ -13,37 +14,16 @@ fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
 
+/// Every program file under `dir` (the CLI's own walk: sorted, dotfiles
+/// and `.md`/`.txt` files skipped).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .is_some_and(|n| n != "README.md" && !n.to_string_lossy().starts_with('.'))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    program_files(&[dir.to_path_buf()]).unwrap_or_default()
 }
 
+/// A corpus file as the CLI loads it: `.pytie` is text, anything else binary.
 fn load(p: &Path) -> Program {
-    let data = std::fs::read(p).unwrap();
-    if p.extension().is_some_and(|e| e == "pytie") {
-        let src = String::from_utf8(data).unwrap();
-        text::parse(&src).unwrap_or_else(|e| panic!("{}:{e}", p.display()))
-    } else {
-        binary::decode(&data)
-    }
+    let text = p.extension().is_some_and(|e| e == "pytie");
+    pytie::cli::load(p, text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
