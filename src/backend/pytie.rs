@@ -89,18 +89,14 @@ impl PytieBackend {
                 }
             }
             // The temporary reference to U goes before the assignment, as
-            // in Python's `v = f(u)`.
-            Op::Echo { v, u } => {
+            // in Python's `v = f(u)` and `v = u.x`.
+            Op::Echo { v, u } | Op::Get { v, u } => {
                 if let Some(src) = self.source(py, u) {
-                    let r = wrapper::echo(&src);
-                    drop(src);
-                    let o = self.py_result(py, op, r)?;
-                    self.assign(v, o);
-                }
-            }
-            Op::Get { v, u } => {
-                if let Some(src) = self.source(py, u) {
-                    let r = wrapper::get_x(&src);
+                    let r = if matches!(op, Op::Echo { .. }) {
+                        wrapper::echo(&src)
+                    } else {
+                        wrapper::get_x(&src)
+                    };
                     drop(src);
                     let o = self.py_result(py, op, r)?;
                     self.assign(v, o);
