@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use pytie::exec::{lifecycle, run_backend_only, run_model_only};
-use pytie::program::{Program, binary};
+use pytie::harness;
+use pytie_core::exec::{run_backend_only, run_model_only};
+use pytie_core::program::{Program, binary};
 
 fn corpus() -> Vec<Program> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/lifecycle");
@@ -42,7 +43,7 @@ fn main() {
     // Enough passes over the corpus that one sample takes a few ms.
     let passes = 20;
     let (mut full, mut runtime, mut model) = (Vec::new(), Vec::new(), Vec::new());
-    lifecycle::with_executor(|ex| {
+    harness::with_lifecycle(|ex| {
         for _ in 0..rounds {
             let t = Instant::now();
             for _ in 0..passes {

@@ -8,11 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backend::Backend;
+use crate::backend::pytie::PytieBackend;
 use crate::backend::tvmffi::KnownFindings;
-use crate::exec::report::state_summary;
-use crate::exec::{Failure, Outcome, lifecycle, tvmffi};
-use crate::program::{Program, binary, text};
+use crate::backend::tvmffi::TvmFfiBackend;
+use crate::harness::{self, with_executor};
+use pytie_core::backend::Backend;
+use pytie_core::exec::report::state_summary;
+use pytie_core::exec::{Failure, Outcome};
+use pytie_core::program::{Program, binary, text};
 
 #[derive(Parser)]
 #[command(
@@ -249,7 +252,8 @@ fn run(
         KnownFindings::Report
     };
     if backend == BackendName::TvmFfi {
-        let about = tvmffi::with_executor(known, |ex| {
+        let about = with_executor::<TvmFfiBackend, _>(|ex| {
+            ex.backend.set_known_findings(known);
             format!("{}\nmodel: {}", ex.backend.name(), ex.backend.profile())
         })
         .map_err(Bad)?;
@@ -257,8 +261,9 @@ fn run(
     }
     let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
         match backend {
-            BackendName::Pytie => lifecycle::check_program(p),
-            BackendName::TvmFfi => tvmffi::with_executor(known, |ex| {
+            BackendName::Pytie => harness::check_lifecycle(p),
+            BackendName::TvmFfi => with_executor::<TvmFfiBackend, _>(|ex| {
+                ex.backend.set_known_findings(known);
                 ex.set_strict_expectations(strict.then_some(true));
                 ex.run(p)
             })
@@ -291,7 +296,7 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
     let _ = write!(std::io::stdout(), "{}", text::print(&p));
     out!("---");
     let mut n = 0;
-    let r = lifecycle::with_executor(|ex| {
+    let r = with_executor::<PytieBackend, _>(|ex| {
         ex.run_traced(&p, &mut |step, expected, _actual| {
             let title = if step == 0 {
                 n += 1;
@@ -301,7 +306,8 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
             };
             out!("{title}\n{}", state_summary(expected));
         })
-    });
+    })
+    .map_err(Bad)?;
     match r {
         Ok(_) => {
             out!("pass");
@@ -332,8 +338,8 @@ fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Resu
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let checked = match backend {
-        BackendName::Pytie => lifecycle::check_program(&p),
-        BackendName::TvmFfi => tvmffi::check_program(&p, KnownFindings::WorkAround).map_err(Bad)?,
+        BackendName::Pytie => harness::check_lifecycle(&p),
+        BackendName::TvmFfi => harness::check_tvmffi(&p, KnownFindings::WorkAround).map_err(Bad)?,
     };
     let (header, program) = match checked {
         Err(f) => {
@@ -368,14 +374,14 @@ fn repro(file: &Path, form: Form, output: Option<&Path>) -> Result<ExitCode, Bad
     let p = load_for(file, form, BackendName::TvmFfi)?;
     // The model's profile: the installed tvm-ffi's, else tying off (every
     // published wheel).
-    let tying = match tvmffi::with_executor(KnownFindings::Report, |ex| ex.backend.tying()) {
+    let tying = match with_executor::<TvmFfiBackend, _>(|ex| ex.backend.tying()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("pytie: {e}; assuming tying off, as in every published wheel");
             false
         }
     };
-    let script = crate::repro::python(&p, &file.display().to_string(), tying);
+    let script = pytie_core::repro::python(&p, &file.display().to_string(), tying);
     write_out(output, script.as_bytes())?;
     if let Some(o) = output {
         eprintln!("wrote {} ({} steps)", o.display(), p.ops.len());
@@ -420,7 +426,7 @@ pub fn program_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<ExitCode, Bad> {
-    use crate::exec::coverage::{Counts, Edge, edges_of, to_dot};
+    use pytie_core::exec::coverage::{Counts, Edge, edges_of, to_dot};
     let files = program_files(paths).map_err(Bad)?;
     if files.is_empty() {
         return Err(Bad("no program files found".into()));
@@ -429,16 +435,10 @@ fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<E
     for f in &files {
         programs.push((f, load(f, is_text(f, form)).map_err(Bad)?));
     }
+    // The model says which transitions each program takes: no backend runs.
     let mut counts = Counts::default();
-    let mut failed = 0;
-    for (f, p) in &programs {
-        match edges_of(p) {
-            Ok(edges) => counts.add(edges),
-            Err(e) => {
-                failed += 1;
-                out!("FAIL {} (not counted)\n{e}", f.display());
-            }
-        }
+    for (_, p) in &programs {
+        counts.add(edges_of(p));
     }
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let title = format!(
@@ -494,11 +494,7 @@ fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<E
             Ok(_) => out!("wrote {}", target.display()),
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Entry point of the binary.

@@ -7,8 +7,8 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use pytie::cli::program_files;
-use pytie::exec::lifecycle;
-use pytie::program::{Program, binary, text};
+use pytie::harness;
+use pytie_core::program::{Program, binary, text};
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
@@ -36,7 +36,7 @@ fn every_corpus_file_passes() {
     );
     let mut failures = Vec::new();
     for f in &files {
-        if let Err(e) = lifecycle::check_program(&load(f)) {
+        if let Err(e) = harness::check_lifecycle(&load(f)) {
             failures.push(format!("{}\n{e}", f.display()));
         }
     }
@@ -53,7 +53,7 @@ fn the_corpus_replays_identically_twice() {
     // A fingerprint of every state both sides showed, step by step.
     let fingerprint = |p: &Program| {
         let mut h = DefaultHasher::new();
-        lifecycle::with_executor(|ex| {
+        harness::with_lifecycle(|ex| {
             ex.run_traced(p, &mut |step, expected, actual| {
                 (step, expected, actual).hash(&mut h)
             })
@@ -132,13 +132,13 @@ fn a_test_thread_ending_does_not_disturb_another_threads_program() {
     let other = std::thread::spawn(move || {
         // `get v1 v0` of an object without a field: v1 holds None.
         let p = text::parse("new v0\nget v1 v0\n").unwrap();
-        lifecycle::check_program(&p).unwrap();
+        harness::check_lifecycle(&p).unwrap();
         ran.send(()).unwrap();
         exit_rx.recv().unwrap();
     });
     ran_rx.recv().unwrap();
     let p = text::parse("new v0\nhold h0 v0\ndrop v0\nret v1 h0\nrelease h0\n").unwrap();
-    lifecycle::with_executor(|ex| {
+    harness::with_lifecycle(|ex| {
         ex.begin().unwrap_or_else(|f| panic!("{f}"));
         for op in &p.ops[..2] {
             ex.step(op).unwrap_or_else(|f| panic!("{f}"));

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use pytie::exec::{FailureKind, lifecycle};
+use pytie::harness;
 use pytie::mutants::{self, Mutant};
-use pytie::program::{Program, text};
+use pytie_core::exec::FailureKind;
+use pytie_core::program::{Program, text};
 
 fn program(m: Mutant) -> Program {
     let path =
@@ -46,11 +47,11 @@ fn every_mutant_is_caught_and_its_program_passes_without_it() {
     for &m in Mutant::ALL {
         let p = program(m);
         mutants::set(None);
-        if let Err(f) = lifecycle::check_program(&p) {
+        if let Err(f) = harness::check_lifecycle(&p) {
             panic!("{} fails without the mutant:\n{f}", m.name());
         }
         mutants::set(Some(m));
-        let r = lifecycle::check_program(&p);
+        let r = harness::check_lifecycle(&p);
         mutants::set(None);
         let f = r
             .err()
@@ -71,7 +72,7 @@ fn every_mutant_is_caught_and_its_program_passes_without_it() {
         );
     }
     // The correct runtime still works after all those abandoned worlds.
-    assert!(lifecycle::check_program(&program(Mutant::ALL[0])).is_ok());
+    assert!(harness::check_lifecycle(&program(Mutant::ALL[0])).is_ok());
     println!("{}", report.join("\n"));
 }
 

@@ -10,7 +10,7 @@
 //! every mutant with `PYTIE_PEER_CASES` (cases), `PYTIE_PEER_SEED` (RNG
 //! seed) and no shrinking, and times it to the first failure.
 
-mod program_strategy;
+use pytie_core::program::strategy as program_strategy;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +20,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use pytie::backend::pytie::PytieBackend;
-use pytie::exec::Executor;
-use pytie::model::{Design, Model};
-use pytie::program::Op;
-use pytie::wrapper;
+use pytie_core::exec::Executor;
+use pytie_core::model::{Design, Model};
+use pytie_core::program::Op;
 
 struct Reference;
 
@@ -92,7 +91,7 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn peer_state_machine() {
     STARTED.get_or_init(Instant::now);
-    let _session = wrapper::exclusive();
+    let _session = pytie::interp::exclusive();
     let detecting = env_u64("PYTIE_PEER_CASES").is_some();
     let config = Config {
         cases: env_u64("PYTIE_PEER_CASES").map_or(64, |c| c as u32),

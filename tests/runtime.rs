@@ -5,14 +5,14 @@
 
 use pyo3::prelude::*;
 use pytie::native::release_on_foreign_thread;
-use pytie::program::ObjKind;
-use pytie::state::{AbstractState, Binding, HandleState, WrapperLife, WrapperState};
 use pytie::wrapper as w;
+use pytie_core::program::ObjKind;
+use pytie_core::state::{AbstractState, Binding, HandleState, WrapperLife, WrapperState};
 
 /// Run `f` in a fresh world; afterwards collect cycles and require an
 /// empty world and no runtime assertion failures.
 fn world(f: impl FnOnce(Python<'_>)) {
-    let _g = w::exclusive();
+    let _g = pytie::interp::exclusive();
     Python::attach(|py| {
         w::init(py).unwrap();
         w::reset().expect("the world is empty at the start");
@@ -650,7 +650,7 @@ fn native_cycles_are_broken_by_clearing_fields() {
 
 #[test]
 fn reset_refuses_a_world_that_is_not_empty() {
-    let _g = w::exclusive();
+    let _g = pytie::interp::exclusive();
     Python::attach(|py| {
         w::init(py).unwrap();
         w::reset().unwrap();

@@ -3,8 +3,9 @@
 //! reach deep states, so that a change to the decoder or the generator
 //! cannot silently leave the fuzzer testing nothing.
 
-use pytie::exec::coverage::{Edge, edges_of};
-use pytie::program::binary;
+use pytie::harness;
+use pytie_core::exec::coverage::{Edge, edges_of};
+use pytie_core::program::binary;
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -26,13 +27,11 @@ fn random_inputs_pass_and_reach_every_transition() {
         let len = 4 + (rng.next() % 120) as usize;
         let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         let prog = binary::decode(&data);
-        match edges_of(&prog) {
-            Ok(edges) => {
-                for e in edges.iter() {
-                    reached[e as usize] += 1;
-                }
-            }
-            Err(f) => panic!("random input {i} ({data:02x?}) fails on the correct runtime:\n{f}"),
+        if let Err(f) = harness::check_lifecycle(&prog) {
+            panic!("random input {i} ({data:02x?}) fails on the correct runtime:\n{f}");
+        }
+        for e in edges_of(&prog).iter() {
+            reached[e as usize] += 1;
         }
     }
     let missing: Vec<String> = Edge::ALL

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use pytie::backend::Backend;
 use pytie::backend::tvmffi::{self, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED};
-use pytie::exec::{FailureKind, lifecycle, tvmffi as entry};
-use pytie::program::{Program, StepKind, binary, text};
+use pytie::harness;
+use pytie_core::backend::Backend;
+use pytie_core::exec::FailureKind;
+use pytie_core::program::{Program, StepKind, binary, text};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,8 +62,8 @@ fn load(p: &Path) -> Program {
     }
 }
 
-fn check(p: &Program, known: KnownFindings) -> Result<pytie::exec::Outcome, String> {
-    entry::check_program(p, known)
+fn check(p: &Program, known: KnownFindings) -> Result<pytie_core::exec::Outcome, String> {
+    harness::check_tvmffi(p, known)
         .expect("tvm-ffi loads")
         .map_err(|f| f.to_string())
 }
@@ -70,7 +71,7 @@ fn check(p: &Program, known: KnownFindings) -> Result<pytie::exec::Outcome, Stri
 #[test]
 fn the_pinned_wheel_has_tying_off_and_the_store_leak() {
     setup();
-    let (name, tying, version, leak) = entry::with_executor(KnownFindings::Report, |ex| {
+    let (name, tying, version, leak) = harness::with_tvmffi(KnownFindings::Report, |ex| {
         (
             ex.backend.name(),
             ex.backend.tying(),
@@ -82,7 +83,7 @@ fn the_pinned_wheel_has_tying_off_and_the_store_leak() {
     assert_eq!(version, PINNED);
     assert!(!tying, "{name}: the published wheels ship tying dormant");
     assert_eq!(leak, 1, "the start-up probe measures {LEAK_FINDING}");
-    let model_tying = entry::with_executor(KnownFindings::Report, |ex| ex.model.tying()).unwrap();
+    let model_tying = harness::with_tvmffi(KnownFindings::Report, |ex| ex.model.tying()).unwrap();
     assert!(!model_tying, "the model takes the backend's profile");
 }
 
@@ -142,7 +143,7 @@ fn the_shared_corpus_replays_on_tvm_ffi() {
 fn the_store_leak_is_an_upstream_failure_at_the_store() {
     setup();
     let p = load(&root().join(LEAK_FINDING));
-    let f = entry::check_program(&p, KnownFindings::Report)
+    let f = harness::check_tvmffi(&p, KnownFindings::Report)
         .unwrap()
         .expect_err("the leak is reported");
     assert_eq!(f.kind, FailureKind::Upstream);
@@ -189,7 +190,7 @@ fn uses_of_moved_from_objects_are_refused_by_their_rule() {
     }
     // The same program on pytie's runtime: each of those steps gives the
     // error *moved*, none is refused.
-    let o = lifecycle::check_program(&p).unwrap();
+    let o = harness::check_lifecycle(&p).unwrap();
     assert!(o.refused.is_empty());
 }
 
@@ -226,7 +227,7 @@ fn a_second_return_is_a_fresh_wrapper_and_the_model_agrees() {
     // program asks for strict expectations (`pytie run --strict`).
     let p = text::parse("new v0\nhold h0 v0\nret v1 h0\nexpect strong v0 2\n").unwrap();
     assert_eq!(check(&p, KnownFindings::Report).unwrap().unheld, 1);
-    let e = entry::with_executor(KnownFindings::Report, |ex| {
+    let e = harness::with_tvmffi(KnownFindings::Report, |ex| {
         ex.set_strict_expectations(Some(true));
         let r = ex.run(&p).map_err(|f| f.to_string());
         ex.set_strict_expectations(None);
@@ -243,7 +244,7 @@ fn pytie_and_tvm_ffi_share_one_process() {
     setup();
     let p = load(&root().join("corpus/scenarios/one-handle-twenty-generations.pytie"));
     for _ in 0..2 {
-        lifecycle::check_program(&p).unwrap();
+        harness::check_lifecycle(&p).unwrap();
         check(&p, KnownFindings::Report).unwrap();
     }
 }
@@ -256,7 +257,12 @@ fn fuzz_inputs_decode_within_the_backend_kinds() {
         let data: Vec<u8> = (0..96u8)
             .map(|i| i.wrapping_mul(37).wrapping_add(seed.wrapping_mul(11)))
             .collect();
-        let o = entry::check_bytes(&data).unwrap().unwrap();
+        let o = harness::check_tvmffi(
+            &binary::decode_for(&data, tvmffi::steps()),
+            KnownFindings::WorkAround,
+        )
+        .unwrap()
+        .unwrap();
         assert!(o.skipped.is_empty(), "{o:?}");
     }
 }
@@ -337,7 +343,7 @@ fn the_cli_runs_tvm_ffi_and_names_the_profile() {
 #[test]
 fn loading_tvm_ffi_keeps_the_processs_sigsegv_handler() {
     setup();
-    entry::with_executor(KnownFindings::Report, |_| ()).unwrap();
+    harness::with_tvmffi(KnownFindings::Report, |_| ()).unwrap();
     // libtvm_ffi.so installs its own handler when loaded; the backend puts
     // the previous one back (Rust's here; libFuzzer's in the fuzz target).
     let owner = tvmffi::sigsegv_handler_owner();

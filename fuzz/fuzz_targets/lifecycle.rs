@@ -23,21 +23,21 @@ compile_error!(
      (`cargo afl build --no-default-features --features afl`)"
 );
 
-use pytie::exec::lifecycle;
-use pytie::program::binary;
+use pytie::backend::pytie::PytieBackend;
+use pytie::harness;
 
 /// The harness body both engines share. Every byte string is a program
 /// (the binary form is total); `impl Arbitrary for Program` decodes the
 /// same way, so inputs mean the same to either engine.
 fn one_input(data: &[u8]) {
-    lifecycle::fuzz_one(&binary::decode(data));
+    harness::fuzz_one::<PytieBackend>(data);
 }
 
 #[cfg(all(feature = "libfuzzer", not(feature = "afl")))]
 libfuzzer_sys::fuzz_target!(
     init: {
         // Before the interpreter starts: PYTHONMALLOC, PYTHONHOME.
-        lifecycle::init_fuzzing();
+        harness::init_fuzzing::<PytieBackend>();
     },
     |data: &[u8]| one_input(data)
 );
@@ -46,6 +46,6 @@ libfuzzer_sys::fuzz_target!(
 fn main() {
     // The interpreter starts here, before afl::fuzz! starts the fork
     // server: every child is forked with CPython already initialized.
-    lifecycle::init_fuzzing();
+    harness::init_fuzzing::<PytieBackend>();
     afl::fuzz!(|data: &[u8]| one_input(data));
 }

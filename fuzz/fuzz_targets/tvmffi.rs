@@ -8,15 +8,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pytie::exec::tvmffi;
+use pytie::backend::tvmffi::TvmFfiBackend;
+use pytie::harness;
 
 fuzz_target!(
     init: {
         // Before the interpreter starts: PYTHONMALLOC=malloc for ASan;
         // then load tvm-ffi (and keep libFuzzer's SIGSEGV handler).
-        tvmffi::init_fuzzing();
+        harness::init_fuzzing::<TvmFfiBackend>();
     },
     |data: &[u8]| {
-        tvmffi::fuzz_one(data);
+        harness::fuzz_one::<TvmFfiBackend>(data);
     }
 );

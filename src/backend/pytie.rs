@@ -5,13 +5,14 @@
 
 use pyo3::prelude::*;
 
-use super::{Backend, Caps, Observes};
 use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
-use crate::program::{HOLDERS, Holder, Op, StepSet, VARS, Var, WEAKS};
-use crate::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
 use crate::wrapper::{self, Moved};
+use pytie_core::backend::{Backend, Caps, Observes};
+use pytie_core::program::{HOLDERS, Holder, Op, StepSet, VARS, Var, WEAKS};
+use pytie_core::program::{Holds, SourceRule};
+use pytie_core::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
 
-/// The backend. Use it while holding [`wrapper::exclusive`].
+/// The backend. Use it while holding [`interp::exclusive`].
 pub struct PytieBackend {
     /// `None`: empty; `Some(None)`: holds Python's None.
     vars: [Option<Py<PyAny>>; VARS],
@@ -75,6 +76,17 @@ impl PytieBackend {
 
     fn step(&mut self, py: Python<'_>, op: &Op) -> Result<(), StepResult> {
         const MOVED: StepResult = StepResult::Moved;
+        // The source-slot rule (§4.1): a step needing a live wrapper does
+        // nothing on an empty or None var. Whether a wrapper is moved-from
+        // is the runtime's to say (it raises), so every wrapper counts as
+        // live here.
+        let holds = |v: Var| match self.source(py, v) {
+            None => Holds::Nothing,
+            Some(_) => Holds::Live,
+        };
+        if op.source_rule(holds) == SourceRule::Skip {
+            return Ok(());
+        }
         match *op {
             Op::New { v, kind } => {
                 let r = wrapper::new_object(py, kind);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::native::registry::{AddrMap, report_violation};
-use crate::state::WrapperLife;
+use pytie_core::state::WrapperLife;
 
 #[derive(Clone, Copy, Debug)]
 pub struct WrapperSlot {

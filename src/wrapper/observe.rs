@@ -15,11 +15,9 @@ use super::types::PyWrapper;
 use crate::native::alloc::tag_word_unchecked;
 use crate::native::object::Object;
 use crate::native::registry;
-use crate::state::{AbstractState, Binding, HandleState, Totals, WrapperLife, WrapperState};
+use pytie_core::state::{AbstractState, Binding, HandleState, Totals, WrapperLife, WrapperState};
 
-/// Number given to a handle or wrapper pointer that points to no live
-/// allocation (a dangling `chandle`, field or tag word).
-pub const DANGLING: u32 = u32::MAX;
+pub use pytie_core::state::DANGLING;
 
 /// Fill `out.handles`, `out.wrappers` and `out.totals` (vars, holders,
 /// weak slots and the step result are the backend's to fill).

@@ -13,10 +13,10 @@
 
 use std::fmt::Write;
 
-use crate::backend::tvmffi;
 use crate::model::{Design, Model};
-use crate::program::{Op, Program, VARS, Var};
+use crate::program::{Holds, Op, Program, SourceRule, VARS, Var};
 use crate::state::{AbstractState, VarState};
+use crate::tvmffi;
 
 const PRELUDE: &str = r#"import ctypes
 import gc
@@ -309,24 +309,25 @@ enum Finds {
 }
 
 fn finds(op: &Op, s: &AbstractState) -> Finds {
-    let var = |v: Var| s.vars[v.idx()];
-    let one = |v: Var| match var(v) {
-        VarState::Empty | VarState::None => Finds::Nothing(format!("{v} is empty or None")),
-        VarState::Moved(_) => Finds::Moved(v),
-        VarState::Wrapper(_) => Finds::Live,
+    let holds = |v: Var| Holds::from(s.vars[v.idx()]);
+    let first = |want: Holds| {
+        op.live_operands()
+            .into_iter()
+            .flatten()
+            .find(|v| holds(*v) == want)
     };
+    match op.source_rule(holds) {
+        SourceRule::Skip => {
+            let v = first(Holds::Nothing).expect("a source is empty");
+            return Finds::Nothing(format!("{v} is empty or None"));
+        }
+        SourceRule::Moved => return Finds::Moved(first(Holds::Moved).expect("a source is moved")),
+        SourceRule::Run => {}
+    }
     match *op {
-        Op::Echo { u, .. } | Op::Get { u, .. } | Op::Unset { u } => one(u),
-        Op::Hold { v, .. } | Op::Move { v, .. } => one(v),
-        Op::Set { u, v } => match (one(u), one(v)) {
-            (Finds::Nothing(w), _) | (_, Finds::Nothing(w)) => Finds::Nothing(w),
-            (Finds::Moved(w), _) | (_, Finds::Moved(w)) => Finds::Moved(w),
-            _ => Finds::Live,
-        },
-        Op::Clone { u: v, .. } | Op::Drop { v } | Op::Cycle { v } => match var(v) {
-            VarState::Empty | VarState::None => Finds::Nothing(format!("{v} is empty or None")),
-            _ => Finds::Live,
-        },
+        Op::Clone { u: v, .. } | Op::Drop { v } | Op::Cycle { v } if holds(v) == Holds::Nothing => {
+            Finds::Nothing(format!("{v} is empty or None"))
+        }
         Op::Ret { h, .. } if s.holders[h.idx()].is_none() => {
             Finds::Nothing(format!("{h} is empty"))
         }

@@ -12,12 +12,14 @@
 
 #[cfg(test)]
 mod tests;
+pub mod transition;
 
-use crate::program::{HOLDERS, Holder, ObjKind, Op, VARS, Var, WEAKS, WeakSlot};
+use crate::program::{HOLDERS, Holder, ObjKind, Op, SourceRule, VARS, Var, WEAKS, WeakSlot};
 use crate::state::{
     AbstractState, Binding, HandleNo, HandleState, StepResult, Totals, VarState, WrapperLife,
     WrapperNo, WrapperState,
 };
+use transition::{Cause, Edge, Transition};
 
 /// Contract §3 "Two designs of the same contract". S is the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -35,16 +37,6 @@ enum Val {
     Empty,
     None,
     W(WrapperNo),
-}
-
-/// What a step that needs a live wrapper finds in its var (§4.1 rules).
-enum Src {
-    /// Empty or None: the step does nothing.
-    Skip,
-    /// A moved-from wrapper: the step fails with *moved*.
-    Moved,
-    /// A live wrapper and the handle its `chandle` points to.
-    Live(WrapperNo, HandleNo),
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +63,12 @@ pub struct Model {
     shutdown: bool,
     /// Result of the last state-changing step.
     result: StepResult,
+    /// The transitions the last step (or teardown helper) took, in order.
+    transitions: Vec<Transition>,
+    /// What the transitions being taken now are caused by.
+    cause: Cause,
+    /// Teardown (§6) has begun: set by `clear_all_fields`.
+    teardown: bool,
 }
 
 impl Model {
@@ -87,6 +85,13 @@ impl Model {
             cycles: Vec::new(),
             shutdown: false,
             result: StepResult::Ok,
+            transitions: Vec::new(),
+            cause: Cause {
+                step: None,
+                cascade: false,
+                after_shutdown: false,
+            },
+            teardown: false,
         }
     }
 
@@ -117,51 +122,93 @@ impl Model {
         self.cycles.clear();
         self.shutdown = false;
         self.result = StepResult::Ok;
+        self.transitions.clear();
+        self.cause.step = None;
+        self.teardown = false;
+    }
+
+    /// The transitions (§3) the last `apply`, `clear_all_fields` or
+    /// `reclaim_leaked` took, in the order taken.
+    pub fn transitions(&self) -> &[Transition] {
+        &self.transitions
     }
 
     /// Apply one step (§4.1). `mark` and `expect` change nothing, not even
-    /// the recorded result of the last step.
+    /// the recorded result of the last step. After [`Self::clear_all_fields`]
+    /// (teardown, §6) steps are teardown's: their transitions' cause says so.
     pub fn apply(&mut self, op: &Op) -> StepResult {
-        let r = match *op {
-            Op::Mark { .. } | Op::Expect(_) => return StepResult::Ok,
+        let Some(kind) = op.kind() else {
+            return StepResult::Ok;
+        };
+        self.transitions.clear();
+        self.cause.cascade = false;
+        self.cause.after_shutdown = self.shutdown;
+        self.cause.step = (!self.teardown).then_some(kind);
+        // The source-slot rule (§4.1), written once in the vocabulary.
+        let rule = op.source_rule(|v| self.var(v).into());
+        let r = match rule {
+            SourceRule::Skip => StepResult::Ok,
+            SourceRule::Moved => StepResult::Moved,
+            SourceRule::Run => {
+                self.run(op);
+                StepResult::Ok
+            }
+        };
+        self.result = r;
+        r
+    }
+
+    /// A step whose live operands are live (§4.1, checked by `apply`).
+    fn run(&mut self, op: &Op) {
+        match *op {
+            Op::Mark { .. } | Op::Expect(_) => {}
             Op::New { v, kind } => {
                 let h = self.new_handle(kind);
                 self.ret_into(v, h);
-                StepResult::Ok
             }
             Op::Ret { v, h } => {
                 if let Some(h) = self.holders[h.idx()] {
                     self.inc_ref(h);
                     self.ret_into(v, h);
                 }
-                StepResult::Ok
             }
             // `V = f(U)`: f receives U's object and returns it (IncRef).
-            Op::Echo { v, u } => self.with_live(u, |m, _, h| {
-                m.inc_ref(h);
-                m.ret_into(v, h);
-            }),
+            Op::Echo { v, u } => {
+                let (_, h) = self.live(u);
+                self.inc_ref(h);
+                self.ret_into(v, h);
+            }
             // `V = U.x`: None if the field is empty.
-            Op::Get { v, u } => self.with_live(u, |m, _, h| match m.handles[h as usize].field {
-                None => m.assign(v, Val::None),
-                Some(f) => {
-                    m.inc_ref(f);
-                    m.ret_into(v, f);
+            Op::Get { v, u } => {
+                let (_, h) = self.live(u);
+                match self.handles[h as usize].field {
+                    None => self.assign(v, Val::None),
+                    Some(f) => {
+                        self.inc_ref(f);
+                        self.ret_into(v, f);
+                    }
                 }
-            }),
-            Op::Set { u, v } => self.step_set(u, v),
+            }
+            // `U.x = V`: IncRef V's object, store it in U's field, release
+            // the old field content.
+            Op::Set { u, v } => {
+                let ((_, target), (_, obj)) = (self.live(u), self.live(v));
+                self.inc_ref(obj);
+                let old = self.handles[target as usize].field.replace(obj);
+                self.release(old);
+            }
             // `U.x = None`.
-            Op::Unset { u } => self.with_live(u, |m, _, h| {
-                let old = m.handles[h as usize].field.take();
-                m.release(old);
-            }),
+            Op::Unset { u } => {
+                let (_, h) = self.live(u);
+                let old = self.handles[h as usize].field.take();
+                self.release(old);
+            }
             // `V = U`, for moved-from wrappers too; U empty or None: nothing.
             Op::Clone { v, u } => {
                 if let Val::W(w) = self.vars[u.idx()] {
                     self.wrappers[w as usize].refs += 1;
                     self.assign(v, Val::W(w));
                 }
-                StepResult::Ok
             }
             // `del V`; a var holding None stays None.
             Op::Drop { v } => {
@@ -169,40 +216,39 @@ impl Model {
                     self.vars[v.idx()] = Val::Empty;
                     self.py_decref(w);
                 }
-                StepResult::Ok
             }
-            Op::Hold { h, v } => self.with_live(v, |m, _, obj| {
-                m.inc_ref(obj);
-                m.store_holder(h, obj);
-            }),
+            Op::Hold { h, v } => {
+                let (_, obj) = self.live(v);
+                self.inc_ref(obj);
+                self.store_holder(h, obj);
+            }
             // §3 row "move": detach before nulling chandle; W's +1 goes to
             // the holder; W stays in V, moved-from.
-            Op::Move { h, v } => self.with_live(v, |m, w, obj| {
-                m.detach_if_canonical(obj, w);
-                m.wrappers[w as usize].chandle = None;
-                m.store_holder(h, obj);
-            }),
+            Op::Move { h, v } => {
+                let (w, obj) = self.live(v);
+                if self.detach_if_canonical(obj, w) {
+                    self.took(Edge::Move, obj);
+                }
+                self.wrappers[w as usize].chandle = None;
+                self.store_holder(h, obj);
+            }
             // The two releases are the same in the model (the thread only
             // matters to the runtime, §3 "Threads").
             Op::Release { h } | Op::ReleaseForeign { h } => {
                 let old = self.holders[h.idx()].take();
                 self.release(old);
-                StepResult::Ok
             }
-            Op::Weak { w, v } => self.with_live(v, |m, _, obj| {
-                m.handles[obj as usize].weak += 1;
-                let old = m.weaks[w.idx()].replace(obj);
-                m.weak_release(old);
-            }),
+            Op::Weak { w, v } => {
+                let (_, obj) = self.live(v);
+                self.handles[obj as usize].weak += 1;
+                let old = self.weaks[w.idx()].replace(obj);
+                self.weak_release(old);
+            }
             Op::Unweak { w } => {
                 let old = self.weaks[w.idx()].take();
                 self.weak_release(old);
-                StepResult::Ok
             }
-            Op::Lock { v, w } => {
-                self.step_lock(v, w);
-                StepResult::Ok
-            }
+            Op::Lock { v, w } => self.step_lock(v, w),
             // V's wrapper (moved-from too) moves into a new cycle with the
             // ref V had; V becomes empty. Empty or None: nothing.
             Op::Cycle { v } => {
@@ -210,7 +256,6 @@ impl Model {
                     self.vars[v.idx()] = Val::Empty;
                     self.cycles.push(w);
                 }
-                StepResult::Ok
             }
             // All cycles die, dropping their refs in creation order. Taking
             // the vector and putting it back keeps its capacity.
@@ -221,21 +266,22 @@ impl Model {
                 }
                 cycles.clear();
                 self.cycles = cycles;
-                StepResult::Ok
             }
-            Op::Shutdown => {
-                self.shutdown = true;
-                StepResult::Ok
-            }
-        };
-        self.result = r;
-        r
+            Op::Shutdown => self.shutdown = true,
+        }
     }
 
     /// Teardown helper (§6): in increasing handle-number order, every
     /// handle alive at that moment has its field cleared (set empty first,
     /// then the old content released, which may cascade).
     pub fn clear_all_fields(&mut self) {
+        self.teardown = true;
+        self.transitions.clear();
+        self.cause = Cause {
+            step: None,
+            cascade: false,
+            after_shutdown: self.shutdown,
+        };
         for h in 0..self.handles.len() {
             if self.handles[h].alive() {
                 let old = self.handles[h].field.take();
@@ -300,22 +346,6 @@ impl Model {
 
     // ---- steps needing more than a few lines -------------------------------
 
-    /// `set U V`: `U.x = V`. Either side empty or None: nothing; either side
-    /// moved-from: *moved*. Then IncRef V's object, store it in U's field,
-    /// release the old field content.
-    fn step_set(&mut self, u: Var, v: Var) -> StepResult {
-        match (self.src(u), self.src(v)) {
-            (Src::Skip, _) | (_, Src::Skip) => StepResult::Ok,
-            (Src::Moved, _) | (_, Src::Moved) => StepResult::Moved,
-            (Src::Live(_, target), Src::Live(_, obj)) => {
-                self.inc_ref(obj);
-                let old = self.handles[target as usize].field.replace(obj);
-                self.release(old);
-                StepResult::Ok
-            }
-        }
-    }
-
     /// `lock V W`: W empty: nothing; object dead: `V = None`; else upgrade
     /// (IncRef, §2 "lock") and return it into V.
     fn step_lock(&mut self, v: Var, w: WeakSlot) {
@@ -330,27 +360,25 @@ impl Model {
 
     // ---- §4.1 plumbing ------------------------------------------------------
 
-    fn src(&self, v: Var) -> Src {
+    /// The live wrapper var `v` holds and its handle (only called where
+    /// the source-slot rule said the var is live).
+    fn live(&self, v: Var) -> (WrapperNo, HandleNo) {
         match self.vars[v.idx()] {
-            Val::Empty | Val::None => Src::Skip,
             Val::W(w) => match self.wrappers[w as usize].chandle {
-                None => Src::Moved,
-                Some(h) => Src::Live(w, h),
+                Some(h) => (w, h),
+                None => unreachable!("source rule: {v} is moved-from"),
             },
+            _ => unreachable!("source rule: {v} holds no wrapper"),
         }
     }
 
-    /// Run `f` on V's live wrapper, or apply the §4.1 rules: empty or None
-    /// does nothing, moved-from fails with *moved* and changes nothing.
-    fn with_live(&mut self, v: Var, f: impl FnOnce(&mut Self, WrapperNo, HandleNo)) -> StepResult {
-        match self.src(v) {
-            Src::Skip => StepResult::Ok,
-            Src::Moved => StepResult::Moved,
-            Src::Live(w, h) => {
-                f(self, w, h);
-                StepResult::Ok
-            }
-        }
+    /// Record a transition taken now on `h`.
+    fn took(&mut self, edge: Edge, h: HandleNo) {
+        self.transitions.push(Transition {
+            edge,
+            handle: h,
+            cause: self.cause,
+        });
     }
 
     /// The caller owns +1 on `h`: `make_ret` it into var `v`.
@@ -384,15 +412,20 @@ impl Model {
     fn make_ret(&mut self, h: HandleNo) -> WrapperNo {
         match self.handles[h as usize].binding {
             // Untied objects never bind: a fresh wrapper owns the +1.
-            Binding::Untied => self.fresh_wrapper(h),
+            Binding::Untied => {
+                self.took(Edge::UntiedReturn, h);
+                self.fresh_wrapper(h)
+            }
             // Detached -> Active(W): a new wrapper W takes the +1.
             Binding::Detached => {
+                self.took(Edge::Attach, h);
                 let w = self.fresh_wrapper(h);
                 self.handles[h as usize].binding = Binding::Active(w);
                 w
             }
             // Active(W) -> Active(W): new Python ref; DecRef the redundant +1.
             Binding::Active(w) => {
+                self.took(Edge::ReturnActive, h);
                 self.wrappers[w as usize].refs += 1;
                 self.dec_ref(h);
                 w
@@ -400,6 +433,7 @@ impl Model {
             // Inactive(W) -> Active(W): revive W with the same number; W
             // takes the +1 and has the one Python ref the caller receives.
             Binding::Inactive(w) => {
+                self.took(Edge::Revive, h);
                 let ws = &mut self.wrappers[w as usize];
                 debug_assert!(ws.life == WrapperLife::Live && ws.refs == 0 && ws.chandle.is_none());
                 ws.chandle = Some(h);
@@ -445,6 +479,7 @@ impl Model {
             // U keeps W cached as Inactive until weak reaches 0.
             let u_keeps_cached = self.design == Design::U && hs.weak > 1;
             if others_keep_h || u_keeps_cached {
+                self.took(Edge::Deactivate, h);
                 self.handles[h as usize].binding = Binding::Inactive(w);
                 self.wrappers[w as usize].chandle = None; // memory kept: Live, refs 0
                 self.dec_ref(h);
@@ -455,16 +490,26 @@ impl Model {
         // ref) and "W ineligible, Active -> Detached": detach first, then
         // DecRef; W freed. Untied (or, unreachably, non-canonical) wrappers:
         // DecRef, freed.
-        self.detach_if_canonical(h, w);
+        if self.detach_if_canonical(h, w) {
+            let edge = if eligible {
+                Edge::DropLast
+            } else {
+                Edge::DropIneligible
+            };
+            self.took(edge, h);
+        }
         self.wrappers[w as usize] = WrapperState::FREED;
         self.dec_ref(h);
     }
 
-    fn detach_if_canonical(&mut self, h: HandleNo, w: WrapperNo) {
+    /// Active(W) -> Detached, if W is canonical; says whether it was.
+    fn detach_if_canonical(&mut self, h: HandleNo, w: WrapperNo) -> bool {
         let b = &mut self.handles[h as usize].binding;
-        if *b == Binding::Active(w) {
+        let canonical = *b == Binding::Active(w);
+        if canonical {
             *b = Binding::Detached;
         }
+        canonical
     }
 
     // ---- §2: reference counting --------------------------------------------
@@ -508,17 +553,25 @@ impl Model {
     /// different handles (a field holding its own object keeps strong > 0),
     /// so the end state is the same, and long chains need no recursion.
     fn dec_ref(&mut self, h: HandleNo) {
+        let cascade = self.cause.cascade;
         let mut next = Some(h);
         while let Some(h) = next {
             let st = &mut self.handles[h as usize];
             debug_assert!(st.strong > 0, "DecRef on a dead handle");
             st.strong -= 1;
             if st.strong > 0 {
-                return;
+                break;
             }
             next = st.field.take();
+            if matches!(st.binding, Binding::Inactive(_)) && st.weak > 1 {
+                // The object dies; a weak ref keeps storage and cache.
+                self.took(Edge::DieWhileCached, h);
+            }
             self.weak_release(Some(h));
+            // What the field held dies of this object's death.
+            self.cause.cascade = true;
         }
+        self.cause.cascade = cascade;
     }
 
     /// Weak release (§2), if there was a weak ref. At weak 0 the storage is
@@ -531,14 +584,21 @@ impl Model {
             return;
         }
         debug_assert!(st.strong == 0 && !matches!(st.binding, Binding::Active(_)));
-        if let Binding::Inactive(w) = st.binding {
-            // Reclaimed (under the GIL), or after `shutdown` deliberately
-            // leaked (§3 "Shutdown").
-            self.wrappers[w as usize].life = if self.shutdown {
-                WrapperLife::Leaked
-            } else {
-                WrapperLife::Freed
-            };
+        match st.binding {
+            Binding::Inactive(w) => {
+                // Reclaimed (under the GIL), or after `shutdown`
+                // deliberately leaked (§3 "Shutdown").
+                let (edge, life) = if self.shutdown {
+                    (Edge::Leak, WrapperLife::Leaked)
+                } else {
+                    (Edge::Reclaim, WrapperLife::Freed)
+                };
+                self.wrappers[w as usize].life = life;
+                self.took(edge, h);
+            }
+            Binding::Detached => self.took(Edge::FreeDetached, h),
+            Binding::Untied => self.took(Edge::UntiedFree, h),
+            Binding::Active(_) => {}
         }
         self.handles[h as usize] = HandleState::FREED;
     }

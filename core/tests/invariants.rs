@@ -1,10 +1,10 @@
 //! The invariant checker (I1 to I5 and reference accounting) must accept
 //! consistent states and name the invariant a corrupted state breaks.
 
-use pytie::exec::invariants::{Scratch, check};
-use pytie::model::{Design, Model};
-use pytie::program::text::parse;
-use pytie::state::{AbstractState, Binding, WrapperLife};
+use pytie_core::exec::invariants::{Scratch, check};
+use pytie_core::model::{Design, Model};
+use pytie_core::program::text::parse;
+use pytie_core::state::{AbstractState, Binding, WrapperLife};
 
 /// A consistent state: obj#0 held by h0, its wrapper wr#0 Inactive; obj#1
 /// Active in v1 with obj#0 in its field; a weak ref on obj#1.

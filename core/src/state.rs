@@ -16,6 +16,10 @@ use crate::program::{HOLDERS, VARS, WEAKS};
 pub type HandleNo = u32;
 pub type WrapperNo = u32;
 
+/// Number a backend gives to a handle or wrapper pointer that points to no
+/// live allocation (a dangling `chandle`, field or tag word).
+pub const DANGLING: u32 = u32::MAX;
+
 /// What a var slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum VarState {

@@ -34,29 +34,12 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Every step name the text form accepts, in the order error messages
-/// list them.
-const STEP_NAMES: [&str; StepKind::COUNT + 2] = [
-    "new",
-    "ret",
-    "echo",
-    "get",
-    "set",
-    "unset",
-    "clone",
-    "drop",
-    "hold",
-    "move",
-    "release",
-    "release_foreign",
-    "weak",
-    "unweak",
-    "lock",
-    "cycle",
-    "collect",
-    "shutdown",
-    "mark",
-    "expect",
-];
+/// list them: the vocabulary's, then the assertions.
+fn step_names() -> String {
+    let mut names: Vec<&str> = StepKind::ALL.iter().map(|k| k.name()).collect();
+    names.extend(["mark", "expect"]);
+    names.join(", ")
+}
 
 /// Parse a whole program. A program with no step is an error.
 pub fn parse(src: &str) -> Result<Program, ParseError> {
@@ -97,30 +80,13 @@ impl fmt::Display for Program {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.write_step(f)? {
+            return Ok(());
+        }
         match *self {
-            Op::New { v, kind } => match kind {
-                ObjKind::Plain => write!(f, "new {v}"),
-                _ => write!(f, "new {v} {}", kind.name()),
-            },
-            Op::Ret { v, h } => write!(f, "ret {v} {h}"),
-            Op::Echo { v, u } => write!(f, "echo {v} {u}"),
-            Op::Get { v, u } => write!(f, "get {v} {u}"),
-            Op::Set { u, v } => write!(f, "set {u} {v}"),
-            Op::Unset { u } => write!(f, "unset {u}"),
-            Op::Clone { v, u } => write!(f, "clone {v} {u}"),
-            Op::Drop { v } => write!(f, "drop {v}"),
-            Op::Hold { h, v } => write!(f, "hold {h} {v}"),
-            Op::Move { h, v } => write!(f, "move {h} {v}"),
-            Op::Release { h } => write!(f, "release {h}"),
-            Op::ReleaseForeign { h } => write!(f, "release_foreign {h}"),
-            Op::Weak { w, v } => write!(f, "weak {w} {v}"),
-            Op::Unweak { w } => write!(f, "unweak {w}"),
-            Op::Lock { v, w } => write!(f, "lock {v} {w}"),
-            Op::Cycle { v } => write!(f, "cycle {v}"),
-            Op::Collect => write!(f, "collect"),
-            Op::Shutdown => write!(f, "shutdown"),
             Op::Mark { m, v } => write!(f, "mark {m} {v}"),
             Op::Expect(e) => write!(f, "{e}"),
+            _ => Ok(()),
         }
     }
 }
@@ -146,8 +112,9 @@ struct Tok<'s> {
     col: usize,
 }
 
-/// One line split into tokens, consumed left to right.
-struct Line<'s> {
+/// One line split into tokens, consumed left to right (the operands'
+/// parsers of [`super::vocab::Operand`] read from it).
+pub struct Line<'s> {
     line: usize,
     toks: Vec<Tok<'s>>,
     next: usize,
@@ -238,19 +205,19 @@ impl<'s> Line<'s> {
         Some(i)
     }
 
-    fn var(&mut self) -> Result<Var, ParseError> {
+    pub(super) fn var(&mut self) -> Result<Var, ParseError> {
         self.try_slot('v', VARS)
             .map(Var)
             .ok_or_else(|| self.expected(VAR))
     }
 
-    fn holder(&mut self) -> Result<Holder, ParseError> {
+    pub(super) fn holder(&mut self) -> Result<Holder, ParseError> {
         self.try_slot('h', HOLDERS)
             .map(Holder)
             .ok_or_else(|| self.expected("a holder (h0..h3)"))
     }
 
-    fn weak(&mut self) -> Result<WeakSlot, ParseError> {
+    pub(super) fn weak(&mut self) -> Result<WeakSlot, ParseError> {
         self.try_slot('w', WEAKS)
             .map(WeakSlot)
             .ok_or_else(|| self.expected("a weak slot (w0, w1)"))
@@ -260,6 +227,15 @@ impl<'s> Line<'s> {
         self.try_slot('m', MARKS)
             .map(Mark)
             .ok_or_else(|| self.expected(MARK))
+    }
+
+    /// `new`'s optional object kind (plain when absent).
+    pub(super) fn obj_kind(&mut self) -> Result<ObjKind, ParseError> {
+        if self.peek().is_none() {
+            return Ok(ObjKind::Plain);
+        }
+        let i = self.keyword(&["plain", "dict", "untied"], "plain, dict or untied")?;
+        Ok(ObjKind::ALL[i])
     }
 
     fn count(&mut self) -> Result<u32, ParseError> {
@@ -288,75 +264,24 @@ impl<'s> Line<'s> {
         let name = self.toks[0];
         self.bump();
         let op = match name.text {
-            "new" => {
-                let v = self.var()?;
-                let kind = if self.peek().is_some() {
-                    ObjKind::ALL
-                        [self.keyword(&["plain", "dict", "untied"], "plain, dict or untied")?]
-                } else {
-                    ObjKind::Plain
-                };
-                Op::New { v, kind }
-            }
-            "ret" => Op::Ret {
-                v: self.var()?,
-                h: self.holder()?,
-            },
-            "echo" => Op::Echo {
-                v: self.var()?,
-                u: self.var()?,
-            },
-            "get" => Op::Get {
-                v: self.var()?,
-                u: self.var()?,
-            },
-            "set" => Op::Set {
-                u: self.var()?,
-                v: self.var()?,
-            },
-            "unset" => Op::Unset { u: self.var()? },
-            "clone" => Op::Clone {
-                v: self.var()?,
-                u: self.var()?,
-            },
-            "drop" => Op::Drop { v: self.var()? },
-            "hold" => Op::Hold {
-                h: self.holder()?,
-                v: self.var()?,
-            },
-            "move" => Op::Move {
-                h: self.holder()?,
-                v: self.var()?,
-            },
-            "release" => Op::Release { h: self.holder()? },
-            "release_foreign" => Op::ReleaseForeign { h: self.holder()? },
-            "weak" => Op::Weak {
-                w: self.weak()?,
-                v: self.var()?,
-            },
-            "unweak" => Op::Unweak { w: self.weak()? },
-            "lock" => Op::Lock {
-                v: self.var()?,
-                w: self.weak()?,
-            },
-            "cycle" => Op::Cycle { v: self.var()? },
-            "collect" => Op::Collect,
-            "shutdown" => Op::Shutdown,
             "mark" => Op::Mark {
                 m: self.mark()?,
                 v: self.var()?,
             },
             "expect" => Op::Expect(self.expect()?),
-            other => {
-                return Err(self.err(
-                    name.col,
-                    format!(
-                        "unknown step {}; expected one of: {}",
-                        quote(other),
-                        STEP_NAMES.join(", ")
-                    ),
-                ));
-            }
+            other => match StepKind::from_name(other) {
+                Some(kind) => Op::parse_operands(kind, self)?,
+                None => {
+                    return Err(self.err(
+                        name.col,
+                        format!(
+                            "unknown step {}; expected one of: {}",
+                            quote(other),
+                            step_names()
+                        ),
+                    ));
+                }
+            },
         };
         self.end()?;
         Ok(op)

@@ -4,76 +4,18 @@
 //! followed by a check of the §3 invariants on the model's own state.
 
 use super::{Design, Model};
-use crate::program::{
-    Expect, HOLDERS, Holder, Mark, ObjKind, Op, StepKind, VARS, Var, WEAKS, WeakSlot,
-};
+use crate::program::{Expect, HOLDERS, Mark, Op, StepKind, VARS, Var, WEAKS};
 use crate::state::{
     AbstractState, Binding, HandleState, StepResult, Totals, VarState, WrapperLife, WrapperState,
 };
 
 // ---- helpers ----------------------------------------------------------------
 
-/// A test-only reader of the step lines used here (`;` or newline
-/// separated). Not the crate's text form, just enough for these tests.
+/// One step line in the text form.
 fn parse(line: &str) -> Op {
-    let t: Vec<&str> = line.split_whitespace().collect();
-    let n = |i: usize| -> u8 { t[i][1..].parse().unwrap() };
-    match t[0] {
-        "new" => Op::New {
-            v: Var(n(1)),
-            kind: match t.get(2).copied() {
-                None | Some("plain") => ObjKind::Plain,
-                Some("dict") => ObjKind::Dict,
-                Some("untied") => ObjKind::Untied,
-                Some(k) => panic!("kind {k}"),
-            },
-        },
-        "ret" => Op::Ret {
-            v: Var(n(1)),
-            h: Holder(n(2)),
-        },
-        "echo" => Op::Echo {
-            v: Var(n(1)),
-            u: Var(n(2)),
-        },
-        "get" => Op::Get {
-            v: Var(n(1)),
-            u: Var(n(2)),
-        },
-        "set" => Op::Set {
-            u: Var(n(1)),
-            v: Var(n(2)),
-        },
-        "unset" => Op::Unset { u: Var(n(1)) },
-        "clone" => Op::Clone {
-            v: Var(n(1)),
-            u: Var(n(2)),
-        },
-        "drop" => Op::Drop { v: Var(n(1)) },
-        "hold" => Op::Hold {
-            h: Holder(n(1)),
-            v: Var(n(2)),
-        },
-        "move" => Op::Move {
-            h: Holder(n(1)),
-            v: Var(n(2)),
-        },
-        "release" => Op::Release { h: Holder(n(1)) },
-        "release_foreign" => Op::ReleaseForeign { h: Holder(n(1)) },
-        "weak" => Op::Weak {
-            w: WeakSlot(n(1)),
-            v: Var(n(2)),
-        },
-        "unweak" => Op::Unweak { w: WeakSlot(n(1)) },
-        "lock" => Op::Lock {
-            v: Var(n(1)),
-            w: WeakSlot(n(2)),
-        },
-        "cycle" => Op::Cycle { v: Var(n(1)) },
-        "collect" => Op::Collect,
-        "shutdown" => Op::Shutdown,
-        s => panic!("step {s}"),
-    }
+    crate::program::text::parse(line)
+        .unwrap_or_else(|e| panic!("{line}: {e}"))
+        .ops[0]
 }
 
 /// Apply every step, checking the invariants after each; return the
@@ -859,6 +801,20 @@ fn observe_reuses_its_vectors() {
 
 // ---- random programs --------------------------------------------------------
 
+/// Operand bytes reduced to every slot's full range.
+fn reduce(k: StepKind, mut a: [u8; 2]) -> [u8; 2] {
+    use crate::program::Sort;
+    for (b, sort) in a.iter_mut().zip(k.operands()) {
+        *b %= match sort {
+            Sort::Var => VARS as u8,
+            Sort::Holder => HOLDERS as u8,
+            Sort::Weak => WEAKS as u8,
+            Sort::Kind => crate::program::binary::NEW_KINDS.len() as u8,
+        };
+    }
+    a
+}
+
 /// Deterministic random programs over every step kind: the invariants hold
 /// after every step, and teardown leaves only leaked wrappers.
 #[test]
@@ -876,35 +832,12 @@ fn random_programs_keep_invariants_and_tear_down_clean() {
             m.reset();
             for _ in 0..60 {
                 let k = StepKind::ALL[next(StepKind::COUNT) as usize];
-                let v = Var(next(VARS));
-                let u = Var(next(VARS));
-                let h = Holder(next(HOLDERS));
-                let w = WeakSlot(next(WEAKS));
-                let op = match k {
-                    StepKind::New => Op::New {
-                        v,
-                        kind: ObjKind::ALL[next(3) as usize],
-                    },
-                    StepKind::Ret => Op::Ret { v, h },
-                    StepKind::Echo => Op::Echo { v, u },
-                    StepKind::Get => Op::Get { v, u },
-                    StepKind::Set => Op::Set { u, v },
-                    StepKind::Unset => Op::Unset { u },
-                    StepKind::Clone => Op::Clone { v, u },
-                    StepKind::Drop => Op::Drop { v },
-                    StepKind::Hold => Op::Hold { h, v },
-                    StepKind::Move => Op::Move { h, v },
-                    StepKind::Release => Op::Release { h },
-                    StepKind::ReleaseForeign => Op::ReleaseForeign { h },
-                    StepKind::Weak => Op::Weak { w, v },
-                    StepKind::Unweak => Op::Unweak { w },
-                    StepKind::Lock => Op::Lock { v, w },
-                    StepKind::Cycle => Op::Cycle { v },
-                    StepKind::Collect => Op::Collect,
-                    // Rare, so that most programs run without the flag.
-                    StepKind::Shutdown if next(4) == 0 => Op::Shutdown,
-                    StepKind::Shutdown => Op::Collect,
-                };
+                let a = [next(256), next(256)];
+                let mut op = Op::from_operand_bytes(k, reduce(k, a));
+                // Rare, so that most programs run without the flag.
+                if k == StepKind::Shutdown && next(4) != 0 {
+                    op = Op::Collect;
+                }
                 m.apply(&op);
                 check_invariants(&m);
             }

@@ -9,8 +9,7 @@ use crate::state::{
     AbstractState, Binding, HandleNo, HandleState, VarState, WrapperLife, WrapperNo, WrapperState,
 };
 
-/// Number given to a pointer into no live allocation by a backend.
-pub const DANGLING: u32 = u32::MAX;
+pub use crate::state::DANGLING;
 
 /// What kind of failure.
 #[derive(Clone, Debug, PartialEq, Eq)]

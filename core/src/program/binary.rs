@@ -12,7 +12,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use super::{HOLDERS, Holder, ObjKind, Op, Program, StepKind, StepSet, VARS, Var, WEAKS, WeakSlot};
+use super::{HOLDERS, ObjKind, Op, Program, Sort, StepKind, StepSet, VARS, Var, WEAKS};
 
 /// Version of the layout below. Bump it on any change (docs/format.md).
 /// 2: weighted opcodes and slot-count tables (version 1 took opcodes
@@ -20,28 +20,10 @@ use super::{HOLDERS, Holder, ObjKind, Op, Program, StepKind, StepSet, VARS, Var,
 pub const FORMAT_VERSION: u32 = 2;
 
 /// How many opcode values each step kind gets among the enabled kinds, in
-/// `StepKind` order (docs/format.md). The building blocks of deep states
-/// (create, return, drop, hold) come up more often than `shutdown`.
-pub const WEIGHTS: [u8; StepKind::COUNT] = [
-    4, // new
-    4, // ret
-    2, // echo
-    3, // get
-    3, // set
-    1, // unset
-    2, // clone
-    4, // drop
-    4, // hold
-    2, // move
-    3, // release
-    2, // release_foreign
-    2, // weak
-    1, // unweak
-    3, // lock
-    2, // cycle
-    2, // collect
-    1, // shutdown
-];
+/// `StepKind` order (docs/format.md): declared with the vocabulary
+/// (`vocab.rs`). The building blocks of deep states (create, return, drop,
+/// hold) come up more often than `shutdown`.
+pub const WEIGHTS: [u8; StepKind::COUNT] = StepKind::WEIGHTS;
 
 /// Var counts the header's 3 bits choose from: few vars most of the time,
 /// so that steps meet on the same objects; 8 so that every program encodes.
@@ -151,125 +133,19 @@ fn count_index(table: &[u8], needed: usize) -> usize {
         .unwrap_or(table.len() - 1)
 }
 
-/// What one operand byte ranges over.
-#[derive(Clone, Copy)]
-enum Operand {
-    Var,
-    Holder,
-    Weak,
-    /// `new`'s object kind, an index into [`NEW_KINDS`].
-    Kind,
-}
-
-/// The operands of each kind, in text order.
-fn shape(kind: StepKind) -> &'static [Operand] {
-    use Operand as O;
-    match kind {
-        StepKind::New => &[O::Var, O::Kind],
-        StepKind::Ret => &[O::Var, O::Holder],
-        StepKind::Echo | StepKind::Get | StepKind::Set | StepKind::Clone => &[O::Var, O::Var],
-        StepKind::Unset | StepKind::Drop | StepKind::Cycle => &[O::Var],
-        StepKind::Hold | StepKind::Move => &[O::Holder, O::Var],
-        StepKind::Release | StepKind::ReleaseForeign => &[O::Holder],
-        StepKind::Weak => &[O::Weak, O::Var],
-        StepKind::Unweak => &[O::Weak],
-        StepKind::Lock => &[O::Var, O::Weak],
-        StepKind::Collect | StepKind::Shutdown => &[],
-    }
-}
-
-/// The step of `kind` with operand values `a` (in text order, already in
-/// range; unused entries ignored).
-fn build(kind: StepKind, a: [u8; 2]) -> Op {
-    let [x, y] = a;
-    match kind {
-        StepKind::New => Op::New {
-            v: Var(x),
-            kind: NEW_KINDS[usize::from(y)],
-        },
-        StepKind::Ret => Op::Ret {
-            v: Var(x),
-            h: Holder(y),
-        },
-        StepKind::Echo => Op::Echo {
-            v: Var(x),
-            u: Var(y),
-        },
-        StepKind::Get => Op::Get {
-            v: Var(x),
-            u: Var(y),
-        },
-        StepKind::Set => Op::Set {
-            u: Var(x),
-            v: Var(y),
-        },
-        StepKind::Unset => Op::Unset { u: Var(x) },
-        StepKind::Clone => Op::Clone {
-            v: Var(x),
-            u: Var(y),
-        },
-        StepKind::Drop => Op::Drop { v: Var(x) },
-        StepKind::Hold => Op::Hold {
-            h: Holder(x),
-            v: Var(y),
-        },
-        StepKind::Move => Op::Move {
-            h: Holder(x),
-            v: Var(y),
-        },
-        StepKind::Release => Op::Release { h: Holder(x) },
-        StepKind::ReleaseForeign => Op::ReleaseForeign { h: Holder(x) },
-        StepKind::Weak => Op::Weak {
-            w: WeakSlot(x),
-            v: Var(y),
-        },
-        StepKind::Unweak => Op::Unweak { w: WeakSlot(x) },
-        StepKind::Lock => Op::Lock {
-            v: Var(x),
-            w: WeakSlot(y),
-        },
-        StepKind::Cycle => Op::Cycle { v: Var(x) },
-        StepKind::Collect => Op::Collect,
-        StepKind::Shutdown => Op::Shutdown,
-    }
-}
-
-/// The operand values of a state-changing step, in text order (the
-/// inverse of [`build`]); `None` for assertions.
-fn operands(op: &Op) -> Option<(StepKind, [u8; 2])> {
-    let a = match *op {
-        Op::New { v, kind } => [
-            v.0,
-            NEW_KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8,
-        ],
-        Op::Ret { v, h } => [v.0, h.0],
-        Op::Echo { v, u } | Op::Get { v, u } | Op::Clone { v, u } => [v.0, u.0],
-        Op::Set { u, v } => [u.0, v.0],
-        Op::Unset { u: v } | Op::Drop { v } | Op::Cycle { v } => [v.0, 0],
-        Op::Hold { h, v } | Op::Move { h, v } => [h.0, v.0],
-        Op::Release { h } | Op::ReleaseForeign { h } => [h.0, 0],
-        Op::Weak { w, v } => [w.0, v.0],
-        Op::Unweak { w } => [w.0, 0],
-        Op::Lock { v, w } => [v.0, w.0],
-        Op::Collect | Op::Shutdown => [0, 0],
-        Op::Mark { .. } | Op::Expect(_) => return None,
-    };
-    Some((op.kind()?, a))
-}
-
 /// Read the operands of one step of `kind`; `None` if the bytes run out.
 fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>) -> Option<Op> {
     let mut a = [0u8; 2];
-    for (slot, operand) in a.iter_mut().zip(shape(kind)) {
-        let modulus = match operand {
-            Operand::Var => cfg.vars,
-            Operand::Holder => cfg.holders,
-            Operand::Weak => cfg.weaks,
-            Operand::Kind => NEW_KINDS.len() as u8,
+    for (slot, sort) in a.iter_mut().zip(kind.operands()) {
+        let modulus = match sort {
+            Sort::Var => cfg.vars,
+            Sort::Holder => cfg.holders,
+            Sort::Weak => cfg.weaks,
+            Sort::Kind => NEW_KINDS.len() as u8,
         };
         *slot = bytes.next()? % modulus.max(1);
     }
-    Some(build(kind, a))
+    Some(Op::from_operand_bytes(kind, a))
 }
 
 /// Decode a byte string into a program. Total: never fails, never panics.
@@ -300,8 +176,12 @@ pub fn decode_for(data: &[u8], allowed: StepSet) -> Program {
 /// steps are skipped (they are text-only); only the first [`MAX_STEPS`]
 /// remaining steps are written.
 pub fn encode(p: &Program) -> Vec<u8> {
-    let steps: Vec<(StepKind, [u8; 2])> =
-        p.ops.iter().filter_map(operands).take(MAX_STEPS).collect();
+    let steps: Vec<(StepKind, [u8; 2])> = p
+        .ops
+        .iter()
+        .filter_map(Op::operand_bytes)
+        .take(MAX_STEPS)
+        .collect();
 
     // Mask: exactly the kinds used, plus `new`. If that is `new` alone the
     // decoder enables every kind; `new` comes first either way, so its
@@ -311,13 +191,13 @@ pub fn encode(p: &Program) -> Vec<u8> {
         .fold(StepSet::EMPTY.with(StepKind::New), |s, (k, _)| s.with(*k));
     let (mut vars, mut holders, mut weaks) = (0usize, 0usize, 0usize);
     for (kind, a) in &steps {
-        for (operand, &x) in shape(*kind).iter().zip(a) {
+        for (sort, &x) in kind.operands().iter().zip(a) {
             let x = usize::from(x);
-            match operand {
-                Operand::Var => vars = vars.max(x),
-                Operand::Holder => holders = holders.max(x),
-                Operand::Weak => weaks = weaks.max(x),
-                Operand::Kind => {}
+            match sort {
+                Sort::Var => vars = vars.max(x),
+                Sort::Holder => holders = holders.max(x),
+                Sort::Weak => weaks = weaks.max(x),
+                Sort::Kind => {}
             }
         }
     }
@@ -332,7 +212,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
     out.push(slots as u8);
     for (kind, a) in &steps {
         out.push(opcode_of(*kind, kinds));
-        out.extend_from_slice(&a[..shape(*kind).len()]);
+        out.extend_from_slice(&a[..kind.operands().len()]);
     }
     out
 }
@@ -363,7 +243,7 @@ impl<'a> Arbitrary<'a> for Op {
         let opcode = u8::arbitrary(u)?;
         let kind = kind_of(opcode, StepSet::ALL, total_weight(StepSet::ALL));
         let mut a = [0u8; 2];
-        for slot in a.iter_mut().take(shape(kind).len()) {
+        for slot in a.iter_mut().take(kind.operands().len()) {
             *slot = u8::arbitrary(u)?;
         }
         let mut bytes = a.into_iter();

@@ -1,14 +1,14 @@
 //! Binary form of programs: header rules, totality, round trip.
 
-mod program_strategy;
+use pytie_core::program::strategy as program_strategy;
 
 use arbitrary::{Arbitrary, Unstructured};
 use proptest::prelude::*;
-use pytie::program::binary::{
+use pytie_core::program::binary::{
     Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, WEIGHTS, decode, encode, header,
 };
-use pytie::program::text::parse;
-use pytie::program::{Holder, ObjKind, Op, Program, StepKind, StepSet, Var};
+use pytie_core::program::text::parse;
+use pytie_core::program::{Holder, ObjKind, Op, Program, StepKind, StepSet, Var};
 
 fn hex(s: &str) -> Vec<u8> {
     s.split_whitespace()
@@ -315,12 +315,12 @@ fn decoding_for_a_backend_keeps_to_its_kinds() {
     let allowed = set(&[StepKind::New, StepKind::Drop, StepKind::Hold]);
     // All-zero header: every allowed kind (new 0..=3, drop 4..=7, hold 8..=11).
     assert_eq!(
-        pytie::program::binary::decode_for(&hex("00 00 00 00 | 05 00 | 09 00 00"), allowed),
+        pytie_core::program::binary::decode_for(&hex("00 00 00 00 | 05 00 | 09 00 00"), allowed),
         text("drop v0\nhold h0 v0")
     );
     // A mask bit outside `allowed` (shutdown) is ignored.
     assert_eq!(
-        pytie::program::binary::header_for(&hex("80 00 02 00"), allowed).kinds,
+        pytie_core::program::binary::header_for(&hex("80 00 02 00"), allowed).kinds,
         set(&[StepKind::New, StepKind::Drop])
     );
 }
@@ -332,7 +332,7 @@ proptest! {
         mask in 0u32..(1 << 18),
     ) {
         let allowed = StepSet(mask);
-        let p = pytie::program::binary::decode_for(&data, allowed);
+        let p = pytie_core::program::binary::decode_for(&data, allowed);
         prop_assert!(p.kinds().0 & !(allowed.0 | 1) == 0);
     }
 }

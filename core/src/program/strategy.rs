@@ -1,50 +1,44 @@
-//! proptest strategies for programs, shared by the program_* tests (each
-//! test crate uses a different subset, hence the `dead_code` allowance).
-#![allow(dead_code)]
+//! proptest strategies for programs (feature `proptest`), derived from the
+//! vocabulary: a step is a kind drawn uniformly from [`StepKind::ALL`] and
+//! operand bytes reduced to their sorts' full ranges
+//! ([`Op::from_operand_bytes`]), so a new step kind is generated without
+//! touching this file.
 
 use proptest::prelude::*;
-use pytie::program::{
-    Expect, HOLDERS, Holder, MARKS, Mark, ObjKind, Op, Program, VARS, Var, WEAKS, WeakSlot,
-};
+
+use super::binary::NEW_KINDS;
+use super::{Expect, HOLDERS, MARKS, Mark, Op, Program, Sort, StepKind, VARS, Var, WEAKS};
+
+/// The number of values an operand of `sort` takes.
+fn range(sort: Sort) -> u8 {
+    match sort {
+        Sort::Var => VARS as u8,
+        Sort::Holder => HOLDERS as u8,
+        Sort::Weak => WEAKS as u8,
+        Sort::Kind => NEW_KINDS.len() as u8,
+    }
+}
 
 pub fn var() -> impl Strategy<Value = Var> {
     (0..VARS as u8).prop_map(Var)
 }
-pub fn holder() -> impl Strategy<Value = Holder> {
-    (0..HOLDERS as u8).prop_map(Holder)
-}
-pub fn weak() -> impl Strategy<Value = WeakSlot> {
-    (0..WEAKS as u8).prop_map(WeakSlot)
-}
 pub fn mark() -> impl Strategy<Value = Mark> {
     (0..MARKS as u8).prop_map(Mark)
 }
-pub fn obj_kind() -> impl Strategy<Value = ObjKind> {
-    prop::sample::select(ObjKind::ALL.to_vec())
+
+/// A state-changing step of one of `kinds`, every slot in range.
+pub fn step_of(kinds: Vec<StepKind>) -> impl Strategy<Value = Op> {
+    (prop::sample::select(kinds), any::<[u8; 2]>()).prop_map(|(kind, mut a)| {
+        for (b, sort) in a.iter_mut().zip(kind.operands()) {
+            *b %= range(*sort);
+        }
+        Op::from_operand_bytes(kind, a)
+    })
 }
 
 /// Every state-changing step.
 pub fn step() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (var(), obj_kind()).prop_map(|(v, kind)| Op::New { v, kind }),
-        (var(), holder()).prop_map(|(v, h)| Op::Ret { v, h }),
-        (var(), var()).prop_map(|(v, u)| Op::Echo { v, u }),
-        (var(), var()).prop_map(|(v, u)| Op::Get { v, u }),
-        (var(), var()).prop_map(|(u, v)| Op::Set { u, v }),
-        var().prop_map(|u| Op::Unset { u }),
-        (var(), var()).prop_map(|(v, u)| Op::Clone { v, u }),
-        var().prop_map(|v| Op::Drop { v }),
-        (holder(), var()).prop_map(|(h, v)| Op::Hold { h, v }),
-        (holder(), var()).prop_map(|(h, v)| Op::Move { h, v }),
-        holder().prop_map(|h| Op::Release { h }),
-        holder().prop_map(|h| Op::ReleaseForeign { h }),
-        (weak(), var()).prop_map(|(w, v)| Op::Weak { w, v }),
-        weak().prop_map(|w| Op::Unweak { w }),
-        (var(), weak()).prop_map(|(v, w)| Op::Lock { v, w }),
-        var().prop_map(|v| Op::Cycle { v }),
-        Just(Op::Collect),
-        Just(Op::Shutdown),
-    ]
+    step_of(StepKind::ALL.to_vec())
 }
 
 /// `mark` and every `expect` form.

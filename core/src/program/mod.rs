@@ -3,7 +3,12 @@
 //! for the fuzzer.
 
 pub mod binary;
+#[cfg(feature = "proptest")]
+pub mod strategy;
 pub mod text;
+pub mod vocab;
+
+pub use vocab::{Holds, Op, Operand, Sort, SourceRule, StepKind};
 
 use std::fmt;
 
@@ -96,75 +101,10 @@ impl ObjKind {
     }
 }
 
-/// The steps that change state. Their order is the binary opcode order
-/// (docs/format.md) and the bit order of [`StepSet`]: never reorder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum StepKind {
-    New = 0,
-    Ret,
-    Echo,
-    Get,
-    Set,
-    Unset,
-    Clone,
-    Drop,
-    Hold,
-    Move,
-    Release,
-    ReleaseForeign,
-    Weak,
-    Unweak,
-    Lock,
-    Cycle,
-    Collect,
-    Shutdown,
-}
-
-impl StepKind {
-    pub const COUNT: usize = 18;
-    pub const ALL: [StepKind; StepKind::COUNT] = [
-        StepKind::New,
-        StepKind::Ret,
-        StepKind::Echo,
-        StepKind::Get,
-        StepKind::Set,
-        StepKind::Unset,
-        StepKind::Clone,
-        StepKind::Drop,
-        StepKind::Hold,
-        StepKind::Move,
-        StepKind::Release,
-        StepKind::ReleaseForeign,
-        StepKind::Weak,
-        StepKind::Unweak,
-        StepKind::Lock,
-        StepKind::Cycle,
-        StepKind::Collect,
-        StepKind::Shutdown,
-    ];
-    /// The step's name in the text form.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepKind::New => "new",
-            StepKind::Ret => "ret",
-            StepKind::Echo => "echo",
-            StepKind::Get => "get",
-            StepKind::Set => "set",
-            StepKind::Unset => "unset",
-            StepKind::Clone => "clone",
-            StepKind::Drop => "drop",
-            StepKind::Hold => "hold",
-            StepKind::Move => "move",
-            StepKind::Release => "release",
-            StepKind::ReleaseForeign => "release_foreign",
-            StepKind::Weak => "weak",
-            StepKind::Unweak => "unweak",
-            StepKind::Lock => "lock",
-            StepKind::Cycle => "cycle",
-            StepKind::Collect => "collect",
-            StepKind::Shutdown => "shutdown",
-        }
+impl Op {
+    /// True for `mark` and `expect`, which never change state.
+    pub fn is_assertion(&self) -> bool {
+        self.kind().is_none()
     }
 }
 
@@ -211,111 +151,6 @@ pub enum Expect {
     Strong { v: Var, n: u32 },
     /// `expect weak V N`.
     Weak { v: Var, n: u32 },
-}
-
-/// One step of a program (contract §4.1). Field names follow the text
-/// form: `New { v, kind }` is `new V KIND`, `Set { u, v }` is `set U V`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
-    New {
-        v: Var,
-        kind: ObjKind,
-    },
-    Ret {
-        v: Var,
-        h: Holder,
-    },
-    Echo {
-        v: Var,
-        u: Var,
-    },
-    Get {
-        v: Var,
-        u: Var,
-    },
-    Set {
-        u: Var,
-        v: Var,
-    },
-    Unset {
-        u: Var,
-    },
-    Clone {
-        v: Var,
-        u: Var,
-    },
-    Drop {
-        v: Var,
-    },
-    Hold {
-        h: Holder,
-        v: Var,
-    },
-    Move {
-        h: Holder,
-        v: Var,
-    },
-    Release {
-        h: Holder,
-    },
-    ReleaseForeign {
-        h: Holder,
-    },
-    Weak {
-        w: WeakSlot,
-        v: Var,
-    },
-    Unweak {
-        w: WeakSlot,
-    },
-    Lock {
-        v: Var,
-        w: WeakSlot,
-    },
-    Cycle {
-        v: Var,
-    },
-    Collect,
-    Shutdown,
-    /// `mark M V` (text only).
-    Mark {
-        m: Mark,
-        v: Var,
-    },
-    /// `expect ...` (text only).
-    Expect(Expect),
-}
-
-impl Op {
-    /// The state-changing kind, or `None` for the text-only assertions.
-    pub fn kind(&self) -> Option<StepKind> {
-        Some(match self {
-            Op::New { .. } => StepKind::New,
-            Op::Ret { .. } => StepKind::Ret,
-            Op::Echo { .. } => StepKind::Echo,
-            Op::Get { .. } => StepKind::Get,
-            Op::Set { .. } => StepKind::Set,
-            Op::Unset { .. } => StepKind::Unset,
-            Op::Clone { .. } => StepKind::Clone,
-            Op::Drop { .. } => StepKind::Drop,
-            Op::Hold { .. } => StepKind::Hold,
-            Op::Move { .. } => StepKind::Move,
-            Op::Release { .. } => StepKind::Release,
-            Op::ReleaseForeign { .. } => StepKind::ReleaseForeign,
-            Op::Weak { .. } => StepKind::Weak,
-            Op::Unweak { .. } => StepKind::Unweak,
-            Op::Lock { .. } => StepKind::Lock,
-            Op::Cycle { .. } => StepKind::Cycle,
-            Op::Collect => StepKind::Collect,
-            Op::Shutdown => StepKind::Shutdown,
-            Op::Mark { .. } | Op::Expect(_) => return None,
-        })
-    }
-
-    /// True for `mark` and `expect`, which never change state.
-    pub fn is_assertion(&self) -> bool {
-        self.kind().is_none()
-    }
 }
 
 /// A program: steps run in order from an empty world.

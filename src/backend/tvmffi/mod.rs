@@ -50,40 +50,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::{Backend, Caps, Observes};
-use crate::exec::report::DANGLING;
-use crate::program::{HOLDERS, ObjKind, Op, StepKind, StepSet, VARS, Var};
-use crate::state::{
-    AbstractState, Binding, HandleNo, HandleState, StepResult, Totals, VarState, WrapperLife,
-    WrapperNo, WrapperState,
+use pytie_core::backend::{Backend, Caps};
+use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, SourceRule, StepKind, VARS, Var};
+use pytie_core::state::{
+    AbstractState, Binding, DANGLING, HandleNo, HandleState, StepResult, Totals, VarState,
+    WrapperLife, WrapperNo, WrapperState,
 };
 
-/// The version `scripts/setup-tvmffi` installs.
-pub const PINNED: &str = "0.1.15.post2";
-/// The finding "every py_class field store leaks one strong reference".
-pub const LEAK_FINDING: &str = "corpus/upstream/field-store-leaks-strong-ref.pytie";
-/// The finding "using a moved-from object segfaults".
-pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie";
-
-/// The step kinds tvm-ffi can express.
-pub fn steps() -> StepSet {
-    StepSet::ALL
-        .without(StepKind::Weak)
-        .without(StepKind::Unweak)
-        .without(StepKind::Lock)
-        .without(StepKind::Shutdown)
-}
-
-/// What the backend observes (contract §5 restricted to what tvm-ffi shows).
-pub const OBSERVES: Observes = Observes {
-    strong: true,
-    weak: true,
-    binding: false,
-    fields: true,
-    wrappers: false,
-    wrapper_refs: true,
-    totals: false,
-};
+pub use pytie_core::tvmffi::{LEAK_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps};
 
 /// How recorded upstream findings are treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -548,7 +522,7 @@ struct Wr {
     chandle: Option<HandleNo>,
 }
 
-/// The backend. Use it while holding [`crate::wrapper::exclusive`].
+/// The backend. Use it while holding [`crate::interp::exclusive`].
 pub struct TvmFfiBackend {
     lib: &'static Lib,
     known: KnownFindings,
@@ -943,13 +917,19 @@ impl Backend for TvmFfiBackend {
 
     fn refuse(&mut self, op: &Op) -> Option<String> {
         Python::attach(|py| {
+            // Steps whose moved-from source the library dereferences: the
+            // ones the source-slot rule (§4.1) fails with *moved*.
+            let derefs = matches!(
+                op.kind(),
+                Some(StepKind::Echo | StepKind::Get | StepKind::Set | StepKind::Unset)
+            );
+            let holds = |v: Var| match self.source(py, v) {
+                None => Holds::Nothing,
+                Some(_) if self.moved(py, v) => Holds::Moved,
+                Some(_) => Holds::Live,
+            };
             let touches_moved = match *op {
-                Op::Echo { u, .. } | Op::Get { u, .. } | Op::Unset { u } => self.moved(py, u),
-                Op::Set { u, v } => {
-                    self.source(py, u).is_some()
-                        && self.source(py, v).is_some()
-                        && (self.moved(py, u) || self.moved(py, v))
-                }
+                _ if derefs => op.source_rule(holds) == SourceRule::Moved,
                 Op::New {
                     kind: ObjKind::Untied,
                     ..
@@ -1117,7 +1097,7 @@ impl Drop for TvmFfiBackend {
             || !self.handles.is_empty()
             || !self.cycles.is_empty();
         if used {
-            let _session = crate::wrapper::exclusive();
+            let _session = crate::interp::exclusive();
             self.abandon();
         }
     }

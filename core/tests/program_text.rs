@@ -1,10 +1,10 @@
 //! Text form of programs: parser errors, printer, round trip.
 
-mod program_strategy;
+use pytie_core::program::strategy as program_strategy;
 
 use proptest::prelude::*;
-use pytie::program::text::{ParseError, parse, print};
-use pytie::program::{Expect, Holder, Mark, ObjKind, Op, Program, Var, WeakSlot};
+use pytie_core::program::text::{ParseError, parse, print};
+use pytie_core::program::{Expect, Holder, Mark, ObjKind, Op, Program, Var, WeakSlot};
 
 /// Parse `src`, expecting an error; return it as `line:col: msg`.
 fn err(src: &str) -> String {

@@ -6,9 +6,7 @@
 
 pub mod coverage;
 pub mod invariants;
-pub mod lifecycle;
 pub mod report;
-pub mod tvmffi;
 
 use crate::backend::{Backend, Caps, Observes};
 use crate::model::{Design, Model};

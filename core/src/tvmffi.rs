@@ -1,0 +1,35 @@
+//! What pytie knows of apache-tvm-ffi without loading it: the version it
+//! pins, the step kinds the library's API can express, and the files of
+//! the recorded findings. The backend (`pytie::backend::tvmffi`) and the
+//! script generator ([`crate::repro`]) both read them from here.
+
+use crate::backend::Observes;
+use crate::program::{StepKind, StepSet};
+
+/// The version `scripts/setup-tvmffi` installs and
+/// `scripts/setup-tvmffi-tied` builds from its source distribution.
+pub const PINNED: &str = "0.1.15.post2";
+/// The finding "every py_class field store leaks one strong reference".
+pub const LEAK_FINDING: &str = "corpus/upstream/field-store-leaks-strong-ref.pytie";
+/// The finding "using a moved-from object segfaults".
+pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie";
+
+/// The step kinds tvm-ffi can express.
+pub fn steps() -> StepSet {
+    StepSet::ALL
+        .without(StepKind::Weak)
+        .without(StepKind::Unweak)
+        .without(StepKind::Lock)
+        .without(StepKind::Shutdown)
+}
+
+/// What the backend observes (contract §5 restricted to what tvm-ffi shows).
+pub const OBSERVES: Observes = Observes {
+    strong: true,
+    weak: true,
+    binding: false,
+    fields: true,
+    wrappers: false,
+    wrapper_refs: true,
+    totals: false,
+};
