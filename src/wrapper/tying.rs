@@ -1,10 +1,111 @@
-//! The tying state machine, design S (contract §3): `make_ret`, the drop
-//! path (finalizer with resurrection), move, and the Python-aware
-//! `delete_space`. Everything here runs with the GIL held unless it says
-//! otherwise.
+//! The tying state machine, design S (docs/contract.md §3): binds one
+//! Python wrapper to one tied native object, so that `a.x is a.x`,
+//! `f(x) is x`, and `id()` survives a drop and refetch while another owner
+//! keeps the object alive. Everything here runs with the GIL held unless
+//! it says otherwise.
 //!
-//! Tag word encoding (the 8 bytes before `delete_space` in a tied block):
-//! `0` Detached; `W` Active(W); `W | INACTIVE` Inactive(W).
+//! Wrapper vs native object
+//! ------------------------
+//!
+//!     wrapper W (PyWrapper)             native object H (Object)
+//!     +------------------+              +---------------------+
+//!     | ob_refcnt        |              | combined_ref_count  |
+//!     | ob_type          |              | type_index, deleter |
+//!     | chandle  ---------------------> | field x             |
+//!     | serial           |              +---------------------+
+//!     +------------------+                         |
+//!              ^                                   |
+//!              +------ tag word (block + 0) <------+
+//!
+//! The tag word is a raw pointer: it owns no Python ref on W.
+//!
+//! Layouts (contract §2)
+//! ---------------------
+//! Tied block: `[tag word][delete_space][body]`, body at block + 16.
+//! Untied block: `[delete_space][body]`. `is_tied` compares the word just
+//! before the body with `py_delete_space`; `tag_of` reads a tag word only
+//! after that test (a legacy-layout object, with no header at all, would
+//! make even the test read out of bounds: contract §2.1).
+//!
+//! Tag word encoding: `0` Detached, `W` Active(W), `W | INACTIVE`
+//! Inactive(W). `decode_tag` reads it. No other bit is ever set.
+//!
+//! States (tied objects)
+//! ---------------------
+//!   Untied       not tied (or tying off): never binds; every return makes
+//!                a fresh wrapper owning its +1; dropping it DecRefs.
+//!   Detached     tag 0: no canonical wrapper. Fresh, moved-from, or the
+//!                last wrapper died holding the last strong ref, or was
+//!                ineligible (`dict`).
+//!   Active(W)    tag W, `W.chandle == H`: W owns one strong ref on H.
+//!   Inactive(W)  tag W|1, `W.chandle == NULL`: W's Python life ended,
+//!                W owns nothing on H, and W's memory is kept by the
+//!                phantom ref, for a revival at the same address.
+//!
+//! Phantom ref: the one Python ref `deactivate` takes on W so that
+//! CPython does not free it. It is the tying layer's, not the program's
+//! (contract §5 excludes it). Revival hands it to the caller; `reclaim`
+//! drops it; after shutdown it is leaked with W, until `reclaim_leaked`.
+//!
+//! Invariants (contract §3; checked after every step by exec/invariants)
+//! ----------------------------------------------------------------------
+//!   I1  When W's last Python ref goes, its strong ref on H is released.
+//!   I2  When H's storage is freed, its cached W is reclaimed (leaked
+//!       after shutdown); no wrapper memory outlives its block.
+//!   I3  A non-NULL `W.chandle` points to a live H and owns one strong
+//!       ref on it. So `chandle` is nulled *before* every DecRef of it.
+//!   I4  strong == holders + fields + wrappers pointing at H; weak ==
+//!       weak slots + (1 if strong > 0).
+//!   I5  Active(W) => `W.chandle == H`, W alive; Inactive(W) =>
+//!       `W.chandle == NULL`, W allocated; no W canonical for two H.
+//!
+//! Where transitions happen
+//! ------------------------
+//!   `make_ret` (behind `get_x`, `echo`, and wrapper/mod.rs's
+//!   `return_handle`, which `new`, `ret` and `lock` use); the caller
+//!   owns +1 on H:
+//!       Untied        -> fresh wrapper (`fresh_wrapper`), no binding;
+//!       Detached      -> Active(W): `fresh_wrapper`, then store W;
+//!       Active(W)     -> Active(W): Py_INCREF W, DecRef the extra +1;
+//!       Inactive(W)   -> Active(W): restore `chandle`, store W; the
+//!                        phantom ref becomes the caller's reference.
+//!   `plain_finalize` (tp_finalize of `plain`, from `plain_dealloc` via
+//!   `PyObject_CallFinalizerFromDealloc`), at W's last Python ref:
+//!       `chandle` NULL -> nothing (moved-from: owes nothing);
+//!       Active(W)      -> Inactive(W) through `deactivate` when
+//!                         strong > 1: phantom ref first, null `chandle`,
+//!                         tag W|1, then DecRef; `plain_dealloc` sees the
+//!                         resurrection and returns;
+//!       Active(W)      -> Detached when W holds the last strong ref:
+//!                         tag 0 first, null `chandle`, DecRef (whose
+//!                         `py_delete_space` then finds no wrapper);
+//!       not canonical  -> null `chandle`, DecRef.
+//!   `dict_dealloc` -> `release_ineligible` (the ineligible type):
+//!       Active(W) -> Detached: tag W -> 0 (compare-exchange), null
+//!       `chandle`, DecRef; then W is freed.
+//!   `take_handle` (move, `W._move()` consumed by C++):
+//!       Active(W) -> Detached: tag W -> 0 before `chandle` is nulled;
+//!       W's +1 goes to the caller; W stays alive, moved-from.
+//!   `py_delete_space` (the tied `delete_space`, at weak 0, on any
+//!   thread): swaps the tag to 0, then
+//!       Detached    -> gone: block freed;
+//!       Inactive(W) -> gone: `reclaim` drops the phantom ref under the
+//!                      GIL (`with_gil` takes it off the interpreter's
+//!                      thread), or after shutdown W is recorded as
+//!                      leaked; then the block is freed;
+//!       Active(W)   -> reported: impossible while I3 holds.
+//!   `mark_finalizing` (atexit hook) sets the shutdown flag;
+//!   `reclaim_leaked` is teardown's test-only door for leaked wrappers.
+//!
+//! Why non-GC, and the one race
+//! ----------------------------
+//! `plain` is not a GC type: PEP 442 runs a GC type's finalizer once per
+//! object, and W must be finalized on every drop/revive generation.
+//! `deactivate` tests `strong > 1` before its DecRef. Under real
+//! concurrency another owner could release in between, making this DecRef
+//! the last: taking the phantom ref first makes that case reclaim W
+//! through a live object (contract §3 "Threads", rule T1). The harness
+//! never releases concurrently.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;

@@ -1,6 +1,6 @@
 //! The reference model (contract §3 to §6). No `unsafe`, no Python.
 //!
-//! A plain, direct reading of `shared/design/semantics.md`: native objects
+//! A plain, direct reading of `docs/contract.md`: native objects
 //! are counters (§2), bindings follow the state machine of §3, steps follow
 //! §4.1, the state is the one of §5 (`crate::state`), teardown helpers are
 //! those of §6. Section and table-row citations are in the comments.

@@ -100,93 +100,13 @@ fn teardown(m: &mut Model) {
     );
 }
 
-/// §3 invariants I1 to I5, on the model's observed state, plus the
-/// bookkeeping that the numbering rules imply.
+/// §3 invariants I1 to I5 and the reference accounting, on the model's
+/// observed state: the same checker the executor runs on the real side.
 fn check_invariants(m: &Model) {
     let s = st(m);
-    let cycles = &m.cycles;
-    // Python refs: vars + cycles.
-    for (w, ws) in s.wrappers.iter().enumerate() {
-        let w = w as u32;
-        let in_vars = m.vars.iter().filter(|&&v| v == super::Val::W(w)).count();
-        let in_cycles = cycles.iter().filter(|&&c| c == w).count();
-        assert_eq!(ws.refs as usize, in_vars + in_cycles, "refs of wrapper {w}");
-        if ws.life != WrapperLife::Live {
-            assert_eq!((ws.refs, ws.chandle), (0, None), "dead wrapper {w}");
-        }
-        if let Some(h) = ws.chandle {
-            // I3.
-            assert!(
-                s.handles[h as usize].alive(),
-                "wrapper {w} points to dead {h}"
-            );
-        }
-        if ws.life == WrapperLife::Live && ws.refs == 0 {
-            // Only cached (Inactive) wrappers live without Python refs.
-            let n = s
-                .handles
-                .iter()
-                .filter(|h| h.binding == Inactive(w))
-                .count();
-            assert_eq!(n, 1, "live wrapper {w} with no refs must be Inactive once");
-        }
-    }
-    for (h, hs) in s.handles.iter().enumerate() {
-        let h = h as u32;
-        if !hs.storage {
-            assert_eq!(*hs, HandleState::FREED);
-        }
-        // I4 conservation.
-        let holders = s.holders.iter().filter(|&&x| x == Some(h)).count();
-        let fields = s
-            .handles
-            .iter()
-            .filter(|o| o.alive() && o.field == Some(h))
-            .count();
-        let wrappers = s
-            .wrappers
-            .iter()
-            .filter(|w| w.life == WrapperLife::Live && w.chandle == Some(h))
-            .count();
-        assert_eq!(
-            hs.strong as usize,
-            holders + fields + wrappers,
-            "strong of {h}"
-        );
-        let weaks = s.weaks.iter().filter(|&&x| x == Some(h)).count();
-        if hs.storage {
-            assert_eq!(
-                hs.weak as usize,
-                weaks + usize::from(hs.alive()),
-                "weak of {h}"
-            );
-        } else {
-            assert_eq!(weaks, 0);
-        }
-        // I5 binding consistency.
-        match hs.binding {
-            Active(w) => {
-                let ws = s.wrappers[w as usize];
-                assert_eq!(ws.chandle, Some(h));
-                assert!(ws.life == WrapperLife::Live && ws.refs > 0);
-            }
-            Inactive(w) => {
-                let ws = s.wrappers[w as usize];
-                assert_eq!((ws.life, ws.refs, ws.chandle), (WrapperLife::Live, 0, None));
-            }
-            Binding::Detached | Binding::Untied => {}
-        }
-        if let Active(w) | Inactive(w) = hs.binding {
-            let n = s
-                .handles
-                .iter()
-                .filter(|o| matches!(o.binding, Active(x) | Inactive(x) if x == w))
-                .count();
-            assert_eq!(n, 1, "wrapper {w} canonical twice");
-        }
-    }
-    for v in 0..VARS {
-        assert_eq!(s.vars[v], m.var(Var(v as u8)));
+    let mut scratch = crate::exec::invariants::Scratch::default();
+    if let Err(broken) = crate::exec::invariants::check(&s, &m.cycles, &mut scratch) {
+        panic!("the model breaks an invariant:\n{broken}\nstate: {s:?}");
     }
 }
 
@@ -874,4 +794,60 @@ fn without_tying_every_object_is_untied() {
     assert_eq!(s.vars[2], VarState::Wrapper(2));
     assert_eq!(s.vars[3], VarState::Wrapper(3));
     assert_eq!(s.handles[0].strong, 3, "v2's wrapper, h0, v3's wrapper");
+}
+
+// ---- transitions: the model says which edge each step takes -------------------
+
+fn edges(m: &Model) -> Vec<(crate::model::transition::Edge, u32, bool)> {
+    m.transitions()
+        .iter()
+        .map(|t| (t.edge, t.handle, t.cause.cascade))
+        .collect()
+}
+
+#[test]
+fn each_step_reports_the_transitions_it_takes() {
+    use crate::model::transition::Edge::*;
+    let mut m = Model::new(Design::S);
+    m.apply(&parse("new v0"));
+    assert_eq!(edges(&m), [(Attach, 0, false)]);
+    m.apply(&parse("hold h0 v0"));
+    assert_eq!(edges(&m), []);
+    m.apply(&parse("drop v0"));
+    assert_eq!(edges(&m), [(Deactivate, 0, false)]);
+    m.apply(&parse("ret v1 h0"));
+    assert_eq!(edges(&m), [(Revive, 0, false)]);
+    m.apply(&parse("ret v2 h0"));
+    assert_eq!(edges(&m), [(ReturnActive, 0, false)]);
+    // On a foreign thread: obj#1 (cached, held by h1 alone) dies and its
+    // wrapper is reclaimed; obj#0 in its field lives on in h0.
+    run(&mut m, "new v3; set v3 v1; drop v1; drop v2; hold h1 v3; drop v3");
+    m.apply(&parse("release_foreign h1"));
+    let t = m.transitions();
+    assert_eq!(edges(&m), [(Reclaim, 1, false)], "{t:?}");
+    assert!(t.iter().all(|t| t.cause.foreign() && !t.cause.after_shutdown));
+    m.apply(&parse("release h0"));
+    assert_eq!(edges(&m), [(Reclaim, 0, false)]);
+}
+
+#[test]
+fn cascades_and_teardown_are_told_apart() {
+    use crate::model::transition::Edge::*;
+    let mut m = Model::new(Design::S);
+    run(&mut m, "new v0; new v1; set v0 v1; drop v1; hold h0 v0; drop v0");
+    m.apply(&parse("release h0"));
+    // obj#0 dies (its cached wrapper reclaimed), then obj#1, cached while
+    // the field held it, by cascade.
+    assert_eq!(edges(&m), [(Reclaim, 0, false), (Reclaim, 1, true)]);
+    assert!(
+        m.transitions()
+            .iter()
+            .all(|t| t.cause.step == Some(StepKind::Release))
+    );
+    run(&mut m, "new v2; shutdown");
+    m.clear_all_fields();
+    m.apply(&parse("drop v2"));
+    let t = m.transitions();
+    assert_eq!(edges(&m), [(DropLast, 2, false), (FreeDetached, 2, false)]);
+    assert!(t.iter().all(|t| t.cause.step.is_none() && t.cause.after_shutdown));
 }
