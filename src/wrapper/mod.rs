@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod lsan;
 mod observe;
+mod seams;
 mod tying;
 mod types;
 

@@ -114,6 +114,7 @@ use std::sync::atomic::Ordering;
 use pyo3::ffi;
 
 use super::accounts;
+use super::seams::{self, Clear};
 use super::types::{self, PyWrapper};
 use crate::native::alloc::{DeleteSpace, delete_space_of, free_tied_block, tag_word};
 use crate::native::object::{self, Object};
@@ -183,19 +184,17 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
         Tag::Detached => {
             // SAFETY: GIL held, +1 handed over.
             let w = unsafe { fresh_wrapper(obj) };
-            if !w.is_null() && !mutant!(FreshUnattached) {
+            if !w.is_null() {
                 // A fresh wrapper must be attached (review thread, first comment).
-                tag.store(w as usize, Ordering::Release);
+                seams::attach(tag, w);
             }
             w
         }
         Tag::Active(w) => {
             // SAFETY: an Active wrapper is alive (I5); GIL held.
             unsafe { ffi::Py_INCREF(w) };
-            if !mutant!(ActiveKeepsRef) {
-                // SAFETY: the redundant +1 is ours; W's own ref keeps `obj` alive.
-                unsafe { object::dec_ref(obj) };
-            }
+            // SAFETY: the redundant +1 is ours; W's own ref keeps `obj` alive.
+            unsafe { seams::release_redundant(obj) };
             w
         }
         Tag::Inactive(w) => {
@@ -210,14 +209,8 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
             // SAFETY: an Inactive wrapper's memory is kept by its phantom ref.
             unsafe { (*w.cast::<PyWrapper>()).chandle = obj };
             tag.store(w as usize, Ordering::Release);
-            if mutant!(ReviveDropsRef) {
-                // SAFETY: none; the fault releases the +1 W now stands for.
-                unsafe { object::dec_ref(obj) };
-            }
-            if mutant!(ReviveTakesTwice) {
-                // SAFETY: `obj` is live (the caller's +1).
-                unsafe { object::inc_ref(obj) };
-            }
+            // SAFETY: `obj` is live with the caller's +1.
+            unsafe { seams::revive_takes_ref(obj) };
             w
         }
     }
@@ -308,11 +301,9 @@ unsafe fn deactivate(
     // be the last one would reclaim through a live object.
     // SAFETY: GIL held, `w` is live.
     unsafe { ffi::Py_INCREF(w) };
-    if !mutant!(DeactivateKeepsChandle) {
-        // SAFETY: as above; null before the DecRef (I3).
-        unsafe { (*w.cast::<PyWrapper>()).chandle = ptr::null_mut() };
-    }
-    tag.store(w as usize | INACTIVE, Ordering::Release);
+    // SAFETY: as above; null before the DecRef (I3).
+    unsafe { seams::clear_chandle(w, Clear::Deactivate) };
+    seams::mark_inactive(tag, w);
     // SAFETY: W's +1 is released.
     unsafe { object::dec_ref(obj) };
     true
@@ -414,15 +405,11 @@ pub unsafe fn take_handle(w: *mut ffi::PyObject) -> *mut Object {
         return obj;
     }
     // SAFETY: non-NULL chandle owns a strong ref (I3).
-    if !mutant!(MoveKeepsBinding)
-        && let Some(tag) = unsafe { tag_of(obj) }
-    {
-        let _ = tag.compare_exchange(w as usize, 0, Ordering::AcqRel, Ordering::Acquire);
+    if let Some(tag) = unsafe { tag_of(obj) } {
+        seams::detach_moved(tag, w);
     }
-    if !mutant!(MovedStillOwns) {
-        // SAFETY: as above.
-        unsafe { (*wr).chandle = ptr::null_mut() };
-    }
+    // SAFETY: `w` is a live wrapper of ours.
+    unsafe { seams::clear_chandle(w, Clear::Move) };
     obj
 }
 
@@ -612,9 +599,7 @@ pub(super) unsafe extern "C" fn echo(
     }
     // SAFETY: `obj` is live (the argument wrapper's ref).
     unsafe {
-        if !mutant!(EchoBorrowedAsOwned) {
-            object::inc_ref(obj);
-        }
+        seams::take_argument_ref(obj);
         make_ret(obj)
     }
 }

@@ -821,11 +821,17 @@ fn each_step_reports_the_transitions_it_takes() {
     assert_eq!(edges(&m), [(ReturnActive, 0, false)]);
     // On a foreign thread: obj#1 (cached, held by h1 alone) dies and its
     // wrapper is reclaimed; obj#0 in its field lives on in h0.
-    run(&mut m, "new v3; set v3 v1; drop v1; drop v2; hold h1 v3; drop v3");
+    run(
+        &mut m,
+        "new v3; set v3 v1; drop v1; drop v2; hold h1 v3; drop v3",
+    );
     m.apply(&parse("release_foreign h1"));
     let t = m.transitions();
     assert_eq!(edges(&m), [(Reclaim, 1, false)], "{t:?}");
-    assert!(t.iter().all(|t| t.cause.foreign() && !t.cause.after_shutdown));
+    assert!(
+        t.iter()
+            .all(|t| t.cause.foreign() && !t.cause.after_shutdown)
+    );
     m.apply(&parse("release h0"));
     assert_eq!(edges(&m), [(Reclaim, 0, false)]);
 }
@@ -834,7 +840,10 @@ fn each_step_reports_the_transitions_it_takes() {
 fn cascades_and_teardown_are_told_apart() {
     use crate::model::transition::Edge::*;
     let mut m = Model::new(Design::S);
-    run(&mut m, "new v0; new v1; set v0 v1; drop v1; hold h0 v0; drop v0");
+    run(
+        &mut m,
+        "new v0; new v1; set v0 v1; drop v1; hold h0 v0; drop v0",
+    );
     m.apply(&parse("release h0"));
     // obj#0 dies (its cached wrapper reclaimed), then obj#1, cached while
     // the field held it, by cascade.
@@ -849,5 +858,8 @@ fn cascades_and_teardown_are_told_apart() {
     m.apply(&parse("drop v2"));
     let t = m.transitions();
     assert_eq!(edges(&m), [(DropLast, 2, false), (FreeDetached, 2, false)]);
-    assert!(t.iter().all(|t| t.cause.step.is_none() && t.cause.after_shutdown));
+    assert!(
+        t.iter()
+            .all(|t| t.cause.step.is_none() && t.cause.after_shutdown)
+    );
 }
