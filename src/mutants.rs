@@ -68,6 +68,10 @@ mutants! {
         "the FFI function treats its borrowed argument as owned (no IncRef)";
     DestroyKeepsField "destroy-keeps-field":
         "destroying an object does not release its field";
+    ReadAfterFree "read-after-free":
+        "DecRef reads the object's counts again after the deleter freed its storage (a use after free that changes no observed value)";
+    UntiedTagPeek "untied-tag-peek":
+        "make_ret peeks at the tag word through the unchecked accessor before testing tied-ness (a read before an untied body that changes no observed value)";
     GcFinalizeOnce "gc-finalize-once":
         "the eligible wrapper type is a GC type, so PEP 442 runs its finalizer once: the second drop frees a wrapper the binding still names";
 }

@@ -5,11 +5,16 @@
 //! 16-byte aligned. Untied (the builtin allocator): `[delete_space][body]`.
 //! Tied-ness is decided by comparing `delete_space` pointers, as upstream
 //! does; nothing may read the tag word of an untied object.
+//!
+//! Test and debug builds put a guard word and, for untied blocks, a no-tag
+//! marker before those prefixes, and quarantine freed blocks
+//! ([`super::guard`]): the body offset is then 32 for both.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ffi::c_void;
 use std::sync::atomic::AtomicUsize;
 
+use super::guard::{self, GUARD_BYTES, GUARDED, Guard, Held, NO_TAG, QUARANTINED};
 use super::object::Object;
 use super::registry;
 
@@ -21,36 +26,47 @@ pub const TIED_PREFIX: usize = 16;
 /// Bytes before the body in an untied block: `delete_space`.
 pub const UNTIED_PREFIX: usize = 8;
 
-fn tied_layout() -> Layout {
-    Layout::from_size_align(TIED_PREFIX + size_of::<Object>(), 16).expect("tied layout")
+/// Bytes before the body in a block as allocated: the contract's prefix,
+/// after the guard (and, untied, the no-tag marker) in guarded builds.
+const fn prefix(tied: bool) -> usize {
+    if GUARDED {
+        GUARD_BYTES + TIED_PREFIX
+    } else if tied {
+        TIED_PREFIX
+    } else {
+        UNTIED_PREFIX
+    }
 }
 
-fn untied_layout() -> Layout {
-    Layout::from_size_align(UNTIED_PREFIX + size_of::<Object>(), 8).expect("untied layout")
+fn layout(tied: bool) -> Layout {
+    let align = if tied { 16 } else { 8 };
+    Layout::from_size_align(prefix(tied) + size_of::<Object>(), align).expect("block layout")
 }
 
 /// Allocate, write the header words and a fresh body (strong 1, weak 1).
-fn allocate(
-    layout: Layout,
-    prefix: usize,
-    delete_space: DeleteSpace,
-    type_index: i32,
-) -> *mut Object {
+fn allocate(tied: bool, delete_space: DeleteSpace, type_index: i32) -> *mut Object {
+    let layout = layout(tied);
     // SAFETY: the layout has a non-zero size.
     let block = unsafe { alloc(layout) };
     if block.is_null() {
         handle_alloc_error(layout);
     }
-    // SAFETY: `block` has room for `prefix` bytes then an `Object`; the body
+    // SAFETY: `block` has room for the prefix then an `Object`; the body
     // offset is a multiple of the body's alignment (8) and, for tied
-    // blocks, of 16.
+    // blocks, of 16. The words written are inside the block.
     unsafe {
-        let body = block.add(prefix).cast::<Object>();
-        if prefix == TIED_PREFIX {
-            block.cast::<AtomicUsize>().write(AtomicUsize::new(0));
+        let body = block.add(prefix(tied)).cast::<Object>();
+        let tag = block.add(prefix(tied) - TIED_PREFIX).cast::<AtomicUsize>();
+        if tied {
+            tag.write(AtomicUsize::new(0));
+        } else if GUARDED {
+            tag.write(AtomicUsize::new(NO_TAG));
+        }
+        if GUARDED {
+            block.cast::<usize>().write(guard::LIVE);
         }
         body.cast::<DeleteSpace>().sub(1).write(delete_space);
-        let id = registry::register(body as usize, prefix == TIED_PREFIX);
+        let id = registry::register(body as usize, tied);
         body.write(Object::init(type_index, id));
         body
     }
@@ -59,17 +75,45 @@ fn allocate(
 /// A tied object, through the Python-aware allocator whose `delete_space`
 /// the wrapper layer passes in. Tag word starts NULL (Detached).
 pub fn alloc_tied(type_index: i32, delete_space: DeleteSpace) -> *mut Object {
-    allocate(tied_layout(), TIED_PREFIX, delete_space, type_index)
+    allocate(true, delete_space, type_index)
 }
 
 /// An untied object, through the builtin allocator.
 pub fn alloc_untied(type_index: i32) -> *mut Object {
-    allocate(
-        untied_layout(),
-        UNTIED_PREFIX,
-        untied_delete_space,
-        type_index,
-    )
+    allocate(false, untied_delete_space, type_index)
+}
+
+/// Guarded builds: is `obj` the body of a live block? A freed
+/// (quarantined) or foreign one is reported as a runtime assertion naming
+/// `what` was attempted, and the caller must not touch it. Always true in
+/// unguarded builds.
+///
+/// # Safety
+/// `obj` is a body this module allocated, live or quarantined (in guarded
+/// builds its guard word, 32 bytes before it, is readable).
+pub unsafe fn check_live(obj: *const Object, what: &str) -> bool {
+    if !GUARDED {
+        return true;
+    }
+    // SAFETY: as the caller guarantees, the guard word is readable.
+    let word = unsafe { obj.cast::<u8>().sub(prefix(true)).cast::<usize>().read() };
+    match Guard::of(word) {
+        Guard::Live => true,
+        Guard::Freed => {
+            // SAFETY: a quarantined body keeps its number.
+            let id = unsafe { (*obj).id };
+            registry::report_violation(format!(
+                "use after free: {what} on obj#{id}, whose storage was already freed"
+            ));
+            false
+        }
+        Guard::Foreign(w) => {
+            registry::report_violation(format!(
+                "{what} on memory that is no live object of this allocator (guard word {w:#x})"
+            ));
+            false
+        }
+    }
 }
 
 /// The `delete_space` recorded just before a body.
@@ -77,50 +121,69 @@ pub fn alloc_untied(type_index: i32) -> *mut Object {
 /// # Safety
 /// `obj` must be a body from this module whose storage is live.
 pub unsafe fn delete_space_of(obj: *mut Object) -> DeleteSpace {
+    // SAFETY: a body of this module, as the caller guarantees.
+    unsafe { check_live(obj, "delete_space read") };
     // SAFETY: both layouts put `delete_space` right before the body.
     unsafe { obj.cast::<DeleteSpace>().sub(1).read() }
 }
 
 /// The tag word of a tied body.
 ///
-/// Builds with debug assertions (tests, fuzz targets) first check in the
-/// registry that `obj` is a live tied block: reading the tag word of an
-/// untied object (the bug upstream staged tying off for) reads before its
-/// block. That is reported as a violation and answered with a blank word
-/// of this thread's instead, so the checker sees it without a crash.
+/// Guarded builds (tests, fuzz targets) check the guard word first, and
+/// that the word read is a tag word: reading the tag word of an untied
+/// object (the bug upstream staged tying off for) reads before its body;
+/// here it reads the no-tag marker instead. Either is reported as a
+/// violation and answered with a blank word of this thread's, so the
+/// checker sees it without a crash.
 ///
 /// # Safety
 /// `obj` must be a live body allocated by [`alloc_tied`].
 pub unsafe fn tag_word<'a>(obj: *mut Object) -> &'a AtomicUsize {
-    #[cfg(any(debug_assertions, feature = "mutants"))]
-    if !registry::is_tied_block(obj as usize) {
-        registry::report_violation(format!(
-            "tag word read on {:#x}, which is not a live tied object (it has no tag word)",
-            obj as usize
-        ));
-        thread_local! {
-            static BLANK: AtomicUsize = const { AtomicUsize::new(0) };
-        }
-        return BLANK.with(|b| {
-            b.store(0, std::sync::atomic::Ordering::Relaxed);
-            // SAFETY: a thread-local lives as long as its thread, which
-            // outlives the caller's use of the word.
-            unsafe { &*(b as *const AtomicUsize) }
-        });
-    }
-    // SAFETY: the caller guarantees a live tied block: the tied prefix puts
-    // the tag word 16 bytes before the body.
+    // SAFETY: as the caller guarantees.
     unsafe { tag_word_unchecked(obj) }
 }
 
 /// The tag word of a body the caller knows (from the registry) to be a
-/// live tied block: no check.
+/// live tied block. Checked all the same in guarded builds: a caller that
+/// is wrong is the bug this layer exists to show.
 ///
 /// # Safety
 /// `obj` must be a live body allocated by [`alloc_tied`].
 pub unsafe fn tag_word_unchecked<'a>(obj: *mut Object) -> &'a AtomicUsize {
-    // SAFETY: the tied prefix puts the tag word 16 bytes before the body.
-    unsafe { &*obj.cast::<u8>().sub(TIED_PREFIX).cast::<AtomicUsize>() }
+    // SAFETY: the tag word's place is 16 bytes before any body of this
+    // module (inside the block when guarded; see the caller's contract).
+    let word = unsafe { &*obj.cast::<u8>().sub(TIED_PREFIX).cast::<AtomicUsize>() };
+    if GUARDED {
+        // SAFETY: a body of this module, as the caller guarantees.
+        let live = unsafe { check_live(obj, "tag word read") };
+        let untied = live && word.load(std::sync::atomic::Ordering::Relaxed) == NO_TAG;
+        if untied {
+            // SAFETY: a live body.
+            let id = unsafe { (*obj).id };
+            registry::report_violation(format!(
+                "tag word read on obj#{id}, which is not a live tied object (it has no tag word): \
+                 a read before an untied object's body"
+            ));
+        }
+        if !live || untied {
+            return blank_word();
+        }
+    }
+    word
+}
+
+/// A zeroed word of this thread's, returned instead of a tag word that
+/// must not be used.
+fn blank_word<'a>() -> &'a AtomicUsize {
+    thread_local! {
+        static BLANK: AtomicUsize = const { AtomicUsize::new(0) };
+    }
+    BLANK.with(|b| {
+        b.store(0, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: a thread-local lives as long as its thread, which
+        // outlives the caller's use of the word.
+        unsafe { &*(b as *const AtomicUsize) }
+    })
 }
 
 /// Free an object's storage by its allocation header's `delete_space`.
@@ -139,8 +202,8 @@ pub(super) unsafe fn free_storage(obj: *mut Object) {
 /// any, has been dealt with.
 pub unsafe fn free_tied_block(obj: *mut Object) {
     if registry::block_freed(obj as usize).is_some() {
-        // SAFETY: the block was allocated with `tied_layout` at obj - 16.
-        unsafe { dealloc(obj.cast::<u8>().sub(TIED_PREFIX), tied_layout()) };
+        // SAFETY: as the caller guarantees; a live tied block.
+        unsafe { release_block(obj, true) };
     }
 }
 
@@ -148,7 +211,54 @@ pub unsafe fn free_tied_block(obj: *mut Object) {
 unsafe extern "C" fn untied_delete_space(body: *mut c_void) {
     let obj = body.cast::<Object>();
     if registry::block_freed(obj as usize).is_some() {
-        // SAFETY: the block was allocated with `untied_layout` at obj - 8.
-        unsafe { dealloc(obj.cast::<u8>().sub(UNTIED_PREFIX), untied_layout()) };
+        // SAFETY: the registry says it is a live block; weak reached 0.
+        unsafe { release_block(obj, false) };
+    }
+}
+
+/// Give a block back: in guarded builds poison it first (guard word, counts,
+/// field), and quarantine it where quarantine is on.
+///
+/// # Safety
+/// `obj` is the body of a live block of this module with the given
+/// tied-ness, and nobody may use it any more.
+unsafe fn release_block(obj: *mut Object, tied: bool) {
+    // SAFETY: the block starts `prefix` bytes before the body.
+    let block = unsafe { obj.cast::<u8>().sub(prefix(tied)) };
+    if GUARDED {
+        // SAFETY: the block is ours until freed below; these words are in it.
+        unsafe {
+            block.cast::<usize>().write(guard::FREED);
+            (*obj)
+                .header
+                .combined_ref_count
+                .store(guard::POISONED_COUNT, std::sync::atomic::Ordering::Relaxed);
+            (*obj)
+                .field
+                .store(std::ptr::null_mut(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let held = Held {
+        block: block as usize,
+        layout: layout(tied),
+    };
+    let now = if QUARANTINED {
+        guard::quarantine(held)
+    } else {
+        vec![held]
+    };
+    for h in now {
+        // SAFETY: allocated by `allocate` with this layout, freed once
+        // (each block enters the quarantine once and leaves it once).
+        unsafe { dealloc(h.block as *mut u8, h.layout) };
+    }
+}
+
+/// Free every quarantined block: a new program starts, so nothing of the
+/// last one may be touched any more (called with the world empty).
+pub fn release_quarantine() {
+    for h in guard::drain() {
+        // SAFETY: as in `release_block`.
+        unsafe { dealloc(h.block as *mut u8, h.layout) };
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod cpp;
+pub mod guard;
 pub mod object;
 pub mod registry;
 

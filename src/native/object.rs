@@ -71,9 +71,31 @@ impl Object {
         }
     }
 
-    /// (strong, weak).
+    /// (strong, weak); (0, 0) for a freed block (reported, in guarded
+    /// builds).
     pub fn counts(&self) -> (u32, u32) {
+        // SAFETY: `self` is a body of this crate's allocator.
+        if !unsafe { super::alloc::check_live(self, "count read") } {
+            return (0, 0);
+        }
         split_counts(self.header.combined_ref_count.load(Ordering::Acquire))
+    }
+
+    /// The field `x` (checked like every accessor in guarded builds; a
+    /// freed block's field reads as a fresh empty one).
+    pub fn field(&self) -> &AtomicPtr<Object> {
+        // SAFETY: `self` is a body of this crate's allocator.
+        if !unsafe { super::alloc::check_live(self, "field access") } {
+            thread_local! {
+                static EMPTY: AtomicPtr<Object> = const { AtomicPtr::new(ptr::null_mut()) };
+            }
+            return EMPTY.with(|e| {
+                e.store(ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: a thread-local outlives the caller's use.
+                unsafe { &*(e as *const AtomicPtr<Object>) }
+            });
+        }
+        &self.field
     }
 }
 
@@ -83,6 +105,10 @@ impl Object {
 /// `obj` must point to a live object (strong > 0) the caller has a
 /// reference to.
 pub unsafe fn inc_ref(obj: *mut Object) {
+    // SAFETY: a body of this crate's allocator, as the caller guarantees.
+    if !unsafe { super::alloc::check_live(obj, "IncRef") } {
+        return;
+    }
     // SAFETY: the caller guarantees `obj` is live.
     unsafe { &(*obj).header.combined_ref_count }.fetch_add(STRONG_ONE, Ordering::Relaxed);
 }
@@ -93,6 +119,10 @@ pub unsafe fn inc_ref(obj: *mut Object) {
 /// # Safety
 /// The caller owns one strong reference on `obj` and gives it up.
 pub unsafe fn dec_ref(obj: *mut Object) {
+    // SAFETY: a body of this crate's allocator, as the caller guarantees.
+    if !unsafe { super::alloc::check_live(obj, "DecRef") } {
+        return;
+    }
     // SAFETY: the caller owns a strong ref, so the body is live here.
     let header = unsafe { &(*obj).header };
     let before = header
@@ -102,6 +132,10 @@ pub unsafe fn dec_ref(obj: *mut Object) {
         std::sync::atomic::fence(Ordering::Acquire);
         // SAFETY: both counts reached 0; nobody else can reach the object.
         unsafe { (header.deleter)(obj.cast(), DELETER_BOTH) };
+        if crate::mutant!(ReadAfterFree) {
+            // SAFETY: none; the fault reads storage the deleter just freed.
+            let _ = unsafe { (*obj).counts() };
+        }
     } else if before & STRONG_MASK == STRONG_ONE {
         std::sync::atomic::fence(Ordering::Acquire);
         if crate::mutant!(StorageFreedAtStrongZero) {
@@ -121,6 +155,10 @@ pub unsafe fn dec_ref(obj: *mut Object) {
 /// # Safety
 /// `obj`'s storage must be live and the caller must hold a reference.
 pub unsafe fn weak_hold(obj: *mut Object) {
+    // SAFETY: a body of this crate's allocator, as the caller guarantees.
+    if !unsafe { super::alloc::check_live(obj, "weak hold") } {
+        return;
+    }
     // SAFETY: the caller guarantees the storage is live.
     unsafe { &(*obj).header.combined_ref_count }.fetch_add(WEAK_ONE, Ordering::Relaxed);
 }
@@ -130,6 +168,10 @@ pub unsafe fn weak_hold(obj: *mut Object) {
 /// # Safety
 /// The caller owns one weak reference on `obj` and gives it up.
 pub unsafe fn weak_release(obj: *mut Object) {
+    // SAFETY: a body of this crate's allocator, as the caller guarantees.
+    if !unsafe { super::alloc::check_live(obj, "weak release") } {
+        return;
+    }
     // SAFETY: the caller owns a weak ref, so the storage is live here.
     let header = unsafe { &(*obj).header };
     let before = header
@@ -147,6 +189,10 @@ pub unsafe fn weak_release(obj: *mut Object) {
 /// # Safety
 /// The caller owns a weak reference on `obj` (storage live).
 pub unsafe fn try_upgrade(obj: *mut Object) -> bool {
+    // SAFETY: a body of this crate's allocator, as the caller guarantees.
+    if !unsafe { super::alloc::check_live(obj, "weak upgrade") } {
+        return false;
+    }
     // SAFETY: the caller's weak ref keeps the storage live.
     let count = unsafe { &(*obj).header.combined_ref_count };
     let mut cur = count.load(Ordering::Relaxed);
@@ -188,7 +234,7 @@ unsafe fn destroy_payload(obj: *mut Object) {
         return;
     }
     // SAFETY: as above.
-    let child = unsafe { &(*obj).field }.swap(ptr::null_mut(), Ordering::AcqRel);
+    let child = unsafe { (*obj).field() }.swap(ptr::null_mut(), Ordering::AcqRel);
     if !child.is_null() {
         // SAFETY: the field owned one strong ref on `child`.
         unsafe { dec_ref(child) };

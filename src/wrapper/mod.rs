@@ -212,6 +212,7 @@ pub fn reset() -> Result<(), String> {
     if let Some(left) = leftovers() {
         return Err(format!("the world is not empty: {left}"));
     }
+    native::alloc::release_quarantine();
     native::registry::reset();
     accounts::reset();
     Ok(())

@@ -38,7 +38,7 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
                 let obj = h.addr as *mut Object;
                 // SAFETY: the registry says this block is allocated.
                 let ((strong, weak), field) =
-                    unsafe { ((*obj).counts(), (*obj).field.load(Ordering::Acquire)) };
+                    unsafe { ((*obj).counts(), (*obj).field().load(Ordering::Acquire)) };
                 let binding = if h.tied {
                     // SAFETY: allocated tied block: its tag word exists.
                     match decode_tag(unsafe { tag_word_unchecked(obj) }.load(Ordering::Acquire)) {

@@ -116,7 +116,9 @@ use pyo3::ffi;
 use super::accounts;
 use super::seams::{self, Clear};
 use super::types::{self, PyWrapper};
-use crate::native::alloc::{DeleteSpace, delete_space_of, free_tied_block, tag_word};
+use crate::native::alloc::{
+    DeleteSpace, delete_space_of, free_tied_block, tag_word, tag_word_unchecked,
+};
 use crate::native::object::{self, Object};
 use crate::native::registry::report_violation;
 
@@ -158,6 +160,10 @@ pub unsafe fn is_tied(obj: *mut Object) -> bool {
 /// # Safety
 /// `obj` is a live body.
 unsafe fn tag_of<'a>(obj: *mut Object) -> Option<&'a std::sync::atomic::AtomicUsize> {
+    if mutant!(UntiedTagPeek) {
+        // SAFETY: none for an untied body: the fault reads before it.
+        let _ = unsafe { tag_word_unchecked(obj) }.load(Ordering::Relaxed);
+    }
     // SAFETY: live body, as the caller guarantees.
     if unsafe { is_tied(obj) } || mutant!(UntiedTagRead) {
         // SAFETY: tied bodies have a tag word 16 bytes before them.
@@ -539,7 +545,7 @@ pub(super) unsafe extern "C" fn get_x(w: *mut ffi::PyObject, _: *mut c_void) -> 
         return ptr::null_mut();
     }
     // SAFETY: `obj` is live (W's ref); its field owns a ref on the child.
-    let child = unsafe { (*obj).field.load(Ordering::Acquire) };
+    let child = unsafe { (*obj).field() }.load(Ordering::Acquire);
     if child.is_null() {
         // SAFETY: GIL held.
         return unsafe { ffi::Py_NewRef(ffi::Py_None()) };
@@ -577,7 +583,7 @@ pub(super) unsafe extern "C" fn set_x(
         v
     };
     // SAFETY: `obj` is live (W's ref).
-    let old = unsafe { (*obj).field.swap(new, Ordering::AcqRel) };
+    let old = unsafe { (*obj).field() }.swap(new, Ordering::AcqRel);
     if !old.is_null() {
         // SAFETY: the field owned one strong ref on `old`.
         unsafe { object::dec_ref(old) };
