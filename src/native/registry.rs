@@ -134,11 +134,6 @@ pub fn take_violations() -> Vec<String> {
     with(|r| std::mem::take(&mut r.violations))
 }
 
-/// True when any violation is pending.
-pub fn has_violations() -> bool {
-    with(|r| !r.violations.is_empty())
-}
-
 /// Forget everything and number handles from 0 again. Blocks still
 /// allocated are forgotten, not freed (used at program start, where the
 /// world is empty, and after a failure, where freeing could be unsafe).

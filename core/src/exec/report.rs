@@ -189,11 +189,6 @@ fn state_lines_against(s: &AbstractState, other: &AbstractState) -> Vec<(String,
     out
 }
 
-/// The state as (name, value) lines, in a fixed order.
-pub fn state_lines(s: &AbstractState) -> Vec<(String, String)> {
-    state_lines_against(s, s)
-}
-
 /// A compact rendering of a state, a few lines, for `pytie trace`.
 pub fn state_summary(s: &AbstractState) -> String {
     use std::fmt::Write;
