@@ -9,8 +9,8 @@
 //! the memory behind it allocated.
 
 use std::ffi::{CStr, c_char, c_void};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `TVMFFIAny`: type index, padding, 8-byte value.
 #[repr(C)]
@@ -291,4 +291,79 @@ pub(super) unsafe fn register(name: &str, f: SafeCall) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What the observer learns of one object from its deleter (see
+/// [`watch`]): set by whichever thread runs the deleter.
+#[derive(Default)]
+pub(super) struct Watch {
+    /// The deleter ran with the weak bit: the storage is freed (or, in
+    /// upstream's dealloc handshake, freed before the step ends: §3.1).
+    pub(super) freed: AtomicBool,
+    /// ... on a thread that did not hold the GIL.
+    pub(super) freed_without_gil: AtomicBool,
+}
+
+/// The original deleter of each watched object and its [`Watch`], by
+/// address. An entry goes when the storage is freed, so a later object at
+/// the same address is watched afresh.
+static WATCHED: Mutex<Vec<(usize, ObjDeleter, Arc<Watch>)>> = Mutex::new(Vec::new());
+
+fn watched() -> std::sync::MutexGuard<'static, Vec<(usize, ObjDeleter, Arc<Watch>)>> {
+    WATCHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The deleter the observer puts in a watched object's header: records
+/// the event, then calls the object's own deleter with the same flags.
+///
+/// # Safety
+/// Called by the library (object.h `DecRef`/`DecWeakRef`) with a watched
+/// object's header and the deleter flags.
+unsafe extern "C" fn watching_deleter(obj: *mut c_void, flags: i32) {
+    let addr = obj as usize;
+    let (orig, w) = {
+        let mut t = watched();
+        let i = t
+            .iter()
+            .position(|e| e.0 == addr)
+            .expect("a watched object's deleter is in the table");
+        if flags & DELETE_WEAK != 0 {
+            let (_, d, w) = t.swap_remove(i);
+            (d, Some(w))
+        } else {
+            (t[i].1, None)
+        }
+    };
+    if let Some(w) = &w {
+        // SAFETY: PyGILState_Check may be called on any thread.
+        let gil = unsafe { pyo3::ffi::PyGILState_Check() } != 0;
+        w.freed_without_gil.store(!gil, Ordering::SeqCst);
+    }
+    // SAFETY: the object's own deleter, called as the library would have.
+    unsafe { orig(obj, flags) };
+    if let Some(w) = w {
+        w.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Watch the object at `addr`: put [`watching_deleter`] in its header, so
+/// the observer learns when its storage is freed without keeping it
+/// allocated (a weak reference of its own would change which flow of the
+/// dealloc handshake upstream takes, and on which thread storage dies).
+///
+/// # Safety
+/// The object at `addr` is alive and not watched yet, and no other thread
+/// can reach it (just created, the GIL held).
+pub(super) unsafe fn watch(addr: usize) -> Arc<Watch> {
+    let slot = (addr + 16) as *mut Option<ObjDeleter>;
+    // SAFETY: the deleter pointer is at offset 16 of a live header (c_api.h
+    // `TVMFFIObject`); nobody else reads or writes it now (the contract).
+    let orig = unsafe { std::ptr::read(slot) };
+    let w = Arc::new(Watch::default());
+    if let Some(d) = orig {
+        watched().push((addr, d, w.clone()));
+        // SAFETY: as above.
+        unsafe { std::ptr::write(slot, Some(watching_deleter as ObjDeleter)) };
+    }
+    w
 }

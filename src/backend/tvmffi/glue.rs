@@ -4,6 +4,7 @@
 //! many strong refs does a field store leak?). Once per process.
 
 use std::ffi::CStr;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
@@ -57,6 +58,13 @@ pub(super) struct Lib {
 }
 
 static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+/// The environment the library was (or was tried to be) loaded from.
+static LOADED_FROM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where this process loaded tvm-ffi from, once it tried.
+pub(super) fn loaded_from() -> Option<&'static Path> {
+    LOADED_FROM.get().map(PathBuf::as_path)
+}
 
 /// The library, loaded on first use.
 pub(super) fn lib(py: Python<'_>) -> Result<&'static Lib, String> {
@@ -64,7 +72,8 @@ pub(super) fn lib(py: Python<'_>) -> Result<&'static Lib, String> {
 }
 
 fn load(py: Python<'_>) -> Result<Lib, String> {
-    let site = site_packages(&venv_dir())?;
+    let venv = LOADED_FROM.get_or_init(venv_dir);
+    let site = site_packages(venv)?;
     let e = |what: &'static str| move |err: PyErr| format!("tvm-ffi: {what}: {err}");
     let sys = py.import("sys").map_err(e("import sys"))?;
     sys.getattr("path")

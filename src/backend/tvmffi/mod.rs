@@ -48,29 +48,36 @@ mod glue;
 mod signals;
 mod venv;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use pytie_core::backend::{Backend, Caps};
+use pytie_core::model::Design;
 use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, VARS, Var};
 use pytie_core::state::{
     AbstractState, Binding, DANGLING, HandleNo, HandleState, StepResult, Totals, VarState,
     WrapperLife, WrapperNo, WrapperState,
 };
 
-use capi::{FfiAny, K_STATIC_OBJECT_BEGIN, TAKEN};
+use capi::{FfiAny, K_STATIC_OBJECT_BEGIN, TAKEN, Watch};
 use glue::{Lib, chandle};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{LEAK_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps};
 pub use signals::sigsegv_handler_owner;
-pub use venv::{site_packages, venv_dir};
+pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
 
 /// A wrapper the program has seen, numbered by first appearance.
 struct Wr {
     addr: usize,
+    /// Known dead: its last ref went and its handle's tag word does not
+    /// cache it (Inactive), so its address may be reused by a fresh
+    /// wrapper, which is never a revival (contract §4.1 R9).
+    dead: bool,
     /// Vars and cycles holding it.
     refs: u32,
     /// The handle `chandle` pointed to when last seen (`None`: NULL).
@@ -86,9 +93,9 @@ pub struct TvmFfiBackend {
     var_wr: [Option<WrapperNo>; VARS],
     /// Holders: (object address, handle number); each owns a strong ref.
     holders: [Option<(usize, HandleNo)>; HOLDERS],
-    /// Object address per handle number; the observer holds a weak ref on
-    /// each until the program ends.
-    handles: Vec<usize>,
+    /// Per handle number: the object's address, and what its deleter told
+    /// the observer (which holds no reference of its own: [`capi::watch`]).
+    handles: Vec<(usize, Arc<Watch>)>,
     wrappers: Vec<Wr>,
     cycles: Vec<WrapperNo>,
     result: StepResult,
@@ -119,6 +126,18 @@ impl TvmFfiBackend {
         self.known = known;
     }
 
+    /// The environment the library was loaded from.
+    pub fn venv(&self) -> PathBuf {
+        glue::loaded_from().map_or_else(venv_dir, Path::to_path_buf)
+    }
+
+    /// The model design this build implements: upstream's design U when
+    /// tying is on (contract §3.1); with tying off the design does not
+    /// matter (every object untied), S is kept.
+    pub fn design(&self) -> Design {
+        if self.lib.tying { Design::U } else { Design::S }
+    }
+
     /// The installed version (`tvm_ffi.__version__`).
     pub fn version(&self) -> &str {
         &self.lib.version
@@ -132,7 +151,8 @@ impl TvmFfiBackend {
     /// How tying was detected, for the output.
     pub fn profile(&self) -> String {
         if self.lib.tying {
-            "tying on (a second return of the same object gave the same wrapper): model with tying"
+            "tying on (a second return of the same object gave the same wrapper): model design U \
+             (contract §3.1)"
                 .into()
         } else {
             "tying off (a second return of the same object gave a new wrapper): model profile \
@@ -141,11 +161,32 @@ impl TvmFfiBackend {
         }
     }
 
+    /// The handle of the live object at `addr` (a freed object's address
+    /// may be reused by a later one).
     fn handle_no(&self, addr: usize) -> HandleNo {
         self.handles
             .iter()
-            .position(|&a| a == addr)
+            .rposition(|(a, w)| *a == addr && !w.freed.load(Ordering::SeqCst))
             .map_or(DANGLING, |n| n as HandleNo)
+    }
+
+    /// The address of handle `n` while its storage is allocated.
+    fn storage(&self, n: usize) -> Option<usize> {
+        let (a, w) = &self.handles[n];
+        (!w.freed.load(Ordering::SeqCst)).then_some(*a)
+    }
+
+    /// Handle `n`'s tag word caches the wrapper at `w` (Inactive(W), §3.1
+    /// "Tag word"). Only with tying on, where every object the backend
+    /// makes has the 16-byte prefix.
+    fn caches(&self, n: HandleNo, w: usize) -> bool {
+        let Some(addr) = self.storage(n as usize).filter(|_| self.lib.tying) else {
+            return false;
+        };
+        // SAFETY: the storage is allocated (its deleter has not freed it)
+        // and has the tied prefix: the tag word is at body - 16.
+        let tag = unsafe { std::ptr::read((addr - 16) as *const usize) };
+        tag & 1 != 0 && tag & !7 == w
     }
 
     /// The handle a wrapper points to; `None` when moved-from.
@@ -165,15 +206,16 @@ impl TvmFfiBackend {
             .iter()
             .position(|w| w.addr == addr && w.refs > 0);
         let revived = || {
-            self.wrappers
-                .iter()
-                .rposition(|w| w.addr == addr && w.refs == 0 && h.is_some() && w.chandle == h)
+            self.wrappers.iter().rposition(|w| {
+                w.addr == addr && w.refs == 0 && !w.dead && h.is_some() && w.chandle == h
+            })
         };
         let n = match held.or_else(|| self.lib.tying.then(revived).flatten()) {
             Some(n) => n,
             None => {
                 self.wrappers.push(Wr {
                     addr,
+                    dead: false,
                     refs: 0,
                     chandle: h,
                 });
@@ -231,10 +273,9 @@ impl TvmFfiBackend {
         };
         let o = cls.bind(py).call0()?;
         let addr = chandle(&o)?;
-        // SAFETY: `o` keeps the object alive; the observer's weak ref
-        // keeps its header readable until `release_observers`.
-        unsafe { capi::inc_weak(addr) };
-        self.handles.push(addr);
+        // SAFETY: just made; only `o` reaches it, and the GIL is held.
+        let watch = unsafe { capi::watch(addr) };
+        self.handles.push((addr, watch));
         Ok(o)
     }
 
@@ -380,18 +421,14 @@ impl TvmFfiBackend {
         Ok(StepResult::Ok)
     }
 
-    /// One handle as observed.
-    ///
-    /// # Safety
-    /// `addr` is one of `self.handles`, whose storage the observer's weak
-    /// reference keeps allocated.
-    unsafe fn observe_handle(&self, addr: usize) -> HandleState {
-        // SAFETY: the caller's contract.
-        let (strong, weak) = unsafe { capi::counts(addr) };
-        let weak = weak.saturating_sub(1); // the observer's own
-        if weak == 0 && strong == 0 {
+    /// Handle `n` as observed: freed when its deleter freed the storage,
+    /// else its header read.
+    fn observe_handle(&self, n: usize) -> HandleState {
+        let Some(addr) = self.storage(n) else {
             return HandleState::FREED;
-        }
+        };
+        // SAFETY: the storage is allocated (its deleter has not freed it).
+        let (strong, weak) = unsafe { capi::counts(addr) };
         // SAFETY: strong > 0: alive, a Node or DictNode (new_object).
         let field = (strong > 0).then(|| unsafe { self.field(addr) }).flatten();
         HandleState {
@@ -422,14 +459,19 @@ impl TvmFfiBackend {
         }
     }
 
-    /// End of a program: drop the observer's weak references (storage of
-    /// dead objects is freed now) and forget the handles.
+    /// End of a program: forget the handles (an object a finding leaked
+    /// stays watched; its deleter still runs when it dies).
     fn release_observers(&mut self) {
-        for addr in self.handles.drain(..) {
-            // SAFETY: the observer's own weak ref; the address is
-            // forgotten with it.
-            unsafe { capi::dec_weak(addr) };
-        }
+        self.handles.clear();
+    }
+
+    /// Handles whose storage was freed by a deleter on a thread without the
+    /// GIL, this program (`release_foreign` freeing the last reference).
+    pub fn freed_without_gil(&self) -> Vec<HandleNo> {
+        (0..self.handles.len())
+            .filter(|&n| self.handles[n].1.freed_without_gil.load(Ordering::SeqCst))
+            .map(|n| n as HandleNo)
+            .collect()
     }
 }
 
@@ -525,15 +567,21 @@ impl Backend for TvmFfiBackend {
                 };
             }
         });
+        // A wrapper nobody holds is dead unless its handle caches it.
+        for i in 0..self.wrappers.len() {
+            let w = &self.wrappers[i];
+            if w.refs == 0 && !w.dead {
+                let cached = w.chandle.is_some_and(|h| self.caches(h, w.addr));
+                self.wrappers[i].dead = !cached;
+            }
+        }
         for (slot, h) in out.holders.iter_mut().zip(&self.holders) {
             *slot = h.map(|(_, n)| n);
         }
         out.result = self.result;
         let mut t = Totals::default();
-        for &addr in &self.handles {
-            // SAFETY: an observed handle, its storage kept by the
-            // observer's weak ref.
-            let h = unsafe { self.observe_handle(addr) };
+        for n in 0..self.handles.len() {
+            let h = self.observe_handle(n);
             t.live_handles += u32::from(h.alive());
             t.live_blocks += u32::from(h.storage);
             out.handles.push(h);
@@ -572,8 +620,10 @@ impl Backend for TvmFfiBackend {
     fn clear_all_fields(&mut self) {
         Python::attach(|py| {
             for i in 0..self.handles.len() {
-                let addr = self.handles[i];
-                // SAFETY: the observer's weak ref keeps the storage.
+                let Some(addr) = self.storage(i) else {
+                    continue;
+                };
+                // SAFETY: the storage is allocated.
                 if unsafe { capi::counts(addr) }.0 == 0 {
                     continue;
                 }
@@ -594,12 +644,10 @@ impl Backend for TvmFfiBackend {
     fn reclaim_leaked(&mut self) {}
 
     fn leftovers(&mut self) -> Option<String> {
-        let alive: Vec<String> = self
-            .handles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &a)| {
-                // SAFETY: the observer's weak ref keeps the storage.
+        let alive: Vec<String> = (0..self.handles.len())
+            .filter_map(|i| {
+                let a = self.storage(i)?;
+                // SAFETY: the storage is allocated.
                 let s = unsafe { capi::counts(a) }.0;
                 (s > 0).then(|| format!("obj#{i} (strong {s})"))
             })
