@@ -21,16 +21,20 @@
 //! Observation: handles by address; strong and weak counts read from the
 //! object header (`combined_ref_count`, c_api.h); fields read from the
 //! object at the offset the reflection table gives; vars' wrappers by
-//! address and `__chandle__()` (0: moved-from). The observer keeps one weak
-//! reference on every object the program created (the library's own
-//! `IncWeakRef`/`DecWeakRef` protocol, object.h), so the header can be read
-//! after the object dies and an address is never reused within a program;
-//! the weak count reported excludes it. Not observable: bindings (tag
-//! words), whether a wrapper's memory is freed, world totals.
+//! address and `__chandle__()` (0: moved-from). The observer holds no
+//! reference: it puts a pass-through deleter in each object's header
+//! ([`capi::watch`]) and so learns when (and on which thread, with or
+//! without the GIL) the storage is freed, and reads a header only while
+//! its storage is allocated. A wrapper nobody holds is dead unless its
+//! handle's tag word caches it (tying on: `W|1`), so CPython reusing a
+//! freed wrapper's address is never taken for a revival. Not observable:
+//! bindings, whether a wrapper's memory is freed, world totals.
 //!
 //! Tying: detected at start-up (a second return of the same object is the
 //! same wrapper, or not); off in every published wheel, which makes the
-//! executor's model treat every object as untied.
+//! executor's model treat every object as untied; on in the build of
+//! `scripts/setup-tvmffi-tied` ([`Build::Tied`], `--backend tvm-ffi-tied`),
+//! checked against the model's design U (contract §3.1).
 //!
 //! Recorded upstream findings (corpus/upstream/):
 //! - [`LEAK_FINDING`]: every store into a `py_class` field leaks one strong
@@ -463,6 +467,16 @@ impl TvmFfiBackend {
     /// stays watched; its deleter still runs when it dies).
     fn release_observers(&mut self) {
         self.handles.clear();
+    }
+
+    /// Handles whose storage the library's deleter has freed, this program
+    /// (the deleter ran with the weak bit; nothing of the observer's kept
+    /// it allocated).
+    pub fn storage_freed(&self) -> Vec<HandleNo> {
+        (0..self.handles.len())
+            .filter(|&n| self.handles[n].1.freed.load(Ordering::SeqCst))
+            .map(|n| n as HandleNo)
+            .collect()
     }
 
     /// Handles whose storage was freed by a deleter on a thread without the
