@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::pytie::PytieBackend;
-use crate::backend::tvmffi::KnownFindings;
-use crate::backend::tvmffi::TvmFfiBackend;
+use crate::backend::tvmffi::{self, KnownFindings, TvmFfiBackend};
 use crate::harness::{self, with_executor};
 use pytie_core::backend::Backend;
 use pytie_core::exec::report::state_summary;
@@ -43,8 +42,41 @@ struct Form {
 enum BackendName {
     /// pytie's own runtime (design S).
     Pytie,
-    /// apache-tvm-ffi from PyPI, installed by scripts/setup-tvmffi.
+    /// apache-tvm-ffi from PyPI, installed by scripts/setup-tvmffi (or the
+    /// environment $PYTIE_TVMFFI_VENV names).
     TvmFfi,
+    /// apache-tvm-ffi built with tying on by scripts/setup-tvmffi-tied
+    /// ($PYTIE_TVMFFI_TIED_VENV, else .venv/tvmffi-tied); checked against
+    /// the model's design U.
+    TvmFfiTied,
+}
+
+impl BackendName {
+    fn is_tvmffi(self) -> bool {
+        self != BackendName::Pytie
+    }
+
+    /// Load a tvm-ffi build (once per process) and check it is the one
+    /// asked for: `tvm-ffi-tied` must have tying on.
+    fn prepare(self) -> Result<(), Bad> {
+        let build = match self {
+            BackendName::Pytie => return Ok(()),
+            BackendName::TvmFfi => tvmffi::Build::Default,
+            BackendName::TvmFfiTied => tvmffi::Build::Tied,
+        };
+        tvmffi::select(build).map_err(Bad)?;
+        let (tying, venv) =
+            with_executor::<TvmFfiBackend, _>(|ex| (ex.backend.tying(), ex.backend.venv()))
+                .map_err(Bad)?;
+        if build == tvmffi::Build::Tied && !tying {
+            return Err(Bad(format!(
+                "--backend tvm-ffi-tied: the tvm-ffi in {} has tying off (a second return gave \
+                 a new wrapper); rebuild it with scripts/setup-tvmffi-tied",
+                venv.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -111,6 +143,10 @@ enum Cmd {
         python: bool,
         #[command(flatten)]
         form: Form,
+        /// Which tvm-ffi build's profile the script expects (tying on or
+        /// off); `tvm-ffi-tied` loads the activated build.
+        #[arg(long, value_enum, default_value = "tvm-ffi")]
+        backend: BackendName,
         /// The program (binary files decode as the `tvmffi` target does).
         file: PathBuf,
         /// Write here instead of standard output.
@@ -205,6 +241,7 @@ fn print_outcome(f: &Path, o: &Outcome) {
         (o.refused.len(), "refused"),
         (o.worked_around.len(), "worked around"),
         (o.unheld, "expectations false on both sides"),
+        (o.not_judged, "expectations not judged"),
     ] {
         if n > 0 {
             counts += &format!(", {n} {what}");
@@ -228,8 +265,15 @@ fn print_outcome(f: &Path, o: &Outcome) {
     }
     if o.unheld > 0 {
         out!(
-            "     {} `expect` steps are false on the model too (tying off): not judged",
+            "     {} `expect` steps are false on the model too (tying off): unheld (contract §4.3 E2)",
             o.unheld
+        );
+    }
+    if o.not_judged > 0 {
+        out!(
+            "     {} `expect` steps come after a skipped or refused step: not judged (contract \
+             §4.3 E4)",
+            o.not_judged
         );
     }
 }
@@ -251,7 +295,8 @@ fn run(
     } else {
         KnownFindings::Report
     };
-    if backend == BackendName::TvmFfi {
+    backend.prepare()?;
+    if backend.is_tvmffi() {
         let about = with_executor::<TvmFfiBackend, _>(|ex| {
             ex.backend.set_known_findings(known);
             format!("{}\nmodel: {}", ex.backend.name(), ex.backend.profile())
@@ -262,12 +307,14 @@ fn run(
     let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
         match backend {
             BackendName::Pytie => harness::check_lifecycle(p),
-            BackendName::TvmFfi => with_executor::<TvmFfiBackend, _>(|ex| {
-                ex.backend.set_known_findings(known);
-                ex.set_strict_expectations(strict.then_some(true));
-                ex.run(p)
-            })
-            .expect("tvm-ffi was loaded above"),
+            BackendName::TvmFfi | BackendName::TvmFfiTied => {
+                with_executor::<TvmFfiBackend, _>(|ex| {
+                    ex.backend.set_known_findings(known);
+                    ex.set_strict_expectations(strict.then_some(true));
+                    ex.run(p)
+                })
+                .expect("tvm-ffi was loaded above")
+            }
         }
     };
     let mut failed = 0;
@@ -324,22 +371,24 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
 /// within its step kinds, as the `tvmffi` fuzz target does.
 fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
     match backend {
-        BackendName::TvmFfi if !is_text(path, form) => Ok(binary::decode_for(
-            &read(path)?,
-            crate::backend::tvmffi::steps(),
-        )),
+        BackendName::TvmFfi | BackendName::TvmFfiTied if !is_text(path, form) => Ok(
+            binary::decode_for(&read(path)?, crate::backend::tvmffi::steps()),
+        ),
         _ => load(path, is_text(path, form)).map_err(Bad),
     }
 }
 
 fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Result<ExitCode, Bad> {
     let p = load_for(file, form, backend)?;
+    backend.prepare()?;
     let name = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let checked = match backend {
         BackendName::Pytie => harness::check_lifecycle(&p),
-        BackendName::TvmFfi => harness::check_tvmffi(&p, KnownFindings::WorkAround).map_err(Bad)?,
+        BackendName::TvmFfi | BackendName::TvmFfiTied => {
+            harness::check_tvmffi(&p, KnownFindings::WorkAround).map_err(Bad)?
+        }
     };
     let (header, program) = match checked {
         Err(f) => {
@@ -370,10 +419,25 @@ fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn repro(file: &Path, form: Form, output: Option<&Path>) -> Result<ExitCode, Bad> {
+fn repro(
+    file: &Path,
+    form: Form,
+    backend: BackendName,
+    output: Option<&Path>,
+) -> Result<ExitCode, Bad> {
     let p = load_for(file, form, BackendName::TvmFfi)?;
     // The model's profile: the installed tvm-ffi's, else tying off (every
-    // published wheel).
+    // published wheel). An explicit `--backend tvm-ffi-tied` must load.
+    match backend {
+        BackendName::TvmFfiTied => backend.prepare()?,
+        BackendName::Pytie => {
+            return Err(Bad(
+                "repro --python writes a script for tvm_ffi: --backend tvm-ffi or tvm-ffi-tied"
+                    .into(),
+            ));
+        }
+        BackendName::TvmFfi => {}
+    }
     let tying = match with_executor::<TvmFfiBackend, _>(|ex| ex.backend.tying()) {
         Ok(t) => t,
         Err(e) => {
@@ -529,9 +593,10 @@ pub fn main() -> ExitCode {
         Cmd::Repro {
             python: _,
             form,
+            backend,
             file,
             output,
-        } => repro(&file, form, output.as_deref()),
+        } => repro(&file, form, backend, output.as_deref()),
         Cmd::Coverage {
             form,
             png,

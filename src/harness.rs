@@ -32,6 +32,10 @@ pub trait Target: Backend + Sized + 'static {
     fn steps() -> StepSet;
     /// How a fuzzing campaign sets the backend up before each program.
     fn for_campaign(&mut self) {}
+    /// The model design the backend implements.
+    fn design(&self) -> Design {
+        Design::S
+    }
     /// A line for the campaign's start-up (what was loaded, which profile).
     fn describe(&self) -> Option<String> {
         None
@@ -47,7 +51,8 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
         B::slot().with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
-                *slot = Some(Executor::new(Design::S, B::make()?));
+                let b = B::make()?;
+                *slot = Some(Executor::new(b.design(), b));
             }
             Ok(f(slot.as_mut().expect("just made")))
         })
@@ -163,6 +168,9 @@ impl Target for TvmFfiBackend {
     }
     fn for_campaign(&mut self) {
         self.set_known_findings(KnownFindings::WorkAround);
+    }
+    fn design(&self) -> Design {
+        TvmFfiBackend::design(self)
     }
     fn describe(&self) -> Option<String> {
         Some(format!("{}; {}", self.name(), self.profile()))

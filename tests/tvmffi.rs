@@ -352,3 +352,49 @@ fn loading_tvm_ffi_keeps_the_processs_sigsegv_handler() {
         "the SIGSEGV handler is in {owner}"
     );
 }
+
+/// Contract §4.3 E4: after a skipped (`weak`) or refused (a use of a
+/// moved-from object) step, an `expect` is not judged, even with
+/// `--strict`; before it, the same `expect` fails when strict.
+#[test]
+fn expectations_after_an_unrun_step_are_not_judged() {
+    setup();
+    let strict = |p: &Program| {
+        harness::with_tvmffi(KnownFindings::Report, |ex| {
+            ex.set_strict_expectations(Some(true));
+            let r = ex.run(p).map_err(|f| f.to_string());
+            ex.set_strict_expectations(None);
+            r
+        })
+        .unwrap()
+    };
+    let judged = text::parse("new v0\nhold h0 v0\nret v1 h0\nexpect v1 is v0\n").unwrap();
+    assert!(
+        strict(&judged)
+            .unwrap_err()
+            .contains("failed expectation at step 4")
+    );
+    let skipped =
+        text::parse("new v0\nweak w0 v0\nhold h0 v0\nret v1 h0\nexpect v1 is v0\n").unwrap();
+    let o = strict(&skipped).unwrap();
+    assert_eq!((o.not_judged, o.unheld, o.skipped.len()), (1, 0, 1));
+    let refused = text::parse(
+        "new v0\nmove h0 v0\nget v1 v0\nnew v2\nhold h1 v2\nret v3 h1\nexpect v3 is v2\n",
+    )
+    .unwrap();
+    let o = strict(&refused).unwrap();
+    assert_eq!((o.not_judged, o.refused.len()), (1, 1), "{o:?}");
+    let dir = std::env::temp_dir().join(format!("pytie-e4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("e4.pytie");
+    std::fs::write(&f, text::print(&skipped)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", "--backend", "tvm-ffi", "--strict"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("1 expectations not judged"), "{out}");
+}

@@ -34,6 +34,10 @@ pub struct Outcome {
     /// the backend agree, so they are not failures (see
     /// [`Executor::strict_expectations`]).
     pub unheld: usize,
+    /// `expect` steps after the program's first skipped or refused step:
+    /// not evaluated, never a failure, even when strict (contract §4.3
+    /// rule E4).
+    pub not_judged: usize,
 }
 
 /// A step of the run: a program step, or a teardown action.
@@ -387,6 +391,13 @@ impl<B: Backend> Executor<B> {
     /// the backend (addresses); disagreement is a divergence, agreement on
     /// false a failed expectation.
     fn assertion(&mut self, i: usize, op: &Op) -> Result<(), Box<Failure>> {
+        // E4: a skipped or refused step voids the premise of every later
+        // expectation; not evaluated at all (marks are still recorded).
+        let unrun = !self.outcome.skipped.is_empty() || !self.outcome.refused.is_empty();
+        if unrun && matches!(op, Op::Expect(_)) {
+            self.outcome.not_judged += 1;
+            return Ok(());
+        }
         let model_id = |s: &AbstractState, v: Var| match s.vars[v.idx()] {
             VarState::Wrapper(n) | VarState::Moved(n) => Some(n),
             _ => None,

@@ -1,0 +1,179 @@
+//! The Python side of the backend: tvm-ffi imported into the embedded
+//! interpreter, the `py_class` types the programs' objects are, the FFI
+//! functions pytie registers, and the start-up probes (is tying on? how
+//! many strong refs does a field store leak?). Once per process.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::capi::{self, FfiAny};
+use super::signals::{set_sigsegv, sigsegv};
+use super::venv::{site_packages, venv_dir};
+
+/// The Python side, defined once per process (a type key registers once).
+const GLUE: &CStr = cr#"
+from typing import Optional
+import gc
+import tvm_ffi
+from tvm_ffi import Object
+from tvm_ffi.dataclasses import py_class
+
+@py_class("pytie.tvmffi.Node")
+class Node(Object):
+    x: Optional[Object] = None
+
+@py_class("pytie.tvmffi.DictNode")
+class DictNode(Object):
+    __slots__ = ("__dict__",)
+    x: Optional[Object] = None
+
+echo = tvm_ffi.get_global_func("testing.echo")
+ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
+take = tvm_ffi.get_global_func("pytie.tvmffi.take")
+field_x = [f for f in Node.__tvm_ffi_type_info__.fields if f.name == "x"][0]
+version = tvm_ffi.__version__
+gc.disable()
+"#;
+
+/// The loaded library, once per process.
+pub(super) struct Lib {
+    pub(super) version: String,
+    /// A second return of the same object gave the same wrapper.
+    pub(super) tying: bool,
+    /// Strong references one store of an object into a field leaks (the
+    /// start-up probe of [`super::LEAK_FINDING`]).
+    pub(super) leak_per_store: u32,
+    /// Offset of `x` (an `Any`) in a `Node`/`DictNode` object.
+    pub(super) field_offset: usize,
+    pub(super) node: Py<PyAny>,
+    pub(super) dict_node: Py<PyAny>,
+    pub(super) echo: Py<PyAny>,
+    pub(super) ret: Py<PyAny>,
+    pub(super) take: Py<PyAny>,
+    pub(super) gc_collect: Py<PyAny>,
+}
+
+static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+/// The environment the library was (or was tried to be) loaded from.
+static LOADED_FROM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where this process loaded tvm-ffi from, once it tried.
+pub(super) fn loaded_from() -> Option<&'static Path> {
+    LOADED_FROM.get().map(PathBuf::as_path)
+}
+
+/// The library, loaded on first use.
+pub(super) fn lib(py: Python<'_>) -> Result<&'static Lib, String> {
+    LIB.get_or_init(|| load(py)).as_ref().map_err(Clone::clone)
+}
+
+fn load(py: Python<'_>) -> Result<Lib, String> {
+    let venv = LOADED_FROM.get_or_init(venv_dir);
+    let site = site_packages(venv)?;
+    let e = |what: &'static str| move |err: PyErr| format!("tvm-ffi: {what}: {err}");
+    let sys = py.import("sys").map_err(e("import sys"))?;
+    sys.getattr("path")
+        .and_then(|p| p.call_method1("insert", (0, site.to_string_lossy().into_owned())))
+        .map_err(e("sys.path"))?;
+    let before = sigsegv();
+    let imported = py.import("tvm_ffi");
+    set_sigsegv(&before);
+    let tvm_ffi = imported.map_err(e("import tvm_ffi"))?;
+    let path: String = tvm_ffi
+        .getattr("libinfo")
+        .and_then(|l| l.call_method0("find_libtvm_ffi"))
+        .and_then(|p| p.extract())
+        .map_err(e("libinfo.find_libtvm_ffi()"))?;
+    capi::resolve(&path)?;
+    // SAFETY: both callbacks follow the safe-call contract (capi.rs).
+    unsafe {
+        capi::register("pytie.tvmffi.ret", capi::ret_call)?;
+        capi::register("pytie.tvmffi.take", capi::take_call)?;
+    }
+    let ns = PyDict::new(py);
+    py.run(GLUE, Some(&ns), None)
+        .map_err(e("defining the py_class types"))?;
+    let get = |k: &str| -> Result<Bound<'_, PyAny>, String> {
+        ns.get_item(k)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("tvm-ffi glue: {k} missing"))
+    };
+    let field = get("field_x")?;
+    let offset: usize = field
+        .getattr("offset")
+        .and_then(|o| o.extract())
+        .map_err(e("field offset"))?;
+    let size: usize = field
+        .getattr("size")
+        .and_then(|o| o.extract())
+        .map_err(e("field size"))?;
+    if size != std::mem::size_of::<FfiAny>() {
+        return Err(format!("tvm-ffi: field x has size {size}, not an Any"));
+    }
+    let gc_collect = py
+        .import("gc")
+        .and_then(|g| g.getattr("collect"))
+        .map_err(e("gc"))?;
+    let mut lib = Lib {
+        version: get("version")?.extract().map_err(e("version"))?,
+        tying: false,
+        leak_per_store: 0,
+        field_offset: offset,
+        node: get("Node")?.unbind(),
+        dict_node: get("DictNode")?.unbind(),
+        echo: get("echo")?.unbind(),
+        ret: get("ret")?.unbind(),
+        take: get("take")?.unbind(),
+        gc_collect: gc_collect.unbind(),
+    };
+    probe(py, &mut lib).map_err(e("start-up probes"))?;
+    Ok(lib)
+}
+
+/// A wrapper's handle (`__chandle__()`; 0: moved-from).
+pub(super) fn chandle(o: &Bound<'_, PyAny>) -> PyResult<usize> {
+    o.call_method0("__chandle__")?.extract()
+}
+
+/// Start-up probes: is tying active (a second return of the same object is
+/// the same wrapper)? How many strong refs does a field store leak?
+fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
+    let a = lib.node.bind(py).call0()?;
+    let h = chandle(&a)?;
+    // SAFETY: `a` keeps the object alive; the new ref is a C++ holder's.
+    unsafe { capi::inc_ref(h) };
+    let r1 = lib.ret.bind(py).call1((h,))?;
+    let r2 = lib.ret.bind(py).call1((h,))?;
+    lib.tying = r1.is(&r2);
+    drop((r1, r2, a));
+    // SAFETY: the holder's reference taken above.
+    unsafe { capi::dec_ref(h) };
+
+    let a = lib.node.bind(py).call0()?;
+    let b = lib.node.bind(py).call0()?;
+    let hb = chandle(&b)?;
+    // SAFETY: `b` keeps the object alive; the weak ref keeps the header
+    // readable until the `dec_weak` below.
+    unsafe { capi::inc_weak(hb) };
+    // SAFETY: the weak ref above keeps the storage.
+    let before = unsafe { capi::counts(hb) }.0;
+    a.setattr("x", &b)?;
+    a.setattr("x", py.None())?;
+    // SAFETY: as above.
+    lib.leak_per_store = unsafe { capi::counts(hb) }.0.saturating_sub(before);
+    // Give back what the store leaked, so the probe itself leaks nothing
+    // (LeakSanitizer in the fuzz target would report it).
+    for _ in 0..lib.leak_per_store {
+        // SAFETY: the leaked references nobody owns; `b` still holds one.
+        unsafe { capi::dec_ref(hb) };
+    }
+    drop((a, b));
+    // SAFETY: the probe's own weak reference; `hb` is not read after.
+    unsafe { capi::dec_weak(hb) };
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The tvm-ffi backend against apache-tvm-ffi built with tying on
+//! (`scripts/setup-tvmffi-tied`, into `$PYTIE_TVMFFI_TIED_VENV` or
+//! `.venv/tvmffi-tied`), checked against the model's design U. Runs when
+//! that environment exists, or when `PYTIE_TVMFFI_TIED=1` asks for it (then
+//! the setup script runs first, and every test fails with its output if it
+//! fails). Its own test binary: a process loads one tvm-ffi build.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use pytie::backend::tvmffi::{self, Build, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED};
+use pytie::harness;
+use pytie_core::backend::Backend;
+use pytie_core::exec::{FailureKind, Outcome};
+use pytie_core::model::Design;
+use pytie_core::program::{Program, binary, text};
+use pytie_core::state::HandleState;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the activated build is here (made on demand with
+/// `PYTIE_TVMFFI_TIED=1`), selected for this process.
+fn setup() -> bool {
+    static DONE: OnceLock<Result<bool, String>> = OnceLock::new();
+    let r = DONE.get_or_init(|| {
+        let venv = tvmffi::tied_venv_dir();
+        let asked = std::env::var_os("PYTIE_TVMFFI_TIED").is_some_and(|v| v == "1");
+        if asked {
+            let script = root().join("scripts/setup-tvmffi-tied");
+            let o = Command::new(&script)
+                .env("PYTIE_TVMFFI_TIED_VENV", &venv)
+                .output()
+                .map_err(|e| {
+                    format!("PYTIE_TVMFFI_TIED=1: cannot run {}: {e}", script.display())
+                })?;
+            if !o.status.success() {
+                return Err(format!(
+                    "PYTIE_TVMFFI_TIED=1: scripts/setup-tvmffi-tied failed ({}):\n{}{}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        } else if tvmffi::site_packages(&venv).is_err() {
+            eprintln!(
+                "tvmffi_tied: no activated build in {} (PYTIE_TVMFFI_TIED=1 builds it): \
+                 these tests check nothing",
+                venv.display()
+            );
+            return Ok(false);
+        }
+        tvmffi::select(Build::Tied)?;
+        Ok(true)
+    });
+    match r {
+        Ok(here) => *here,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn load(p: &Path) -> Program {
+    let data = std::fs::read(p).unwrap();
+    if p.extension().is_some_and(|e| e == "pytie") {
+        text::parse(&String::from_utf8(data).unwrap())
+            .unwrap_or_else(|e| panic!("{}:{e}", p.display()))
+    } else {
+        binary::decode_for(&data, tvmffi::steps())
+    }
+}
+
+fn check(p: &Program, known: KnownFindings) -> Result<Outcome, String> {
+    harness::check_tvmffi(p, known)
+        .expect("tvm-ffi loads")
+        .map_err(|f| f.to_string())
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_activated_build_has_tying_on_and_runs_design_u() {
+    if !setup() {
+        return;
+    }
+    let (tying, version, leak, design, model_tying) =
+        harness::with_tvmffi(KnownFindings::Report, |ex| {
+            (
+                ex.backend.tying(),
+                ex.backend.version().to_string(),
+                ex.backend.leak_per_store(),
+                ex.model.design(),
+                ex.model.tying(),
+            )
+        })
+        .unwrap();
+    assert_eq!(version, PINNED);
+    assert!(tying, "the activated build ties");
+    assert!(model_tying);
+    assert_eq!(design, Design::U, "upstream implements design U (§3.1)");
+    assert_eq!(leak, 1, "the activated build still has {LEAK_FINDING}");
+}
+
+/// The whole shared corpus passes on the activated build, the store leak
+/// worked around; under tying on nothing is unheld (E3), and every
+/// expectation after a skipped or refused step is not judged (E4).
+#[test]
+fn the_shared_corpus_replays_on_the_activated_build() {
+    if !setup() {
+        return;
+    }
+    let mut all = Vec::new();
+    for dir in [
+        "corpus/scenarios",
+        "corpus/regressions",
+        "corpus/upstream",
+        "corpus/lifecycle",
+    ] {
+        all.extend(files(dir));
+    }
+    let (mut steps, mut not_judged, mut unheld) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for f in &all {
+        match check(&load(f), KnownFindings::WorkAround) {
+            Ok(o) => {
+                for (_, why) in &o.refused {
+                    assert!(
+                        why.contains(MOVED_FINDING) || why.contains("untied"),
+                        "{}: {why}",
+                        f.display()
+                    );
+                }
+                steps += o.steps;
+                not_judged += o.not_judged;
+                unheld += o.unheld;
+            }
+            Err(e) => failures.push(format!("{}\n{e}", f.display())),
+        }
+    }
+    println!(
+        "tvm-ffi (tying on) replay: {} files, {steps} steps, {not_judged} expectations not judged",
+        all.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} files fail on the activated build:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(unheld, 0, "tying on: a false expect both agree on fails");
+    assert!(steps > 1000 && not_judged > 0);
+}
+
+/// Issue 15.1: a dict wrapper is freed (ineligible, §3.1) and CPython
+/// gives the next wrapper its address; that is a fresh wrapper, not a
+/// revival.
+#[test]
+fn a_reused_wrapper_address_is_not_a_revival() {
+    if !setup() {
+        return;
+    }
+    let p = text::parse(
+        "new v0 dict\nhold h0 v0\nret v1 h0\ndrop v0\ndrop v1\nret v2 h0\nexpect strong v2 2\n",
+    )
+    .unwrap();
+    let o = check(&p, KnownFindings::Report).unwrap();
+    assert_eq!(o.not_judged, 0);
+    // A plain (eligible) wrapper is cached and does revive, same address.
+    let p = text::parse("new v0\nhold h0 v0\nmark m0 v0\ndrop v0\nret v1 h0\nexpect v1 is m0\n")
+        .unwrap();
+    check(&p, KnownFindings::Report).unwrap();
+}
+
+/// Run `prog` step by step; after each, the handles whose storage the
+/// deleter freed so far.
+fn freed_after_each_step(prog: &str) -> Vec<Vec<u32>> {
+    let p = text::parse(prog).unwrap();
+    harness::with_tvmffi(KnownFindings::Report, |ex| {
+        ex.begin().unwrap();
+        let mut out = Vec::new();
+        for op in &p.ops {
+            ex.step(op).unwrap();
+            // Freed as observed must be freed by the library's deleter.
+            let observed: Vec<u32> = (0..ex.actual().handles.len() as u32)
+                .filter(|&n| ex.actual().handles[n as usize] == HandleState::FREED)
+                .collect();
+            assert_eq!(observed, ex.backend.storage_freed(), "after `{op}`");
+            out.push(observed);
+        }
+        ex.finish().unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// Issue 15.2: the observer keeps nothing alive. A wrapper holding the
+/// last strong ref is dropped: the DecRef brings weak to 0 inside
+/// `tp_dealloc`, the handshake's Flow 2 (§3.1, h:1006-1011, h:968-979), and
+/// the storage is freed within the step. (With an observer's weak ref the
+/// DecRef never reached weak 0: Flow 1 every time, storage freed at the
+/// end of the program.)
+#[test]
+fn the_second_handshake_flow_frees_storage_within_the_drop() {
+    if !setup() {
+        return;
+    }
+    let freed = freed_after_each_step("new v0\nnew v1\ndrop v0\n");
+    assert_eq!(freed[1], Vec::<u32>::new());
+    assert_eq!(freed[2], [0], "obj#0's storage dies in `drop v0`");
+}
+
+/// Issue 15.2: a foreign release of the last reference frees the storage
+/// on that thread, which does not hold the GIL: for an Inactive plain
+/// wrapper (delete_space takes the GIL to reclaim W) and a Detached dict one.
+#[test]
+fn a_foreign_release_frees_storage_without_the_gil() {
+    if !setup() {
+        return;
+    }
+    for kind in ["plain", "dict"] {
+        let p = text::parse(&format!(
+            "new v0 {kind}\nhold h0 v0\ndrop v0\nrelease_foreign h0\n"
+        ))
+        .unwrap();
+        let without_gil = harness::with_tvmffi(KnownFindings::Report, |ex| {
+            ex.begin().unwrap();
+            for op in &p.ops {
+                ex.step(op).unwrap();
+            }
+            let freed = ex.actual().handles[0] == HandleState::FREED;
+            let w = ex.backend.freed_without_gil();
+            ex.finish().unwrap();
+            (freed, w)
+        })
+        .unwrap();
+        assert_eq!(without_gil, (true, vec![0]), "{kind}");
+    }
+}
+
+/// Issue 15.3 on this build: tying on makes a false expect a failure
+/// (E3), but not after a skipped step (E4), even when strict.
+#[test]
+fn expectations_after_a_skipped_step_are_not_judged() {
+    if !setup() {
+        return;
+    }
+    let p = text::parse("new v0\nhold h0 v0\nret v1 h0\nexpect v1 is not v0\n").unwrap();
+    let e = harness::check_tvmffi(&p, KnownFindings::Report)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Expectation, "{e}");
+    let p =
+        text::parse("new v0\nweak w0 v0\nhold h0 v0\nret v1 h0\nexpect v1 is not v0\n").unwrap();
+    let o = harness::with_tvmffi(KnownFindings::Report, |ex| {
+        ex.set_strict_expectations(Some(true));
+        let r = ex.run(&p).map_err(|f| f.to_string());
+        ex.set_strict_expectations(None);
+        r
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!((o.not_judged, o.unheld), (1, 0));
+}
+
+#[test]
+fn the_cli_selects_the_activated_build() {
+    if !setup() {
+        return;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", "--backend", "tvm-ffi-tied", "--work-around"])
+        .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
+        .arg(root().join("corpus/scenarios/weak-outlives-strong-refs.pytie"))
+        .env("PYTIE_TVMFFI_TIED_VENV", tvmffi::tied_venv_dir())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("(tying on, detected at start-up)"), "{out}");
+    assert!(out.contains("model design U"), "{out}");
+    assert!(out.contains("not judged (contract §4.3 E4)"), "{out}");
+    // The published wheel is not the activated build: a clear error.
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", "--backend", "tvm-ffi-tied"])
+        .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
+        .env(
+            "PYTIE_TVMFFI_TIED_VENV",
+            tvmffi::venv_dir().with_file_name("tvmffi"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("has tying off") || err.contains("not installed"),
+        "{err}"
+    );
+}
