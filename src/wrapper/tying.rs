@@ -7,21 +7,24 @@
 //! Wrapper vs native object
 //! ------------------------
 //!
-//!     wrapper W (PyWrapper)             native object H (Object)
-//!     +------------------+              +---------------------+
-//!     | ob_refcnt        |              | combined_ref_count  |
-//!     | ob_type          |              | type_index, deleter |
-//!     | chandle  ---------------------> | field x             |
-//!     | serial           |              +---------------------+
-//!     +------------------+                         |
-//!              ^                                   |
-//!              +------ tag word (block + 0) <------+
+//! ```text
+//! wrapper W (PyWrapper)             native object H (Object)
+//! +------------------+              +---------------------+
+//! | ob_refcnt        |              | combined_ref_count  |
+//! | ob_type          |              | type_index, deleter |
+//! | chandle  ---------------------> | field x             |
+//! | serial           |              +---------------------+
+//! +------------------+                         |
+//!          ^                                   |
+//!          +------ tag word (body - 16) <-----+
+//! ```
 //!
 //! The tag word is a raw pointer: it owns no Python ref on W.
 //!
 //! Layouts (contract §2)
 //! ---------------------
-//! Tied block: `[tag word][delete_space][body]`, body at block + 16.
+//! Tied block: `[tag word][delete_space][body]`, body at block + 16 (test
+//! builds put a guard word before it: `native::guard`).
 //! Untied block: `[delete_space][body]`. `is_tied` compares the word just
 //! before the body with `py_delete_space`; `tag_of` reads a tag word only
 //! after that test (a legacy-layout object, with no header at all, would
