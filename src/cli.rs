@@ -490,7 +490,7 @@ pub fn program_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<ExitCode, Bad> {
-    use pytie_core::exec::coverage::{Counts, Edge, edges_of, to_dot};
+    use pytie_core::exec::coverage::{Counts, Edge, to_dot};
     let files = program_files(paths).map_err(Bad)?;
     if files.is_empty() {
         return Err(Bad("no program files found".into()));
@@ -502,7 +502,7 @@ fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<E
     // The model says which transitions each program takes: no backend runs.
     let mut counts = Counts::default();
     for (_, p) in &programs {
-        counts.add(edges_of(p));
+        counts.add_program(p);
     }
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let title = format!(
@@ -523,6 +523,20 @@ fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<E
         out!("every transition is taken");
     } else {
         out!("never taken: {}", never.join(", "));
+    }
+    let combos = counts.combos_reached();
+    out!(
+        "by trigger and thread: {} combinations of transition, trigger (step or teardown), \
+         cascade and shutdown taken",
+        combos.len()
+    );
+    for c in combos.iter() {
+        let thread = if c.foreign() {
+            "foreign thread"
+        } else {
+            "interpreter's thread"
+        };
+        out!("  {:<48} {:>5}  {thread}", c.name(), counts.combo(c));
     }
     let dot_file = output.with_extension("dot");
     write_out(Some(&dot_file), to_dot(&counts, &title).as_bytes())?;

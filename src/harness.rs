@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use pyo3::Python;
 use pytie_core::backend::Backend;
+use pytie_core::exec::coverage::ComboSet;
 use pytie_core::exec::{Executor, Failure, Outcome};
 use pytie_core::model::Design;
 use pytie_core::program::{Program, StepSet, binary};
@@ -117,11 +118,15 @@ pub fn init_fuzzing<B: Target>() {
 /// fuzzer saves the input. The report starts with when the failure was
 /// found (programs run, seconds since start-up), before the fuzzer's own
 /// crash handling takes its time; `scripts/detect` reads it.
-pub fn fuzz_one<B: Target>(data: &[u8]) {
+///
+/// Returns the (transition, trigger) combinations the program took, for
+/// the target's extra coverage counters: so the fuzzer is guided by how a
+/// transition happened, not only by which code ran.
+pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
     let n = PROGRAMS.fetch_add(1, Ordering::Relaxed) + 1;
     let prog = decode::<B>(data);
     match check_with::<B>(&prog, B::for_campaign) {
-        Ok(Ok(_)) => {}
+        Ok(Ok(outcome)) => outcome.combos,
         Ok(Err(f)) => {
             let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
             eprintln!("pytie: found after {n} programs, {secs:.3} s after start-up\n{f}");

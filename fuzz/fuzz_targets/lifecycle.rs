@@ -25,12 +25,28 @@ compile_error!(
 
 use pytie::backend::pytie::PytieBackend;
 use pytie::harness;
+use pytie_core::model::transition::Combo;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// libFuzzer's extra coverage counters: one per (transition, trigger)
+/// combination of the model (`pytie_core::model::transition::Combo`), set
+/// when a program takes it, so that a new way of reaching a transition (by
+/// cascade, on a foreign thread, after shutdown) is new coverage even when
+/// no new code runs. libFuzzer clears them before every input.
+#[cfg(feature = "libfuzzer")]
+#[used]
+#[unsafe(link_section = "__libfuzzer_extra_counters")]
+static COMBOS: [AtomicU8; Combo::COUNT] = [const { AtomicU8::new(0) }; Combo::COUNT];
 
 /// The harness body both engines share. Every byte string is a program
 /// (the binary form is total); `impl Arbitrary for Program` decodes the
 /// same way, so inputs mean the same to either engine.
 fn one_input(data: &[u8]) {
-    harness::fuzz_one::<PytieBackend>(data);
+    let _combos = harness::fuzz_one::<PytieBackend>(data);
+    #[cfg(feature = "libfuzzer")]
+    for i in _combos.indices() {
+        COMBOS[i].store(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(all(feature = "libfuzzer", not(feature = "afl")))]

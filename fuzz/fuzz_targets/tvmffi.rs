@@ -10,6 +10,14 @@
 use libfuzzer_sys::fuzz_target;
 use pytie::backend::tvmffi::TvmFfiBackend;
 use pytie::harness;
+use pytie_core::model::transition::Combo;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// libFuzzer's extra coverage counters, one per (transition, trigger)
+/// combination the model took (see the `lifecycle` target).
+#[used]
+#[unsafe(link_section = "__libfuzzer_extra_counters")]
+static COMBOS: [AtomicU8; Combo::COUNT] = [const { AtomicU8::new(0) }; Combo::COUNT];
 
 fuzz_target!(
     init: {
@@ -18,6 +26,8 @@ fuzz_target!(
         harness::init_fuzzing::<TvmFfiBackend>();
     },
     |data: &[u8]| {
-        harness::fuzz_one::<TvmFfiBackend>(data);
+        for i in harness::fuzz_one::<TvmFfiBackend>(data).indices() {
+            COMBOS[i].store(1, Ordering::Relaxed);
+        }
     }
 );

@@ -3,7 +3,7 @@
 //! what a corpus reaches (and never reaches), to keep a coverage floor, and
 //! to check that random inputs still reach deep states.
 
-pub use crate::model::transition::{Cause, Edge, Transition};
+pub use crate::model::transition::{Cause, Combo, ComboSet, Edge, Transition};
 use crate::model::{Design, Model};
 use crate::program::Program;
 
@@ -37,6 +37,14 @@ pub fn edges_of(prog: &Program) -> EdgeSet {
     edges
 }
 
+/// The (edge, trigger) combinations `prog` and its teardown take, as the
+/// model reports them.
+pub fn combos_of(prog: &Program) -> ComboSet {
+    let mut combos = ComboSet::default();
+    for_each_transition(prog, Design::S, |t| combos.insert(Combo::of(t)));
+    combos
+}
+
 /// Every transition `prog` and its teardown take on the model of `design`,
 /// in order.
 pub fn for_each_transition(prog: &Program, design: Design, mut f: impl FnMut(&Transition)) {
@@ -53,15 +61,50 @@ pub fn for_each_transition(prog: &Program, design: Design, mut f: impl FnMut(&Tr
     }
 }
 
-/// How many programs of a corpus take each edge.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How many programs of a corpus take each edge, and each combination.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counts {
     /// Programs counted.
     pub programs: usize,
     per_edge: [usize; Edge::COUNT],
+    per_combo: Vec<usize>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            programs: 0,
+            per_edge: [0; Edge::COUNT],
+            per_combo: vec![0; Combo::COUNT],
+        }
+    }
 }
 
 impl Counts {
+    /// Count one program: its edges and combinations.
+    pub fn add_program(&mut self, prog: &Program) {
+        self.add(edges_of(prog));
+        for i in combos_of(prog).indices() {
+            self.per_combo[i] += 1;
+        }
+    }
+
+    /// Programs that take the combination `c`.
+    pub fn combo(&self, c: Combo) -> usize {
+        self.per_combo[c.index()]
+    }
+
+    /// The combinations at least one program takes.
+    pub fn combos_reached(&self) -> ComboSet {
+        let mut s = ComboSet::default();
+        for (i, &n) in self.per_combo.iter().enumerate() {
+            if n > 0 {
+                s.insert(Combo::from_index(i).expect("in range"));
+            }
+        }
+        s
+    }
+
     /// Count one program that took `edges`.
     pub fn add(&mut self, edges: EdgeSet) {
         self.programs += 1;
@@ -108,6 +151,45 @@ fn dot_quote(s: &str) -> String {
     q
 }
 
+/// What set `e` off in `counts`' programs, for its label: the triggers
+/// (steps, or teardown) in step order, `*` after one that took it only in
+/// a cascade, and which took it on a foreign thread or after `shutdown`.
+fn triggers_line(counts: &Counts, e: Edge) -> String {
+    let combos: Vec<Combo> = counts
+        .combos_reached()
+        .iter()
+        .filter(|c| c.edge == e)
+        .collect();
+    if combos.is_empty() {
+        return String::new();
+    }
+    let mut triggers: Vec<Option<crate::program::StepKind>> = Vec::new();
+    for c in &combos {
+        if !triggers.contains(&c.trigger) {
+            triggers.push(c.trigger);
+        }
+    }
+    let names: Vec<String> = triggers
+        .iter()
+        .map(|t| {
+            let direct = combos.iter().any(|c| c.trigger == *t && !c.cascade);
+            let name = t.map_or("teardown", |k| k.name());
+            if direct {
+                name.to_string()
+            } else {
+                format!("{name}*")
+            }
+        })
+        .collect();
+    let mut line = format!("\nby {}", names.join(", "));
+    let cascade = combos.iter().filter(|c| c.cascade).count();
+    let shutdown = combos.iter().filter(|c| c.after_shutdown).count();
+    if cascade > 0 || shutdown > 0 {
+        line += &format!("\n{cascade} by cascade, {shutdown} after shutdown");
+    }
+    line
+}
+
 /// The state machine as `counts` exercises it, in Graphviz DOT: states as
 /// nodes, one edge per [`Edge`] labelled with its name, meaning and the
 /// number of programs taking it. Edges no program takes, and states no
@@ -143,10 +225,11 @@ pub fn to_dot(counts: &Counts, title: &str) -> String {
         let (from, to) = e.nodes();
         let n = counts.get(e);
         let label = dot_quote(&format!(
-            "{}: {n} program{}\n{}",
+            "{}: {n} program{}\n{}{}",
             e.name(),
             if n == 1 { "" } else { "s" },
-            e.label()
+            e.label(),
+            triggers_line(counts, e)
         ));
         let style = if n == 0 {
             ", color=red, fontcolor=red, style=dashed, penwidth=2"

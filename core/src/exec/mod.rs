@@ -38,6 +38,9 @@ pub struct Outcome {
     /// not evaluated, never a failure, even when strict (contract §4.3
     /// rule E4).
     pub not_judged: usize,
+    /// The (transition, trigger) combinations the model took, teardown
+    /// included (coverage; the fuzz target's extra counters).
+    pub combos: coverage::ComboSet,
 }
 
 /// A step of the run: a program step, or a teardown action.
@@ -222,6 +225,7 @@ impl<B: Backend> Executor<B> {
             }
             Some(_) => {
                 self.model.apply(op);
+                self.took_transitions();
                 self.backend.apply(op);
                 if let Some(what) = self.backend.worked_around() {
                     self.outcome.worked_around.push((i + 1, what));
@@ -258,12 +262,14 @@ impl<B: Backend> Executor<B> {
         trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
     ) -> Result<(), Box<Failure>> {
         self.model.clear_all_fields();
+        self.took_transitions();
         self.backend.clear_all_fields();
         self.check(At::Teardown("clear every field"))?;
         trace(0, &self.expected, &self.actual);
         for op in teardown_ops() {
             if op.kind().is_some_and(|k| self.caps.steps.contains(k)) && !self.teardown_noop(&op) {
                 self.model.apply(&op);
+                self.took_transitions();
                 self.backend.apply(&op);
                 self.check(At::TeardownStep(&op))?;
                 trace(0, &self.expected, &self.actual);
@@ -295,6 +301,13 @@ impl<B: Backend> Executor<B> {
             ));
         }
         Ok(())
+    }
+
+    /// Count the combinations the model's last step took.
+    fn took_transitions(&mut self) {
+        for t in self.model.transitions() {
+            self.outcome.combos.insert(coverage::Combo::of(t));
+        }
     }
 
     /// A teardown step that changes nothing on either side (its slot is

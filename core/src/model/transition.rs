@@ -151,3 +151,156 @@ pub struct Transition {
     pub handle: HandleNo,
     pub cause: Cause,
 }
+
+/// A transition and what set it off: the unit the coverage floor and the
+/// fuzzer's extra counters count (issue 16). Which thread it ran on follows
+/// from the trigger ([`Combo::foreign`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Combo {
+    pub edge: Edge,
+    /// The step that ran, or `None` for teardown (§6).
+    pub trigger: Option<StepKind>,
+    /// Reached through another object's death (its field released).
+    pub cascade: bool,
+    pub after_shutdown: bool,
+}
+
+impl Combo {
+    /// Triggers: every step kind, then teardown.
+    const TRIGGERS: usize = StepKind::COUNT + 1;
+    /// The number of combinations (most are unreachable).
+    pub const COUNT: usize = Edge::COUNT * Self::TRIGGERS * 4;
+
+    pub fn of(t: &Transition) -> Combo {
+        Combo {
+            edge: t.edge,
+            trigger: t.cause.step,
+            cascade: t.cause.cascade,
+            after_shutdown: t.cause.after_shutdown,
+        }
+    }
+
+    /// On a thread without the GIL (`release_foreign` and its cascades).
+    pub fn foreign(self) -> bool {
+        self.trigger == Some(StepKind::ReleaseForeign)
+    }
+
+    /// A dense index below [`Combo::COUNT`].
+    pub fn index(self) -> usize {
+        let trigger = self.trigger.map_or(StepKind::COUNT, |k| k as usize);
+        ((self.edge as usize * Self::TRIGGERS + trigger) * 2 + usize::from(self.cascade)) * 2
+            + usize::from(self.after_shutdown)
+    }
+
+    /// The combination of an index below [`Combo::COUNT`].
+    pub fn from_index(i: usize) -> Option<Combo> {
+        if i >= Self::COUNT {
+            return None;
+        }
+        let after_shutdown = i % 2 == 1;
+        let cascade = (i / 2) % 2 == 1;
+        let trigger = (i / 4) % Self::TRIGGERS;
+        let edge = Edge::ALL[i / 4 / Self::TRIGGERS];
+        Some(Combo {
+            edge,
+            trigger: StepKind::ALL.get(trigger).copied(),
+            cascade,
+            after_shutdown,
+        })
+    }
+
+    /// Its stable name (the coverage floor's): `EDGE by TRIGGER`, then
+    /// `cascade` and `after-shutdown` when they hold, space separated;
+    /// TRIGGER is a step name or `teardown`.
+    pub fn name(self) -> String {
+        let mut s = format!(
+            "{} by {}",
+            self.edge.name(),
+            self.trigger.map_or("teardown", StepKind::name)
+        );
+        if self.cascade {
+            s += " cascade";
+        }
+        if self.after_shutdown {
+            s += " after-shutdown";
+        }
+        s
+    }
+
+    /// The combination a [`Combo::name`] names.
+    pub fn from_name(s: &str) -> Option<Combo> {
+        let mut t = s.split_whitespace();
+        let edge = Edge::from_name(t.next()?)?;
+        if t.next()? != "by" {
+            return None;
+        }
+        let trigger = match t.next()? {
+            "teardown" => None,
+            k => Some(StepKind::from_name(k)?),
+        };
+        let mut c = Combo {
+            edge,
+            trigger,
+            cascade: false,
+            after_shutdown: false,
+        };
+        let mut rest = t.peekable();
+        if rest.peek() == Some(&"cascade") {
+            c.cascade = true;
+            rest.next();
+        }
+        if rest.peek() == Some(&"after-shutdown") {
+            c.after_shutdown = true;
+            rest.next();
+        }
+        rest.next().is_none().then_some(c)
+    }
+}
+
+/// A set of [`Combo`]s, as a bit set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ComboSet([u64; ComboSet::WORDS]);
+
+impl Default for ComboSet {
+    fn default() -> Self {
+        ComboSet([0; ComboSet::WORDS])
+    }
+}
+
+impl ComboSet {
+    const WORDS: usize = Combo::COUNT.div_ceil(64);
+
+    pub fn insert(&mut self, c: Combo) {
+        let i = c.index();
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    pub fn contains(&self, c: Combo) -> bool {
+        let i = c.index();
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    pub fn union(&mut self, other: &ComboSet) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+    }
+    pub fn clear(&mut self) {
+        self.0 = [0; ComboSet::WORDS];
+    }
+    /// The indices of the members, in order.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w * 64 + b)
+        })
+    }
+    pub fn iter(&self) -> impl Iterator<Item = Combo> + '_ {
+        self.indices().filter_map(Combo::from_index)
+    }
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+}
