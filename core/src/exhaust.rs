@@ -50,7 +50,7 @@ impl Default for Bounds {
             holders: 2,
             weaks: 1,
             handles: 3,
-            depth: 5,
+            depth: 7,
             max_states: 2_000_000,
         }
     }
