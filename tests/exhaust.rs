@@ -187,3 +187,33 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
     // Every mutant of the zoo fits the default bound today.
     assert_eq!(found, Mutant::ALL.len(), "{}", report.join("\n"));
 }
+
+/// On apache-tvm-ffi, within its step kinds (no weak slots, no shutdown),
+/// the recorded findings worked around.
+#[test]
+fn a_tiny_bound_passes_on_tvm_ffi_within_its_step_kinds() {
+    let setup = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-tvmffi"))
+        .output()
+        .expect("run scripts/setup-tvmffi");
+    assert!(
+        setup.status.success(),
+        "scripts/setup-tvmffi failed:\n{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let b = Bounds {
+        depth: 2,
+        ..Bounds::default()
+    };
+    let r =
+        exhaust::run::<pytie::backend::tvmffi::TvmFfiBackend>(&b, Design::S, &mut |_| {}).unwrap();
+    let s = match r {
+        Ended::Passed(s) => s,
+        Ended::Failed(f, _) => panic!("{f}"),
+        Ended::TooManyStates(_) => panic!("too many states"),
+    };
+    let kinds = pytie_core::tvmffi::steps();
+    assert_eq!(s.steps, pytie_core::exhaust::steps(&b, kinds).len());
+    assert!(s.steps < pytie_core::exhaust::steps(&b, StepSet::ALL).len());
+    // Tying off (the published wheel): `new` of any kind is one state.
+    assert_eq!(s.levels[1], 1, "{s:?}");
+}

@@ -339,3 +339,20 @@ fn bad_bounds_are_refused() {
     assert!(bounds(1, 0, 3, 1, 1).validate().is_err());
     assert!(Bounds::default().validate().is_ok());
 }
+
+#[test]
+fn with_tying_off_the_kind_of_object_is_not_part_of_the_state() {
+    let key = |src: &str| {
+        let p = text::parse(src).unwrap();
+        let mut m = Model::new(Design::S).without_tying();
+        for op in &p.ops {
+            m.apply(op);
+        }
+        let mut out = Vec::new();
+        m.canonical_key(2, 0, 0, &mut Canon::default(), &mut out);
+        out
+    };
+    assert_eq!(key("new v0"), key("new v0 dict"));
+    assert_eq!(key("new v0"), key("new v1 untied"));
+    assert_ne!(key("new v0"), key("new v0\necho v1 v0"));
+}

@@ -5,7 +5,7 @@
 //!
 //! The key is a complete description of what the model will do next:
 //! every slot, every live handle (counts, binding, field, the kind `new`
-//! asked for), every live wrapper (life, refs, chandle), the cycles awaiting
+//! asked for, when tying is on), every live wrapper (life, refs, chandle), the cycles awaiting
 //! `collect` in their order, the shutdown flag, how many handles were
 //! created (the search bounds that total) and how many wrappers were leaked
 //! at shutdown. What it leaves out cannot change a later step: freed
@@ -118,7 +118,14 @@ impl Canon {
                 num(out, hs.strong);
                 num(out, hs.weak);
                 out.push(u8::from(hs.storage));
-                out.push(match m.kinds[n as usize] {
+                // With tying off every object behaves as untied, whatever
+                // `new` asked for.
+                let kind = if m.tying {
+                    m.kinds[n as usize]
+                } else {
+                    ObjKind::Untied
+                };
+                out.push(match kind {
                     ObjKind::Plain => 0,
                     ObjKind::Dict => 1,
                     ObjKind::Untied => 2,
