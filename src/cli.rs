@@ -170,6 +170,11 @@ enum Cmd {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Exhaustive bounded checking: every state the model reaches within
+    /// the bounds, every step from it, on the implementation; a failure is
+    /// reported with a shortest program (README "Exhaustive bounded
+    /// checking").
+    Exhaust(crate::exhaust::ExhaustArgs),
     /// Binary program to text.
     Decode {
         file: PathBuf,
@@ -617,6 +622,7 @@ pub fn main() -> ExitCode {
             output,
             paths,
         } => coverage(&paths, form, &output, png),
+        Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {
                 write_out(

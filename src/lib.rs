@@ -14,10 +14,12 @@
 //!   (`backend::tvmffi`, a runtime layer too: `unsafe` allowed there).
 //! - [`harness`]: the one harness the fuzz targets, the corpus replay and
 //!   the CLI share.
+//! - [`exhaust`]: `pytie exhaust`, the bounded search checked on a backend.
 //! - [`cli`]: the `pytie` command.
 
 pub mod backend;
 pub mod cli;
+pub mod exhaust;
 pub mod harness;
 pub mod interp;
 /// `mutant!(Name)`: the injected fault `Name` is chosen (feature

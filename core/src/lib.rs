@@ -8,6 +8,7 @@
 //!   which also says which transition each step takes.
 //! - [`backend`]: the trait an implementation under test fills in.
 //! - [`exec`]: the lockstep executor, invariants, reports, coverage.
+//! - [`exhaust`]: exhaustive bounded checking over the model's states.
 //! - [`repro`]: a program as a standalone Python script on tvm_ffi.
 //!
 //! No `unsafe` and no Python: this crate's tests run on a machine without
@@ -16,6 +17,7 @@
 
 pub mod backend;
 pub mod exec;
+pub mod exhaust;
 pub mod model;
 pub mod program;
 pub mod repro;

@@ -10,6 +10,7 @@
 //! copy. A handle whose storage is freed is set to `HandleState::FREED`.
 #![forbid(unsafe_code)]
 
+pub mod canon;
 #[cfg(test)]
 mod tests;
 pub mod transition;
