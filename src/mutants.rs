@@ -70,6 +70,12 @@ mutants! {
         "destroying an object does not release its field";
     GcFinalizeOnce "gc-finalize-once":
         "the eligible wrapper type is a GC type, so PEP 442 runs its finalizer once: the second drop frees a wrapper the binding still names";
+    ForeignWaitHoldsGil "foreign-wait-holds-gil":
+        "release_foreign waits for the foreign thread without releasing the GIL, which the foreign thread's delete_space needs: a deadlock";
+    UnsetDecrefsNone "unset-decrefs-none":
+        "the field setter treats its None value as owned and DecRefs it: None's reference count slips once per unset";
+    ShutdownFlagSticks "shutdown-flag-sticks":
+        "reset() leaves the shutdown flag to the reclaim door, which clears it only when it reclaimed a wrapper: a `shutdown` outlives its program";
 }
 
 const NONE: u8 = u8::MAX;

@@ -182,9 +182,12 @@ pub fn clear_all_fields(_py: Python<'_>) {
 /// The test-only door of §6: reclaim wrapper memory leaked after shutdown
 /// and reset the shutdown flag.
 pub fn reclaim_leaked(_py: Python<'_>) {
+    let reclaims = accounts::with(|a| !a.leak_list.is_empty());
     // SAFETY: GIL held (py).
     unsafe { tying::reclaim_leaked() };
-    accounts::set_shutdown(false);
+    if reclaims || !mutant!(ShutdownFlagSticks) {
+        accounts::set_shutdown(false);
+    }
 }
 
 /// What is still allocated: `None` when the world is empty.
@@ -228,6 +231,28 @@ pub fn abandon(_py: Python<'_>) {
     }
     native::registry::reset();
     accounts::reset();
+}
+
+/// The interpreter objects every program shares and this layer touches,
+/// with their reference counts: Python's singletons and this layer's
+/// types and functions. Read with the GIL held (`py`).
+pub fn shared_refcounts(_py: Python<'_>) -> Vec<(&'static str, isize)> {
+    // SAFETY: GIL held (py); the singletons live for the process.
+    let singletons = unsafe {
+        [
+            ("None", ffi::Py_None()),
+            ("True", ffi::Py_True()),
+            ("False", ffi::Py_False()),
+            ("Ellipsis", ffi::Py_Ellipsis()),
+            ("NotImplemented", ffi::Py_NotImplemented()),
+        ]
+    };
+    singletons
+        .into_iter()
+        .chain(types::shared_objects())
+        // SAFETY: GIL held; every object here lives for the process.
+        .map(|(n, p)| (n, unsafe { ffi::Py_REFCNT(p) }))
+        .collect()
 }
 
 /// Runtime assertion failures since the last call.
