@@ -69,10 +69,16 @@ pub fn run_watched<B: Target>(
     trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
 ) -> Result<Outcome, Box<Failure>> {
     // The watchdog's thread starts with the first program: before the
-    // world is looked at, so that its start is not a change.
+    // world is looked at, so that its start is not a change. The world is
+    // looked at as the program starts (after `begin`'s reset: what an
+    // earlier program left and the reset repairs is that program's drift,
+    // not this one's).
     watchdog::begin_program(label, &prog.ops);
-    let before = ex.backend.world();
-    let r = run_steps(ex, prog, trace);
+    let mut before = None;
+    let r = ex.begin().and_then(|()| {
+        before = ex.backend.world();
+        run_steps(ex, prog, trace)
+    });
     watchdog::disarm();
     let outcome = r?;
     if let Some(before) = before {
@@ -93,7 +99,6 @@ fn run_steps<B: Target>(
     prog: &Program,
     trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
 ) -> Result<Outcome, Box<Failure>> {
-    ex.begin()?;
     for (i, op) in prog.ops.iter().enumerate() {
         watchdog::arm(i + 1);
         if ex.step(op)? {
