@@ -19,8 +19,8 @@ use crate::native;
 use crate::wrapper::{self, accounts};
 
 /// What the world outside a program looks like: (what, value) pairs, in a
-/// fixed order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// fixed order. Reused from program to program ([`snapshot`] refills it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct World(Vec<(&'static str, i64)>);
 
 static OWN_PROCESS: AtomicBool = AtomicBool::new(false);
@@ -42,12 +42,11 @@ fn os_threads() -> Option<i64> {
 /// Look at the world now. The GIL is held (`py`). Starts the foreign
 /// thread first if it is not running (it lives for the process: its
 /// start is not a change a program made).
-pub fn snapshot(py: Python<'_>) -> World {
+pub fn snapshot(py: Python<'_>, world: &mut World) {
     native::cpp::ensure_foreign_thread();
-    let mut v: Vec<(&'static str, i64)> = wrapper::shared_refcounts(py)
-        .into_iter()
-        .map(|(n, c)| (n, c as i64))
-        .collect();
+    let v = &mut world.0;
+    v.clear();
+    wrapper::shared_refcounts(py, |n, c| v.push((n, c as i64)));
     v.push(("the shutdown flag", i64::from(accounts::shutting_down())));
     v.push((
         "threads the native layer runs",
@@ -80,7 +79,6 @@ pub fn snapshot(py: Python<'_>) -> World {
         ("uncollected cycles", cycles),
         ("unreported runtime assertions", pending),
     ]);
-    World(v)
 }
 
 /// What differs between `before` and `after`, one line each.

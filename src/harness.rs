@@ -51,10 +51,10 @@ pub trait Target: Backend + Sized + 'static {
     /// world for good (lazily initialized interpreter state) run here.
     const WARM_UP: Option<&'static str> = None;
     /// The world outside a program, as far as this backend can see it
-    /// ([`conservation`]); `None`: not checked. Called with the GIL held,
-    /// between programs.
-    fn world(&mut self) -> Option<World> {
-        None
+    /// ([`conservation`]), into `out`; `false`: not checked. Called with
+    /// the GIL held, between programs.
+    fn world(&mut self, _out: &mut World) -> bool {
+        false
     }
 }
 
@@ -74,24 +74,25 @@ pub fn run_watched<B: Target>(
     // earlier program left and the reset repairs is that program's drift,
     // not this one's).
     watchdog::begin_program(label, &prog.ops);
-    let mut before = None;
-    let r = ex.begin().and_then(|()| {
-        before = ex.backend.world();
-        run_steps(ex, prog, trace)
-    });
-    watchdog::disarm();
-    let outcome = r?;
-    if let Some(before) = before {
-        let after = ex
-            .backend
-            .world()
-            .expect("the backend showed its world before");
-        let drift = conservation::drift(&before, &after);
-        if !drift.is_empty() {
+    WORLDS.with_borrow_mut(|(before, after)| {
+        let mut checked = false;
+        let r = ex.begin().and_then(|()| {
+            checked = ex.backend.world(before);
+            run_steps(ex, prog, trace)
+        });
+        watchdog::disarm();
+        let outcome = r?;
+        if checked && ex.backend.world(after) && before != after {
+            let drift = conservation::drift(before, after);
             return Err(drift_failure(ex, prog, drift));
         }
-    }
-    Ok(outcome)
+        Ok(outcome)
+    })
+}
+
+thread_local! {
+    /// The world before and after the current program (buffers reused).
+    static WORLDS: RefCell<(World, World)> = RefCell::default();
 }
 
 fn run_steps<B: Target>(
@@ -283,9 +284,10 @@ impl Target for PytieBackend {
          hold h1 v1\nweak w0 v1\nlock v5 w0\nmove h0 v0\nget v3 v0\nset v0 v1\nunset v0\n\
          echo v4 v0\nhold h2 v0\nweak w1 v0\ncycle v1\ncycle v2\ncollect\n",
     );
-    fn world(&mut self) -> Option<World> {
+    fn world(&mut self, out: &mut World) -> bool {
         self.forget_nones();
-        Some(Python::attach(conservation::snapshot))
+        Python::attach(|py| conservation::snapshot(py, out));
+        true
     }
 }
 

@@ -17,7 +17,7 @@
 //! (pytie-core) and nothing of the runtime, which it serves.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -134,15 +134,20 @@ static EXIT_CODE: AtomicU8 = AtomicU8::new(0);
 struct Current {
     label: String,
     ops: Vec<Op>,
-    /// Where the process started, for the header line.
-    pid: u32,
 }
 
 static CURRENT: Mutex<Current> = Mutex::new(Current {
     label: String::new(),
     ops: Vec::new(),
-    pid: 0,
 });
+
+/// This process runs the watchdog's thread. A forked child (AFL++'s fork
+/// server's) inherits the flag, not the thread: a fork handler clears it.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked_child() {
+    RUNNING.store(false, Ordering::Relaxed);
+}
 
 /// A line printed before a hang report (the fuzz target's "found after").
 static HEADER: OnceLock<fn() -> String> = OnceLock::new();
@@ -195,15 +200,13 @@ pub fn set_header(f: fn() -> String) {
 /// A program starts: remember it for reports, start the watchdog thread
 /// if this process has none (also after a fork), arm at its start.
 pub fn begin_program(label: &str, ops: &[Op]) {
-    let pid = std::process::id();
     {
         let mut c = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
         c.label.clear();
         c.label.push_str(label);
         c.ops.clear();
         c.ops.extend_from_slice(ops);
-        if c.pid != pid {
-            c.pid = pid;
+        if !RUNNING.swap(true, Ordering::Relaxed) {
             start_thread();
         }
     }
@@ -235,6 +238,11 @@ fn arm_at(step: u32) {
 }
 
 fn start_thread() {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    });
     let spawned = std::thread::Builder::new()
         .name("pytie-watchdog".into())
         .spawn(watch);

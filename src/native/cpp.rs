@@ -176,9 +176,17 @@ pub fn threads_running() -> usize {
 /// and lives for the process; a forked child, AFL++'s fork server's,
 /// inherits the slot, not the thread). The conservation check calls it
 /// before its first look, so that the thread's start is not a change.
+/// Cheap when the thread runs: one atomic load.
 pub fn ensure_foreign_thread() {
+    if THREADS.load(Ordering::Relaxed) > 0 {
+        return;
+    }
     let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
     worker(&mut guard);
+}
+
+extern "C" fn forked_child() {
+    THREADS.store(0, Ordering::Relaxed);
 }
 
 fn worker(guard: &mut Option<Worker>) -> &Worker {
@@ -186,8 +194,12 @@ fn worker(guard: &mut Option<Worker>) -> &Worker {
     if guard.as_ref().is_none_or(|w| w.pid != pid) {
         let (jobs, job_rx) = channel::<HandleRef>();
         let (done_tx, done) = channel();
-        THREADS.store(0, Ordering::Relaxed);
-        THREADS.fetch_add(1, Ordering::Relaxed);
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        AT_FORK.call_once(|| {
+            // SAFETY: registers a handler that only stores to an atomic.
+            unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        });
+        THREADS.store(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("pytie-foreign".into())
             .spawn(move || {

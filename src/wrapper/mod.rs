@@ -234,9 +234,9 @@ pub fn abandon(_py: Python<'_>) {
 }
 
 /// The interpreter objects every program shares and this layer touches,
-/// with their reference counts: Python's singletons and this layer's
-/// types and functions. Read with the GIL held (`py`).
-pub fn shared_refcounts(_py: Python<'_>) -> Vec<(&'static str, isize)> {
+/// with their reference counts, to `f`: Python's singletons and this
+/// layer's types and functions. Read with the GIL held (`py`).
+pub fn shared_refcounts(_py: Python<'_>, mut f: impl FnMut(&'static str, isize)) {
     // SAFETY: GIL held (py); the singletons live for the process.
     let singletons = unsafe {
         [
@@ -247,12 +247,11 @@ pub fn shared_refcounts(_py: Python<'_>) -> Vec<(&'static str, isize)> {
             ("NotImplemented", ffi::Py_NotImplemented()),
         ]
     };
-    singletons
-        .into_iter()
-        .chain(types::shared_objects())
-        // SAFETY: GIL held; every object here lives for the process.
-        .map(|(n, p)| (n, unsafe { ffi::Py_REFCNT(p) }))
-        .collect()
+    // SAFETY (both): GIL held; every object here lives for the process.
+    for (n, p) in singletons {
+        f(n, unsafe { ffi::Py_REFCNT(p) });
+    }
+    types::for_each_shared(|n, p| f(n, unsafe { ffi::Py_REFCNT(p) }));
 }
 
 /// Runtime assertion failures since the last call.

@@ -90,22 +90,20 @@ pub fn gc_collect_function() -> *mut ffi::PyObject {
 /// name: the wrapper types, the cycle node type, `MovedError`, the FFI
 /// function and `gc.collect` (the world's conservation check reads their
 /// reference counts before and after each program).
-pub fn shared_objects() -> Vec<(&'static str, *mut ffi::PyObject)> {
+pub fn for_each_shared(mut f: impl FnMut(&'static str, *mut ffi::PyObject)) {
     let t = types();
-    #[allow(unused_mut)]
-    let mut v = vec![
+    for (n, p) in [
         ("the eligible wrapper type", t.plain),
         ("the dict wrapper type", t.dict),
         ("the cycle node type", t.cycle),
         ("MovedError", t.moved_error),
         ("the FFI function f", t.echo),
         ("gc.collect", t.gc_collect),
-    ];
-    #[cfg(feature = "mutants")]
-    v.push(("the GC wrapper type (mutant gc-finalize-once)", t.plain_gc));
-    v.into_iter()
-        .map(|(n, p)| (n, p as *mut ffi::PyObject))
-        .collect()
+        #[cfg(feature = "mutants")]
+        ("the GC wrapper type (mutant gc-finalize-once)", t.plain_gc),
+    ] {
+        f(n, p as *mut ffi::PyObject);
+    }
 }
 
 /// The wrapper type for an object's type index.
