@@ -2,7 +2,11 @@
 //! (corpus/lifecycle) of the lifecycle entry (model + runtime + every
 //! check), of the runtime alone and of the model alone. The three are
 //! measured interleaved, round after round, in one process, and reported
-//! as medians, so their ratios hold on a noisy machine.
+//! as medians, so their ratios hold on a noisy machine. The lifecycle
+//! entry runs each program as every entry does (`harness::run_watched`:
+//! the step watchdog armed per step, the world's conservation checked per
+//! program); a fourth line runs the executor without either, so the ratio
+//! of the two is their cost.
 //!
 //! `cargo bench -- ROUNDS` (default 21).
 
@@ -43,15 +47,25 @@ fn main() {
     // Enough passes over the corpus that one sample takes a few ms.
     let passes = 20;
     let (mut full, mut runtime, mut model) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bare = Vec::new();
     harness::with_lifecycle(|ex| {
         for _ in 0..rounds {
+            let t = Instant::now();
+            for _ in 0..passes {
+                for p in &programs {
+                    harness::run_watched(ex, p, "", &mut |_, _, _| {})
+                        .expect("the seed corpus passes");
+                }
+            }
+            full.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+
             let t = Instant::now();
             for _ in 0..passes {
                 for p in &programs {
                     ex.run(p).expect("the seed corpus passes");
                 }
             }
-            full.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+            bare.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
 
             let t = Instant::now();
             for _ in 0..passes {
@@ -71,12 +85,18 @@ fn main() {
         }
     });
     let (f, r, m) = (median(full), median(runtime), median(model));
+    let b = median(bare);
     println!(
         "seed corpus: {} programs, {steps} steps ({:.1} steps/program); {rounds} rounds, medians",
         programs.len(),
         steps as f64 / programs.len() as f64
     );
     println!("  lifecycle (model + runtime + checks)  {f:>9.0} exec/s");
+    println!("  executor alone (no watchdog, no world check) {b:>9.0} exec/s");
+    println!(
+        "  the watchdog and the world check cost {:.1}% of the lifecycle entry's exec/s",
+        100.0 * (1.0 - f / b)
+    );
     println!("  runtime alone                         {r:>9.0} exec/s");
     println!("  model alone                           {m:>9.0} exec/s");
     println!(

@@ -1,6 +1,8 @@
 //! The `pytie` command. Exit codes: 0 all programs pass, 1 a program
 //! fails (its report is printed), 2 bad usage, unreadable or empty file,
-//! or a text program that does not parse.
+//! or a text program that does not parse, 3 a step hung (did not finish
+//! within the step timeout: the hang's report is on standard error, and
+//! the process exits at once, the stuck thread cannot be unwound).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,6 +103,11 @@ enum Cmd {
         /// counted, not failed: the shared scenarios assume tying on).
         #[arg(long)]
         strict: bool,
+        /// The bound on one step, in seconds (default 2, or
+        /// PYTIE_STEP_TIMEOUT): a step that takes longer is a hang, reported
+        /// with its program, and `pytie` exits 3.
+        #[arg(long, value_name = "SECS", value_parser = crate::watchdog::parse_timeout)]
+        step_timeout: Option<std::time::Duration>,
         /// Program files: `.pytie` is text, anything else binary.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -309,14 +316,15 @@ fn run(
         .map_err(Bad)?;
         out!("backend: {about}");
     }
-    let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
+    let check = |p: &Program, label: &str| -> Result<Outcome, Box<Failure>> {
         match backend {
-            BackendName::Pytie => harness::check_lifecycle(p),
+            BackendName::Pytie => harness::check_named::<PytieBackend>(p, label, |_| {})
+                .expect("pytie's runtime is always available"),
             BackendName::TvmFfi | BackendName::TvmFfiTied => {
                 with_executor::<TvmFfiBackend, _>(|ex| {
                     ex.backend.set_known_findings(known);
                     ex.set_strict_expectations(strict.then_some(true));
-                    ex.run(p)
+                    harness::run_watched(ex, p, label, &mut |_, _, _| {})
                 })
                 .expect("tvm-ffi was loaded above")
             }
@@ -324,7 +332,7 @@ fn run(
     };
     let mut failed = 0;
     for (f, p) in &programs {
-        match check(p) {
+        match check(p, &f.display().to_string()) {
             Ok(o) => print_outcome(f, &o),
             Err(e) => {
                 failed += 1;
@@ -348,8 +356,9 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
     let _ = write!(std::io::stdout(), "{}", text::print(&p));
     out!("---");
     let mut n = 0;
+    let label = file.display().to_string();
     let r = with_executor::<PytieBackend, _>(|ex| {
-        ex.run_traced(&p, &mut |step, expected, _actual| {
+        harness::run_watched(ex, &p, &label, &mut |step, expected, _actual| {
             let title = if step == 0 {
                 n += 1;
                 format!("teardown {n}")
@@ -589,6 +598,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A hang exits 3 (not abort); the process is the harness's alone, so
+    // its thread count is part of the world a program must conserve.
+    crate::watchdog::exit_on_hang(crate::watchdog::HANG_EXIT as u8);
+    crate::conservation::own_process(true);
     let r = match cli.cmd {
         Cmd::Run {
             form,
@@ -596,8 +609,15 @@ pub fn main() -> ExitCode {
             backend,
             work_around,
             strict,
+            step_timeout,
             files,
-        } => run(&files, form, full, backend, work_around, strict),
+        } => {
+            match step_timeout {
+                Some(t) => crate::watchdog::set_timeout(t),
+                None => _ = crate::watchdog::timeout(),
+            }
+            run(&files, form, full, backend, work_around, strict)
+        }
         Cmd::Trace { form, file } => trace(&file, form),
         Cmd::Encode { file, output } => load(&file, true)
             .map_err(Bad)

@@ -3,6 +3,13 @@
 //! program through [`check`], so a failure found by one replays in the
 //! others. Generic over the backend ([`Target`]); each backend keeps one
 //! executor per thread, made on first use and reused (buffers warm).
+//!
+//! Every program run through [`run_watched`] (all of the above) is watched
+//! step by step ([`crate::watchdog`]: a step that does not finish within
+//! the step timeout is reported as a hang and ends the process) and, on
+//! backends that say what their world outside a program is
+//! ([`Target::world`]), checked for conservation ([`crate::conservation`]):
+//! a program that passes but changed what outlives it fails as world drift.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -13,13 +20,16 @@ use std::time::Instant;
 use pyo3::Python;
 use pytie_core::backend::Backend;
 use pytie_core::exec::coverage::ComboSet;
-use pytie_core::exec::{Executor, Failure, Outcome};
+use pytie_core::exec::{Executor, Failure, FailureKind, Outcome};
 use pytie_core::model::Design;
 use pytie_core::program::{Program, StepSet, binary};
+use pytie_core::state::AbstractState;
 
 use crate::backend::pytie::PytieBackend;
 use crate::backend::tvmffi::{KnownFindings, TvmFfiBackend};
+use crate::conservation::{self, World};
 use crate::interp;
+use crate::watchdog;
 
 /// A backend the harness can drive.
 pub trait Target: Backend + Sized + 'static {
@@ -41,6 +51,92 @@ pub trait Target: Backend + Sized + 'static {
     fn describe(&self) -> Option<String> {
         None
     }
+    /// A program run once when the executor is made, before any program
+    /// is checked for conservation: paths whose first use changes the
+    /// world for good (lazily initialized interpreter state) run here.
+    const WARM_UP: Option<&'static str> = None;
+    /// The world outside a program, as far as this backend can see it
+    /// ([`conservation`]), into `out`; `false`: not checked. Called with
+    /// the GIL held, between programs.
+    fn world(&mut self, _out: &mut World) -> bool {
+        false
+    }
+}
+
+/// Run `prog` on `ex` as every entry does: the watchdog armed before each
+/// step and the teardown (`label`, e.g. a file name, goes into a hang's
+/// report), and, when the run passes, the world outside the program
+/// compared before and after it. `trace` as in [`Executor::run_traced`].
+pub fn run_watched<B: Target>(
+    ex: &mut Executor<B>,
+    prog: &Program,
+    label: &str,
+    trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+) -> Result<Outcome, Box<Failure>> {
+    // The watchdog's thread starts with the first program: before the
+    // world is looked at, so that its start is not a change. The world is
+    // looked at as the program starts (after `begin`'s reset: what an
+    // earlier program left and the reset repairs is that program's drift,
+    // not this one's).
+    watchdog::begin_program(label, &prog.ops);
+    WORLDS.with_borrow_mut(|(before, after)| {
+        let mut checked = false;
+        let r = ex.begin().and_then(|()| {
+            checked = ex.backend.world(before);
+            run_steps(ex, prog, trace)
+        });
+        watchdog::disarm();
+        let outcome = r?;
+        if checked && ex.backend.world(after) && before != after {
+            let drift = conservation::drift(before, after);
+            return Err(drift_failure(ex, prog, drift));
+        }
+        Ok(outcome)
+    })
+}
+
+thread_local! {
+    /// The world before and after the current program (buffers reused).
+    static WORLDS: RefCell<(World, World)> = RefCell::default();
+}
+
+fn run_steps<B: Target>(
+    ex: &mut Executor<B>,
+    prog: &Program,
+    trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+) -> Result<Outcome, Box<Failure>> {
+    for (i, op) in prog.ops.iter().enumerate() {
+        watchdog::arm(i + 1);
+        if ex.step(op)? {
+            trace(i + 1, ex.expected(), ex.actual());
+        }
+    }
+    watchdog::arm_teardown();
+    ex.finish_traced(trace)
+}
+
+fn drift_failure<B: Target>(ex: &Executor<B>, prog: &Program, drift: Vec<String>) -> Box<Failure> {
+    let mut notes = vec![
+        "the program passed, but what every program shares is not as it found it: \
+         a later program would fail for it (and its artifact would pass alone)"
+            .to_string(),
+    ];
+    notes.extend(drift);
+    Box::new(Failure {
+        kind: FailureKind::WorldDrift,
+        step: None,
+        step_text: "after teardown: the world outside the program".into(),
+        notes,
+        expected: ex.expected().clone(),
+        actual: ex.actual().clone(),
+        program: prog.clone(),
+        backend: format!(
+            "{}, model design {:?}",
+            ex.backend.name(),
+            ex.model.design()
+        ),
+        full: false,
+    })
 }
 
 /// Run `f` with this thread's executor on `B`, holding the interpreter
@@ -53,7 +149,13 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 let b = B::make()?;
-                *slot = Some(Executor::new(b.design(), b));
+                let mut ex = Executor::new(b.design(), b);
+                if let Some(src) = B::WARM_UP {
+                    let p = pytie_core::program::text::parse(src).expect("the warm-up parses");
+                    // Its outcome does not matter (a mutant may fail it).
+                    let _ = ex.run(&p);
+                }
+                *slot = Some(ex);
             }
             Ok(f(slot.as_mut().expect("just made")))
         })
@@ -65,9 +167,19 @@ pub fn check_with<B: Target>(
     prog: &Program,
     setup: impl FnOnce(&mut B),
 ) -> Result<Result<Outcome, Box<Failure>>, String> {
+    check_named(prog, "", setup)
+}
+
+/// [`check_with`], `label` (a file name) naming the program in a hang's
+/// report.
+pub fn check_named<B: Target>(
+    prog: &Program,
+    label: &str,
+    setup: impl FnOnce(&mut B),
+) -> Result<Result<Outcome, Box<Failure>>, String> {
     with_executor::<B, _>(|ex| {
         setup(&mut ex.backend);
-        ex.run(prog)
+        run_watched(ex, prog, label, &mut |_, _, _| {})
     })
 }
 
@@ -96,6 +208,12 @@ static PROGRAMS: AtomicU64 = AtomicU64::new(0);
 pub fn init_fuzzing<B: Target>() {
     STARTED.get_or_init(Instant::now);
     interp::prepare_environment();
+    // The process is the harness's alone: its thread count is conserved
+    // too. A hang aborts (the default) after this line, so `scripts/detect`
+    // times it like any other find.
+    conservation::own_process(true);
+    watchdog::set_header(found_line);
+    watchdog::timeout();
     match with_executor::<B, _>(|ex| ex.backend.describe()) {
         Ok(Some(line)) => eprintln!("{}: {line}", B::NAME),
         Ok(None) => {}
@@ -114,6 +232,15 @@ pub fn init_fuzzing<B: Target>() {
     }
 }
 
+fn found_line() -> String {
+    found_line_after(PROGRAMS.load(Ordering::Relaxed))
+}
+
+fn found_line_after(n: u64) -> String {
+    let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+    format!("pytie: found after {n} programs, {secs:.3} s after start-up")
+}
+
 /// A fuzz target's body: a failure prints its report and aborts, so the
 /// fuzzer saves the input. The report starts with when the failure was
 /// found (programs run, seconds since start-up), before the fuzzer's own
@@ -128,8 +255,7 @@ pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
     match check_with::<B>(&prog, B::for_campaign) {
         Ok(Ok(outcome)) => outcome.combos,
         Ok(Err(f)) => {
-            let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
-            eprintln!("pytie: found after {n} programs, {secs:.3} s after start-up\n{f}");
+            eprintln!("{}\n{f}", found_line_after(n));
             std::process::abort();
         }
         Err(e) => {
@@ -155,6 +281,23 @@ impl Target for PytieBackend {
     }
     fn steps() -> StepSet {
         StepSet::ALL
+    }
+    /// Some paths change the interpreter for good the first time they run
+    /// (measured, one fresh process per corpus file: None's reference count
+    /// drops by one, once per process, at the first `get` of an empty
+    /// field or `unset`, at the first `MovedError`, at the first `set` on a
+    /// dict wrapper): every step kind on each kind of wrapper, once, except
+    /// `release_foreign` and `shutdown` (what a program may not change).
+    const WARM_UP: Option<&'static str> = Some(
+        "new v0\nnew v1 dict\nnew v2 untied\nget v3 v0\nget v3 v1\nunset v0\nunset v1\n\
+         set v0 v1\nset v1 v0\nset v1 v1\nset v2 v2\nget v3 v1\necho v4 v1\necho v4 v0\n\
+         hold h1 v1\nweak w0 v1\nlock v5 w0\nmove h0 v0\nget v3 v0\nset v0 v1\nunset v0\n\
+         echo v4 v0\nhold h2 v0\nweak w1 v0\ncycle v1\ncycle v2\ncollect\n",
+    );
+    fn world(&mut self, out: &mut World) -> bool {
+        self.forget_nones();
+        Python::attach(|py| conservation::snapshot(py, out));
+        true
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! Layers, lowest first (a lower one never imports a higher one):
 //! - [`interp`]: the embedded interpreter (exclusive use, environment).
+//! - [`watchdog`]: the step watchdog (hangs are findings) and the
+//!   per-thread phases the runtime sets around blocking calls.
 //! - [`native`]: the native object ABI (TVM-FFI layout), allocators,
 //!   accounting, and the C++ side of the world (holders, weak slots,
 //!   foreign-thread release). Runtime layer: `unsafe` allowed.
@@ -12,6 +14,7 @@
 //! - [`backend`]: implementations of `pytie_core::backend::Backend`:
 //!   pytie's runtime, and the real apache-tvm-ffi through its C API
 //!   (`backend::tvmffi`, a runtime layer too: `unsafe` allowed there).
+//! - [`conservation`]: what outlives a program, read before and after it.
 //! - [`harness`]: the one harness the fuzz targets, the corpus replay and
 //!   the CLI share.
 //! - [`exhaust`]: `pytie exhaust`, the bounded search checked on a backend.
@@ -20,6 +23,7 @@
 pub mod backend;
 pub mod cli;
 pub mod exhaust;
+pub mod conservation;
 pub mod harness;
 pub mod interp;
 /// `mutant!(Name)`: the injected fault `Name` is chosen (feature
@@ -42,4 +46,5 @@ macro_rules! mutant {
 #[cfg(feature = "mutants")]
 pub mod mutants;
 pub mod native;
+pub mod watchdog;
 pub mod wrapper;

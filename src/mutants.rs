@@ -74,6 +74,12 @@ mutants! {
         "make_ret peeks at the tag word through the unchecked accessor before testing tied-ness (a read before an untied body that changes no observed value)";
     GcFinalizeOnce "gc-finalize-once":
         "the eligible wrapper type is a GC type, so PEP 442 runs its finalizer once: the second drop frees a wrapper the binding still names";
+    ForeignWaitHoldsGil "foreign-wait-holds-gil":
+        "release_foreign waits for the foreign thread without releasing the GIL, which the foreign thread's delete_space needs: a deadlock";
+    UnsetDecrefsNone "unset-decrefs-none":
+        "the field setter treats its None value as owned and DecRefs it: None's reference count slips once per unset";
+    ShutdownFlagSticks "shutdown-flag-sticks":
+        "reset() leaves the shutdown flag to the reclaim door, which clears it only when it reclaimed a wrapper: a `shutdown` outlives its program";
 }
 
 const NONE: u8 = u8::MAX;

@@ -1,9 +1,14 @@
 //! The bug zoo (`cargo test --features mutants`): for every injected fault,
 //! `corpus/mutants/<name>.pytie` passes on the correct runtime and fails
-//! with the fault, caught by the oracle docs/mutants.md names.
+//! with the fault, caught by the oracle docs/mutants.md names. Mutants
+//! that hang are run in a child process (the `pytie` binary, built with
+//! the same features), so this process never waits on them; every find
+//! also replays from its program alone in a fresh process.
 #![cfg(feature = "mutants")]
 
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pytie::harness;
 use pytie::mutants::{self, Mutant};
@@ -26,6 +31,8 @@ fn oracle(kind: &FailureKind) -> &'static str {
         FailureKind::Expectation => "expectation",
         FailureKind::Teardown => "leak",
         FailureKind::Upstream => "upstream",
+        FailureKind::Hang => "hang",
+        FailureKind::WorldDrift => "world drift",
     }
 }
 
@@ -44,7 +51,7 @@ fn documented_oracle(m: Mutant) -> String {
 #[test]
 fn every_mutant_is_caught_and_its_program_passes_without_it() {
     let mut report = Vec::new();
-    for &m in Mutant::ALL {
+    for &m in Mutant::ALL.iter().filter(|m| !hangs(**m)) {
         let p = program(m);
         mutants::set(None);
         if let Err(f) = harness::check_lifecycle(&p) {
@@ -94,4 +101,128 @@ fn the_mutant_corpus_holds_one_program_per_mutant() {
     want.sort();
     assert_eq!(names, want);
     assert!(Mutant::ALL.len() >= 14);
+}
+
+/// Documented as caught by the watchdog: run only in a child process.
+fn hangs(m: Mutant) -> bool {
+    documented_oracle(m).starts_with("hang")
+}
+
+/// Run `pytie run FILE` for `m`'s program in a fresh process (`mutant`
+/// chosen or not), with `args` before the file; kill it after `limit`.
+fn run_child(m: Mutant, mutant: bool, args: &[&str], limit: Duration) -> (Output, Duration) {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("corpus/mutants/{}.pytie", m.name()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pytie"));
+    cmd.arg("run").args(args).arg(&file);
+    cmd.env_remove("PYTIE_STEP_TIMEOUT");
+    if mutant {
+        cmd.env("PYTIE_MUTANT", m.name());
+    } else {
+        cmd.env_remove("PYTIE_MUTANT");
+    }
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pytie");
+    while child.try_wait().expect("wait for pytie").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("pytie run {} did not end within {limit:?}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    (child.wait_with_output().expect("pytie's output"), took)
+}
+
+#[test]
+fn a_hanging_mutant_is_reported_with_its_program_within_5_s_of_the_stuck_step() {
+    let hanging: Vec<Mutant> = Mutant::ALL.iter().copied().filter(|m| hangs(*m)).collect();
+    assert!(!hanging.is_empty(), "docs/mutants.md names no hang");
+    for m in hanging {
+        let (out, _) = run_child(m, false, &[], Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{} fails without the mutant: {out:?}",
+            m.name()
+        );
+        for (args, bound) in [(&[][..], 2.0), (&["--step-timeout", "0.5"][..], 0.5)] {
+            let (out, took) = run_child(m, true, args, Duration::from_secs(30));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{}: {err}", m.name());
+            // Start-up (< 1 s) + the bound + the watchdog's tick.
+            assert!(
+                took < Duration::from_secs_f64(bound + 5.0),
+                "{}: reported after {took:?}",
+                m.name()
+            );
+            assert!(
+                took >= Duration::from_secs_f64(bound),
+                "{}: {took:?}",
+                m.name()
+            );
+            for want in [
+                "pytie: hang at step 4\n",
+                "FAIL: hang: a step did not finish at step 4: `release_foreign h0`",
+                "interpreter thread: waiting for the foreign thread to finish a release WHILE HOLDING THE GIL",
+                "foreign thread (pytie-foreign): waiting for the GIL",
+                "new v0\nhold h0 v0\ndrop v0\nrelease_foreign h0",
+            ] {
+                assert!(err.contains(want), "{}: no {want:?} in:\n{err}", m.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_step_timeout_env_var_is_the_bound() {
+    let m = *Mutant::ALL
+        .iter()
+        .find(|m| hangs(**m))
+        .expect("a hanging mutant");
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("corpus/mutants/{}.pytie", m.name()));
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run"])
+        .arg(&file)
+        .env("PYTIE_MUTANT", m.name())
+        .env("PYTIE_STEP_TIMEOUT", "0.3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no progress for 0."), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn every_find_replays_from_its_program_alone_in_a_fresh_process() {
+    for &m in Mutant::ALL {
+        let (out, _) = run_child(m, true, &[], Duration::from_secs(30));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if hangs(m) {
+            assert_eq!(out.status.code(), Some(3), "{}: {text}", m.name());
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{}: {text}", m.name());
+        // The same kind of failure as in this long-lived process.
+        mutants::set(Some(m));
+        let r = harness::check_lifecycle(&program(m));
+        mutants::set(None);
+        let f = r.expect_err("caught in-process too");
+        assert!(
+            text.contains(&format!("FAIL: {}", f.kind.title())),
+            "{}: in-process {:?}, fresh process:\n{text}",
+            m.name(),
+            f.kind
+        );
+    }
 }

@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
+use crate::watchdog::{self, Phase, Side};
 use crate::wrapper::{self, Moved};
 use pytie_core::backend::{Backend, Caps, Observes};
 use pytie_core::program::{HOLDERS, Holder, Op, StepSet, VARS, Var, WEAKS};
@@ -41,6 +42,19 @@ impl PytieBackend {
             result: StepResult::Ok,
             violations: Vec::new(),
         }
+    }
+
+    /// Vars holding None own nothing of the world: let them go (what
+    /// `begin` does), so that None's reference count means the same
+    /// between programs.
+    pub fn forget_nones(&mut self) {
+        Python::attach(|py| {
+            for v in &mut self.vars {
+                if v.as_ref().is_some_and(|o| o.is_none(py)) {
+                    *v = None;
+                }
+            }
+        });
     }
 
     /// Python assignment order: the new value is computed; replace the
@@ -156,7 +170,15 @@ impl PytieBackend {
                 if let Some((r, _)) = self.holders[h.idx()].take() {
                     // The interpreter's thread lets go of the GIL while it
                     // waits (contract §3 "Threads").
-                    py.detach(move || release_on_foreign_thread(r));
+                    if crate::mutant!(ForeignWaitHoldsGil) {
+                        let _p = watchdog::enter(Side::Interp, Phase::WaitForeignHoldingGil);
+                        release_on_foreign_thread(r);
+                    } else {
+                        py.detach(move || {
+                            let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
+                            release_on_foreign_thread(r)
+                        });
+                    }
                 }
             }
             Op::Weak { w, v } => {
@@ -217,13 +239,7 @@ impl Backend for PytieBackend {
     fn begin(&mut self) -> Result<(), String> {
         // Teardown leaves vars that held None holding None (`del` of None
         // keeps it): they own nothing; a new program starts empty.
-        Python::attach(|py| {
-            for v in &mut self.vars {
-                if v.as_ref().is_some_and(|o| o.is_none(py)) {
-                    *v = None;
-                }
-            }
-        });
+        self.forget_nones();
         self.result = StepResult::Ok;
         self.cycles.clear();
         self.violations.clear();

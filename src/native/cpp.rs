@@ -5,11 +5,12 @@
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 
 use super::alloc::{DeleteSpace, alloc_tied, alloc_untied};
 use super::object::{self, Object};
+use crate::watchdog::{self, Phase, Side};
 
 /// One strong reference on a native object. Dropping it DecRefs.
 #[derive(Debug)]
@@ -162,31 +163,79 @@ struct Worker {
 
 static WORKER: Mutex<Option<Worker>> = Mutex::new(None);
 
-/// Drop `r` on another OS thread, one that never holds the GIL unless it
-/// takes it, and wait until it has finished. The caller must not hold the
-/// GIL while waiting (release it around this call), or a `delete_space`
-/// on the other thread that needs the GIL would deadlock.
-pub fn release_on_foreign_thread(r: HandleRef) {
+/// Threads this layer started that are still running (the foreign thread):
+/// the world's conservation check counts them.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many threads the native layer is running.
+pub fn threads_running() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// Start the foreign thread if this process has none (it is started once
+/// and lives for the process; a forked child, AFL++'s fork server's,
+/// inherits the slot, not the thread). The conservation check calls it
+/// before its first look, so that the thread's start is not a change.
+/// Cheap when the thread runs: one atomic load.
+pub fn ensure_foreign_thread() {
+    if THREADS.load(Ordering::Relaxed) > 0 {
+        return;
+    }
     let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
+    worker(&mut guard);
+}
+
+extern "C" fn forked_child() {
+    THREADS.store(0, Ordering::Relaxed);
+}
+
+fn worker(guard: &mut Option<Worker>) -> &Worker {
     let pid = std::process::id();
-    // A forked child (AFL++'s fork server) inherits the slot, not the thread.
     if guard.as_ref().is_none_or(|w| w.pid != pid) {
         let (jobs, job_rx) = channel::<HandleRef>();
         let (done_tx, done) = channel();
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        AT_FORK.call_once(|| {
+            // SAFETY: registers a handler that only stores to an atomic.
+            unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        });
+        THREADS.store(1, Ordering::Relaxed);
         std::thread::Builder::new()
             .name("pytie-foreign".into())
             .spawn(move || {
                 for r in job_rx {
+                    let phase = watchdog::enter(Side::Foreign, Phase::Releasing);
                     drop(r);
+                    drop(phase);
                     if done_tx.send(()).is_err() {
                         break;
                     }
                 }
+                THREADS.fetch_sub(1, Ordering::Relaxed);
             })
             .expect("spawn the foreign thread");
         *guard = Some(Worker { jobs, done, pid });
     }
-    let w = guard.as_ref().expect("worker");
+    guard.as_ref().expect("worker")
+}
+
+/// Drop `r` on another OS thread, one that never holds the GIL unless it
+/// takes it, and wait until it has finished. The caller must not hold the
+/// GIL while waiting (release it around this call), or a `delete_space`
+/// on the other thread that needs the GIL would deadlock. The wait is
+/// bounded: after twice the step timeout (the watchdog reports first when
+/// it watches the step), it is reported as a hang and the process ends.
+pub fn release_on_foreign_thread(r: HandleRef) {
+    let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
+    let w = worker(&mut guard);
     w.jobs.send(r).expect("foreign thread alive");
-    w.done.recv().expect("foreign thread finished the release");
+    let bound = watchdog::timeout() * 2;
+    match w.done.recv_timeout(bound) {
+        Ok(()) => {}
+        Err(RecvTimeoutError::Timeout) => watchdog::stuck(&format!(
+            "the interpreter thread waited {:.1} s for the foreign thread to finish a release",
+            bound.as_secs_f64()
+        )),
+        Err(RecvTimeoutError::Disconnected) => panic!("the foreign thread died during a release"),
+    }
 }

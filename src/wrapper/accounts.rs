@@ -137,5 +137,7 @@ pub(super) fn reset() {
         a.leak_list.clear();
         a.cycles.clear();
     });
-    set_shutdown(false);
+    if !mutant!(ShutdownFlagSticks) {
+        set_shutdown(false);
+    }
 }

@@ -183,9 +183,12 @@ pub fn clear_all_fields(_py: Python<'_>) {
 /// The test-only door of §6: reclaim wrapper memory leaked after shutdown
 /// and reset the shutdown flag.
 pub fn reclaim_leaked(_py: Python<'_>) {
+    let reclaims = accounts::with(|a| !a.leak_list.is_empty());
     // SAFETY: GIL held (py).
     unsafe { tying::reclaim_leaked() };
-    accounts::set_shutdown(false);
+    if reclaims || !mutant!(ShutdownFlagSticks) {
+        accounts::set_shutdown(false);
+    }
 }
 
 /// What is still allocated: `None` when the world is empty.
@@ -230,6 +233,27 @@ pub fn abandon(_py: Python<'_>) {
     }
     native::registry::reset();
     accounts::reset();
+}
+
+/// The interpreter objects every program shares and this layer touches,
+/// with their reference counts, to `f`: Python's singletons and this
+/// layer's types and functions. Read with the GIL held (`py`).
+pub fn shared_refcounts(_py: Python<'_>, mut f: impl FnMut(&'static str, isize)) {
+    // SAFETY: GIL held (py); the singletons live for the process.
+    let singletons = unsafe {
+        [
+            ("None", ffi::Py_None()),
+            ("True", ffi::Py_True()),
+            ("False", ffi::Py_False()),
+            ("Ellipsis", ffi::Py_Ellipsis()),
+            ("NotImplemented", ffi::Py_NotImplemented()),
+        ]
+    };
+    // SAFETY (both): GIL held; every object here lives for the process.
+    for (n, p) in singletons {
+        f(n, unsafe { ffi::Py_REFCNT(p) });
+    }
+    types::for_each_shared(|n, p| f(n, unsafe { ffi::Py_REFCNT(p) }));
 }
 
 /// Runtime assertion failures since the last call.

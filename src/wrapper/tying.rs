@@ -124,6 +124,7 @@ use crate::native::alloc::{
 };
 use crate::native::object::{self, Object};
 use crate::native::registry::report_violation;
+use crate::watchdog::{self, Phase, Side};
 
 /// Low bit of the tag word: the wrapper is Inactive.
 pub const INACTIVE: usize = 1;
@@ -470,7 +471,10 @@ unsafe fn with_gil(f: impl FnOnce()) {
     } else {
         // SAFETY: PyGILState_Ensure works from any thread of an initialized
         // interpreter; the release below pairs with it.
+        let phase = watchdog::enter(Side::Foreign, Phase::WaitGil);
+        // SAFETY: as above.
         let g = unsafe { ffi::PyGILState_Ensure() };
+        drop(phase);
         f();
         // SAFETY: pairs with the Ensure above on this thread.
         unsafe { ffi::PyGILState_Release(g) };
@@ -574,6 +578,11 @@ pub(super) unsafe extern "C" fn set_x(
     }
     // SAFETY: GIL held.
     let new = if value.is_null() || value == unsafe { ffi::Py_None() } {
+        if mutant!(UnsetDecrefsNone) && !value.is_null() {
+            // SAFETY: none: the setter's value is borrowed; this DecRef
+            // takes a reference on None that nobody gave it.
+            unsafe { ffi::Py_DECREF(value) };
+        }
         ptr::null_mut()
     } else {
         // SAFETY: GIL held, `value` live.

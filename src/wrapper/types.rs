@@ -86,6 +86,26 @@ pub fn gc_collect_function() -> *mut ffi::PyObject {
     types().gc_collect as *mut ffi::PyObject
 }
 
+/// The interpreter objects this layer made and every program shares, by
+/// name: the wrapper types, the cycle node type, `MovedError`, the FFI
+/// function and `gc.collect` (the world's conservation check reads their
+/// reference counts before and after each program).
+pub fn for_each_shared(mut f: impl FnMut(&'static str, *mut ffi::PyObject)) {
+    let t = types();
+    for (n, p) in [
+        ("the eligible wrapper type", t.plain),
+        ("the dict wrapper type", t.dict),
+        ("the cycle node type", t.cycle),
+        ("MovedError", t.moved_error),
+        ("the FFI function f", t.echo),
+        ("gc.collect", t.gc_collect),
+        #[cfg(feature = "mutants")]
+        ("the GC wrapper type (mutant gc-finalize-once)", t.plain_gc),
+    ] {
+        f(n, p as *mut ffi::PyObject);
+    }
+}
+
 /// The wrapper type for an object's type index.
 pub fn wrapper_type_for(type_index: i32) -> *mut ffi::PyTypeObject {
     if type_index == TYPE_DICT {

@@ -245,7 +245,9 @@ impl<B: Backend> Executor<B> {
         self.finish_traced(&mut |_, _, _| {})
     }
 
-    fn finish_traced(
+    /// [`finish`](Self::finish), calling `trace(0, expected, actual)` after
+    /// every teardown action (as [`run_traced`](Self::run_traced) does).
+    pub fn finish_traced(
         &mut self,
         trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
     ) -> Result<Outcome, Box<Failure>> {

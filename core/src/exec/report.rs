@@ -29,6 +29,13 @@ pub enum FailureKind {
     /// The backend is a real third-party library and broke the contract
     /// (reported by such backends as an upstream failure).
     Upstream,
+    /// A step did not finish within the step timeout (reported by the
+    /// harness's watchdog, which then ends the process).
+    Hang,
+    /// The world outside the program (shared interpreter objects' reference
+    /// counts, process-wide flags, threads) differs after the program from
+    /// before it: damage a later program would trip over.
+    WorldDrift,
 }
 
 impl FailureKind {
@@ -41,6 +48,8 @@ impl FailureKind {
             FailureKind::Expectation => "failed expectation",
             FailureKind::Teardown => "the world is not empty after teardown",
             FailureKind::Upstream => "upstream failure",
+            FailureKind::Hang => "hang: a step did not finish",
+            FailureKind::WorldDrift => "world drift: the program changed what outlives it",
         }
     }
 }
