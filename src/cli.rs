@@ -172,6 +172,16 @@ enum Cmd {
         /// Output path without extension.
         #[arg(short, long, default_value = "coverage")]
         output: PathBuf,
+        /// Also check the programs against every (transition, trigger)
+        /// combination the model reaches within `pytie exhaust`'s default
+        /// slots and this depth; exit 1 naming each one missed, with a
+        /// shortest program that takes it.
+        #[arg(long, value_name = "DEPTH")]
+        reachable: Option<usize>,
+        /// With --reachable: write each missed combination's program into
+        /// this directory (one text file each), for the corpus.
+        #[arg(long, value_name = "DIR", requires = "reachable")]
+        write_missing: Option<PathBuf>,
         /// Program files, or directories (recursed; files starting with a
         /// dot and `.md`/`.txt` files in them are skipped).
         #[arg(required = true)]
@@ -503,6 +513,79 @@ pub fn program_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// `pytie coverage --reachable DEPTH`: the combinations the model reaches
+/// within the default slots and `depth` that none of the programs takes.
+fn uncovered(
+    paths: &[PathBuf],
+    form: Form,
+    depth: usize,
+    write: Option<&Path>,
+) -> Result<ExitCode, Bad> {
+    use pytie_core::exec::coverage::Counts;
+    use pytie_core::exhaust::{Bounds, Stop, reachable_combos};
+    let mut counts = Counts::default();
+    for f in program_files(paths).map_err(Bad)? {
+        counts.add_program(&load(&f, is_text(&f, form)).map_err(Bad)?);
+    }
+    let bounds = Bounds {
+        depth,
+        ..Bounds::default()
+    };
+    let (reachable, summary) = match reachable_combos(&bounds) {
+        Ok(r) => r,
+        Err(Stop::TooManyStates(s)) => {
+            return Err(Bad(format!(
+                "more than {} states within depth {depth}: choose a smaller depth",
+                s.states
+            )));
+        }
+        Err(Stop::Failure(f, _)) => return Err(Bad(format!("the model failed: {f}"))),
+    };
+    let taken = counts.combos_reached();
+    let missed: Vec<_> = reachable
+        .iter()
+        .filter(|(c, _)| !taken.contains(*c))
+        .collect();
+    out!(
+        "reachable within {} vars, {} holders, {} weak slot(s), {} handles, depth {depth} \
+         ({} states): {} combinations; the programs take {} of them",
+        bounds.vars,
+        bounds.holders,
+        bounds.weaks,
+        bounds.handles,
+        summary.states,
+        reachable.len(),
+        reachable.len() - missed.len()
+    );
+    for (c, p) in &missed {
+        let ops: Vec<String> = p.ops.iter().map(|op| op.to_string()).collect();
+        out!("  missed: {}  ({})", c.name(), ops.join("; "));
+        if let Some(dir) = write {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Bad(format!("cannot create {}: {e}", dir.display())))?;
+            let name = c.name().replace([' ', '_'], "-");
+            let file = dir.join(format!("{name}.pytie"));
+            let text = format!(
+                "# Coverage: the shortest program (pytie coverage --reachable {depth}) that takes\n\
+                 # the transition `{}`{}.\n{}",
+                c.name(),
+                if c.foreign() {
+                    " (on a thread without the GIL)"
+                } else {
+                    ""
+                },
+                text::print(p)
+            );
+            write_out(Some(&file), text.as_bytes())?;
+        }
+    }
+    Ok(if missed.is_empty() || write.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<ExitCode, Bad> {
     use pytie_core::exec::coverage::{Counts, Edge, to_dot};
     let files = program_files(paths).map_err(Bad)?;
@@ -640,8 +723,13 @@ pub fn main() -> ExitCode {
             form,
             png,
             output,
+            reachable,
+            write_missing,
             paths,
-        } => coverage(&paths, form, &output, png),
+        } => coverage(&paths, form, &output, png).and_then(|code| match reachable {
+            Some(depth) => uncovered(&paths, form, depth, write_missing.as_deref()),
+            None => Ok(code),
+        }),
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
         Cmd::Decode { file, output } => read(&file)
             .and_then(|d| {

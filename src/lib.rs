@@ -22,8 +22,8 @@
 
 pub mod backend;
 pub mod cli;
-pub mod exhaust;
 pub mod conservation;
+pub mod exhaust;
 pub mod harness;
 pub mod interp;
 /// `mutant!(Name)`: the injected fault `Name` is chosen (feature

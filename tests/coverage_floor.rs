@@ -6,33 +6,44 @@
 use std::path::{Path, PathBuf};
 
 use pytie::cli::{load, program_files};
-use pytie_core::exec::coverage::{Counts, Edge, edges_of, to_dot};
+use pytie_core::exec::coverage::{Combo, Counts, Edge, to_dot};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The edges of the floor file, in file order.
-fn floor() -> Vec<Edge> {
+/// The edges and combinations of the floor file, in file order.
+fn floor_file() -> (Vec<Edge>, Vec<Combo>) {
     let path = root().join("tests/coverage-floor.txt");
     let text = std::fs::read_to_string(&path).unwrap();
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            Edge::from_name(l).unwrap_or_else(|| {
-                panic!(
-                    "{}: {l:?} is not an edge; the edges are: {}",
-                    path.display(),
-                    Edge::ALL.map(Edge::name).join(", ")
-                )
-            })
-        })
-        .collect()
+    let (mut edges, mut combos) = (Vec::new(), Vec::new());
+    for l in text.lines().map(str::trim) {
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some(e) = Edge::from_name(l) {
+            edges.push(e);
+        } else if let Some(c) = Combo::from_name(l) {
+            combos.push(c);
+        } else {
+            panic!(
+                "{}: {l:?} is neither an edge nor a combination; the edges are: {}; a \
+                 combination is `EDGE by STEP|teardown [cascade] [after-shutdown]`",
+                path.display(),
+                Edge::ALL.map(Edge::name).join(", ")
+            );
+        }
+    }
+    (edges, combos)
+}
+
+/// The edges of the floor file, in file order.
+fn floor() -> Vec<Edge> {
+    floor_file().0
 }
 
 fn shipped_corpus() -> Counts {
-    let dirs: Vec<PathBuf> = ["scenarios", "lifecycle", "regressions"]
+    let dirs: Vec<PathBuf> = ["scenarios", "lifecycle", "regressions", "combos"]
         .iter()
         .map(|d| root().join("corpus").join(d))
         .collect();
@@ -45,8 +56,7 @@ fn shipped_corpus() -> Counts {
     let mut counts = Counts::default();
     for f in &files {
         let text = f.extension().is_some_and(|e| e == "pytie");
-        let prog = load(f, text).unwrap();
-        counts.add(edges_of(&prog));
+        counts.add_program(&load(f, text).unwrap());
     }
     counts
 }
@@ -91,7 +101,7 @@ fn the_committed_picture_is_the_shipped_corpus() {
     let counts = shipped_corpus();
     let title = format!(
         "pytie: state-machine transitions taken by {} programs (corpus/scenarios, \
-         corpus/lifecycle, corpus/regressions)\nred: never taken",
+         corpus/lifecycle, corpus/regressions, corpus/combos)\nred: never taken",
         counts.programs
     );
     let committed = std::fs::read_to_string(root().join("docs/coverage.dot")).unwrap();
@@ -99,7 +109,7 @@ fn the_committed_picture_is_the_shipped_corpus() {
         committed,
         to_dot(&counts, &title),
         "docs/coverage.dot is stale: run `cargo run --release -- coverage corpus/scenarios \
-         corpus/lifecycle corpus/regressions -o docs/coverage --png`"
+         corpus/lifecycle corpus/regressions corpus/combos -o docs/coverage --png`"
     );
 }
 
@@ -134,4 +144,57 @@ fn never_taken_edges_and_unreached_states_are_red() {
     );
     assert!(dot.contains("  Active [shape=ellipse];"), "{dot}");
     assert_eq!(dot.matches("->").count(), Edge::COUNT);
+}
+
+#[test]
+fn the_shipped_corpus_takes_every_combination_of_the_floor_and_no_other() {
+    let (_, floor) = floor_file();
+    assert!(floor.len() > Edge::COUNT, "the floor lists no combinations");
+    let reached = shipped_corpus().combos_reached();
+    let lost: Vec<String> = floor
+        .iter()
+        .filter(|c| !reached.contains(**c))
+        .map(|c| c.name())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "the shipped corpus no longer takes {}; `pytie coverage corpus/scenarios corpus/lifecycle \
+         corpus/regressions corpus/combos --reachable 7 --write-missing corpus/combos` writes a \
+         program for each",
+        lost.join(", ")
+    );
+    let new: Vec<String> = reached
+        .iter()
+        .filter(|c| !floor.contains(c))
+        .map(|c| c.name())
+        .collect();
+    assert!(
+        new.is_empty(),
+        "coverage grew: the shipped corpus now takes {}; add them to tests/coverage-floor.txt",
+        new.join(", ")
+    );
+}
+
+#[test]
+fn every_combination_the_model_reaches_at_a_small_bound_is_in_the_floor() {
+    // The full check (`--reachable 7`, the default bound) runs in CI in a
+    // release build; here depth 5 (11,559 states) keeps cargo test quick.
+    use pytie_core::exhaust::{Bounds, reachable_combos};
+    let b = Bounds {
+        depth: 5,
+        ..Bounds::default()
+    };
+    let (reachable, _) = reachable_combos(&b).unwrap_or_else(|_| panic!("the search stopped"));
+    assert!(reachable.len() > 100, "{} combinations", reachable.len());
+    let (_, floor) = floor_file();
+    let missing: Vec<String> = reachable
+        .iter()
+        .filter(|(c, _)| !floor.contains(c))
+        .map(|(c, p)| format!("{} ({})", c.name(), p.ops.len()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "reachable but not in the floor: {}",
+        missing.join(", ")
+    );
 }

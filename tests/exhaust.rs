@@ -116,6 +116,23 @@ fn the_command_passes_fails_and_refuses_with_its_exit_codes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A mutant docs/mutants.md says is caught as a hang.
+#[cfg(feature = "mutants")]
+fn hangs(m: pytie::mutants::Mutant) -> bool {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/mutants.md")).unwrap();
+    doc.lines()
+        .find(|l| l.starts_with(&format!("| `{}` |", m.name())))
+        .is_some_and(|l| {
+            l.trim_end_matches('|')
+                .rsplit('|')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .starts_with("hang")
+        })
+}
+
 /// The bug zoo: every mutant whose minimized program fits the default
 /// bound is found, with a program no longer than that one.
 #[cfg(feature = "mutants")]
@@ -155,6 +172,22 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
         );
         if !within(&fuzzer) {
             report.push(format!("{:28} outside the default bound", m.name()));
+            continue;
+        }
+        if hangs(m) {
+            // A deadlock stops the process (the watchdog aborts): run the
+            // command in a child, which must report the hang, exit 3.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_pytie"))
+                .args(["exhaust", "--quiet"])
+                .env("PYTIE_MUTANT", m.name())
+                .env("PYTIE_STEP_TIMEOUT", "1")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{}: {err}", m.name());
+            assert!(err.contains("FAIL: hang"), "{}: {err}", m.name());
+            found += 1;
+            report.push(format!("{:28} found: a hang (child process)", m.name()));
             continue;
         }
         mutants::set(Some(m));

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::exec::Failure;
+use crate::exec::coverage::{Combo, ComboSet, for_each_transition};
 use crate::model::Model;
 use crate::model::canon::Canon;
 use crate::program::{
@@ -337,3 +338,26 @@ fn estimate(
 
 #[cfg(test)]
 mod tests;
+
+/// Every (transition, trigger) combination (coverage, issue 16) the model
+/// of design S takes within `b`, each with the first program found that
+/// takes it, in order of length (breadth first): the reachable set the
+/// shipped corpus must cover. Model only: no backend, no interpreter.
+pub fn reachable_combos(b: &Bounds) -> Result<(Vec<(Combo, Program)>, Summary), Stop> {
+    let model = Model::new(crate::model::Design::S);
+    let mut seen = ComboSet::default();
+    let mut found: Vec<(Combo, Program)> = Vec::new();
+    let mut check = |p: &Program| -> Result<(), Box<Failure>> {
+        for_each_transition(p, crate::model::Design::S, |t| {
+            let c = Combo::of(t);
+            if !seen.contains(c) {
+                seen.insert(c);
+                found.push((c, p.clone()));
+            }
+        });
+        Ok(())
+    };
+    let summary = explore(&model, b, StepSet::ALL, &mut check, &mut |_| {})?;
+    found.sort_by_key(|(c, _)| *c);
+    Ok((found, summary))
+}
