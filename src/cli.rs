@@ -234,6 +234,52 @@ fn print_outcome(f: &Path, o: &Outcome) {
     }
 }
 
+/// Progress of a long run on standard error: a line a second once a
+/// program has run for a second (checked every 4096 steps;
+/// `PYTIE_PROGRESS_MS` sets the period, e.g. 0 for every check).
+struct Progress<'a> {
+    file: &'a Path,
+    total: usize,
+    start: std::time::Instant,
+    next: std::time::Duration,
+}
+
+impl<'a> Progress<'a> {
+    fn new(file: &'a Path, total: usize) -> Progress<'a> {
+        Progress {
+            file,
+            total,
+            start: std::time::Instant::now(),
+            next: Self::period(),
+        }
+    }
+
+    fn period() -> std::time::Duration {
+        let ms = std::env::var("PYTIE_PROGRESS_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        std::time::Duration::from_millis(ms)
+    }
+
+    fn tick(&mut self, step: usize) {
+        if step == 0 || step % 4096 != 0 {
+            return;
+        }
+        let t = self.start.elapsed();
+        if t >= self.next {
+            eprintln!(
+                "pytie: {}: step {step} of {} ({}%), {:.1} s",
+                self.file.display(),
+                self.total,
+                step * 100 / self.total.max(1),
+                t.as_secs_f64()
+            );
+            self.next = t + Self::period();
+        }
+    }
+}
+
 fn run(
     files: &[PathBuf],
     form: Form,
@@ -259,20 +305,22 @@ fn run(
         .map_err(Bad)?;
         out!("backend: {about}");
     }
-    let check = |p: &Program| -> Result<Outcome, Box<Failure>> {
+    let check = |f: &Path, p: &Program| -> Result<Outcome, Box<Failure>> {
+        let mut progress = Progress::new(f, p.ops.len());
+        let mut tick = |step: usize, _: &_, _: &_| progress.tick(step);
         match backend {
-            BackendName::Pytie => harness::check_lifecycle(p),
+            BackendName::Pytie => harness::with_lifecycle(|ex| ex.run_traced(p, &mut tick)),
             BackendName::TvmFfi => with_executor::<TvmFfiBackend, _>(|ex| {
                 ex.backend.set_known_findings(known);
                 ex.set_strict_expectations(strict.then_some(true));
-                ex.run(p)
+                ex.run_traced(p, &mut tick)
             })
             .expect("tvm-ffi was loaded above"),
         }
     };
     let mut failed = 0;
     for (f, p) in &programs {
-        match check(p) {
+        match check(f, p) {
             Ok(o) => print_outcome(f, &o),
             Err(e) => {
                 failed += 1;

@@ -248,3 +248,30 @@ fn coverage_recurses_directories_and_rejects_bad_paths() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_program_past_the_step_limit_exits_2_naming_the_limit() {
+    let f = Scratch::new("long.pytie", "new v0\n".repeat(1_000_001).as_bytes());
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("long.pytie:1000001:1: too many steps: a program has at most 1000000 steps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_long_run_shows_progress_on_standard_error() {
+    let f = Scratch::new("progress.pytie", "new v0\n".repeat(9000).as_bytes());
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_PROGRESS_MS", "0")
+        .output()
+        .expect("run pytie");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("step 4096 of 9000 (45%)"), "{err}");
+    assert!(err.contains("step 8192 of 9000 (91%)"), "{err}");
+    assert!(stdout(&o).starts_with("ok "), "{}", stdout(&o));
+}

@@ -106,7 +106,7 @@ fn check_invariants(m: &Model) {
     let s = st(m);
     let cycles = &m.cycles;
     // Python refs: vars + cycles.
-    for (w, ws) in s.wrappers.iter().enumerate() {
+    for (w, ws) in s.wrappers.all().enumerate() {
         let w = w as u32;
         let in_vars = m.vars.iter().filter(|&&v| v == super::Val::W(w)).count();
         let in_cycles = cycles.iter().filter(|&&c| c == w).count();
@@ -123,15 +123,11 @@ fn check_invariants(m: &Model) {
         }
         if ws.life == WrapperLife::Live && ws.refs == 0 {
             // Only cached (Inactive) wrappers live without Python refs.
-            let n = s
-                .handles
-                .iter()
-                .filter(|h| h.binding == Inactive(w))
-                .count();
+            let n = s.handles.all().filter(|h| h.binding == Inactive(w)).count();
             assert_eq!(n, 1, "live wrapper {w} with no refs must be Inactive once");
         }
     }
-    for (h, hs) in s.handles.iter().enumerate() {
+    for (h, hs) in s.handles.all().enumerate() {
         let h = h as u32;
         if !hs.storage {
             assert_eq!(*hs, HandleState::FREED);
@@ -140,12 +136,12 @@ fn check_invariants(m: &Model) {
         let holders = s.holders.iter().filter(|&&x| x == Some(h)).count();
         let fields = s
             .handles
-            .iter()
+            .all()
             .filter(|o| o.alive() && o.field == Some(h))
             .count();
         let wrappers = s
             .wrappers
-            .iter()
+            .all()
             .filter(|w| w.life == WrapperLife::Live && w.chandle == Some(h))
             .count();
         assert_eq!(
@@ -179,7 +175,7 @@ fn check_invariants(m: &Model) {
         if let Active(w) | Inactive(w) = hs.binding {
             let n = s
                 .handles
-                .iter()
+                .all()
                 .filter(|o| matches!(o.binding, Active(x) | Inactive(x) if x == w))
                 .count();
             assert_eq!(n, 1, "wrapper {w} canonical twice");
@@ -766,14 +762,14 @@ fn teardown_ends_in_empty_world() {
         assert_eq!(s.vars, [Empty; VARS]);
         assert_eq!(s.holders, [None; HOLDERS]);
         assert_eq!(s.weaks, [None; WEAKS]);
-        assert!(s.handles.iter().all(|h| *h == FREED_H));
+        assert!(s.handles.all().all(|h| *h == FREED_H));
         assert_eq!((s.totals.live_handles, s.totals.live_blocks), (0, 0));
         assert_eq!(s.totals.live_wrappers, 0);
         // Handles 0 and 4 were kept Inactive and freed after shutdown: leaked.
         assert_eq!(s.totals.leaked_wrappers, 2);
         m.reclaim_leaked();
         assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
-        assert!(st(&m).wrappers.iter().all(|w| *w == FREED_W));
+        assert!(st(&m).wrappers.all().all(|w| *w == FREED_W));
     }
 }
 

@@ -12,8 +12,8 @@
 use std::fmt;
 
 use super::{
-    Expect, HOLDERS, Holder, MARKS, Mark, ObjKind, Op, Program, StepKind, VARS, Var, WEAKS,
-    WeakSlot,
+    Expect, HOLDERS, Holder, MARKS, MAX_PROGRAM_STEPS, Mark, ObjKind, Op, Program, StepKind, VARS,
+    Var, WEAKS, WeakSlot,
 };
 
 /// A parse error at a 1-based `line` and `col` (column in characters,
@@ -41,7 +41,8 @@ fn step_names() -> String {
     names.join(", ")
 }
 
-/// Parse a whole program. A program with no step is an error.
+/// Parse a whole program. A program with no step, or with more than
+/// [`MAX_PROGRAM_STEPS`] steps, is an error.
 pub fn parse(src: &str) -> Result<Program, ParseError> {
     let mut ops = Vec::new();
     let mut lines = 0;
@@ -50,6 +51,16 @@ pub fn parse(src: &str) -> Result<Program, ParseError> {
         let mut line = Line::new(raw, i + 1);
         if line.toks.is_empty() {
             continue;
+        }
+        if ops.len() == MAX_PROGRAM_STEPS {
+            return Err(ParseError {
+                line: i + 1,
+                col: 1,
+                msg: format!(
+                    "too many steps: a program has at most {MAX_PROGRAM_STEPS} steps \
+                     (assertions included); split it"
+                ),
+            });
         }
         ops.push(line.step()?);
     }
