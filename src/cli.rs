@@ -79,9 +79,14 @@ enum Cmd {
         form: Form,
         file: PathBuf,
     },
-    /// Text program to binary (assertions are dropped).
+    /// Text program to binary (assertions are dropped). A binary program
+    /// holds at most 256 steps: a longer one is an error unless --truncate.
     Encode {
         file: PathBuf,
+        /// Keep the first 256 steps of a longer program (a warning says how
+        /// many were dropped) instead of failing.
+        #[arg(long)]
+        truncate: bool,
         /// Write here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -181,8 +186,75 @@ pub fn load(path: &Path, text_form: bool) -> Result<Program, String> {
             .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
         text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))
     } else {
-        Ok(binary::decode(&data))
+        Ok(decode_noting(
+            path,
+            &data,
+            pytie_core::program::StepSet::ALL,
+        ))
     }
+}
+
+/// Decode a binary program within `allowed`, saying on standard error
+/// what of `data` was ignored (bytes past the 256th step, or an
+/// incomplete last step): nothing is dropped silently.
+fn decode_noting(path: &Path, data: &[u8], allowed: pytie_core::program::StepSet) -> Program {
+    let (p, used) = binary::decode_counted(data, allowed);
+    let ignored = data.len() - used;
+    if ignored > 0 {
+        let why = if p.ops.len() == binary::MAX_STEPS {
+            format!("binary programs hold at most {} steps", binary::MAX_STEPS)
+        } else {
+            "an incomplete last step".to_string()
+        };
+        eprintln!(
+            "pytie: {}: {} steps; {ignored} trailing bytes ignored: {why}",
+            path.display(),
+            p.ops.len()
+        );
+    }
+    p
+}
+
+/// `pytie encode`: a text program to binary. Refuses (exit 2) to drop
+/// steps past the binary form's limit unless `truncate`.
+fn encode(file: &Path, output: Option<&Path>, truncate: bool) -> Result<ExitCode, Bad> {
+    let p = load(file, true).map_err(Bad)?;
+    let steps = p.ops.iter().filter(|op| !op.is_assertion()).count();
+    let max = binary::MAX_STEPS;
+    if steps > max {
+        let dropped = steps - max;
+        let what = format!(
+            "{}: {steps} steps, but a binary program holds at most {max}: \
+             the last {dropped} (steps {} to {steps}, assertions not counted)",
+            file.display(),
+            max + 1
+        );
+        if !truncate {
+            return Err(Bad(format!(
+                "{what} would be dropped; nothing written (--truncate keeps the first {max})"
+            )));
+        }
+        eprintln!("pytie: warning: {what} are dropped (--truncate)");
+    }
+    write_out(output, &binary::encode(&p))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pytie decode`: a binary program to text. An input that decodes to no
+/// step is an error (its text would be empty, which `run` rejects).
+fn decode(file: &Path, output: Option<&Path>) -> Result<ExitCode, Bad> {
+    let data = read(file)?;
+    let p = decode_noting(file, &data, pytie_core::program::StepSet::ALL);
+    if p.ops.is_empty() {
+        return Err(Bad(format!(
+            "{}: {} bytes decode to no step (a binary program is a {}-byte header, then steps); nothing written",
+            file.display(),
+            data.len(),
+            binary::HEADER_LEN
+        )));
+    }
+    write_out(output, text::print(&p).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {
@@ -372,7 +444,8 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
 /// within its step kinds, as the `tvmffi` fuzz target does.
 fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
     match backend {
-        BackendName::TvmFfi if !is_text(path, form) => Ok(binary::decode_for(
+        BackendName::TvmFfi if !is_text(path, form) => Ok(decode_noting(
+            path,
             &read(path)?,
             crate::backend::tvmffi::steps(),
         )),
@@ -564,10 +637,11 @@ pub fn main() -> ExitCode {
             files,
         } => run(&files, form, full, backend, work_around, strict),
         Cmd::Trace { form, file } => trace(&file, form),
-        Cmd::Encode { file, output } => load(&file, true)
-            .map_err(Bad)
-            .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
-            .map(|()| ExitCode::SUCCESS),
+        Cmd::Encode {
+            file,
+            truncate,
+            output,
+        } => encode(&file, output.as_deref(), truncate),
         Cmd::Regress {
             form,
             backend,
@@ -586,14 +660,7 @@ pub fn main() -> ExitCode {
             output,
             paths,
         } => coverage(&paths, form, &output, png),
-        Cmd::Decode { file, output } => read(&file)
-            .and_then(|d| {
-                write_out(
-                    output.as_deref(),
-                    text::print(&binary::decode(&d)).as_bytes(),
-                )
-            })
-            .map(|()| ExitCode::SUCCESS),
+        Cmd::Decode { file, output } => decode(&file, output.as_deref()),
     };
     r.unwrap_or_else(|Bad(msg)| {
         eprintln!("pytie: {msg}");

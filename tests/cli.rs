@@ -275,3 +275,73 @@ fn a_long_run_shows_progress_on_standard_error() {
     assert!(err.contains("step 8192 of 9000 (91%)"), "{err}");
     assert!(stdout(&o).starts_with("ok "), "{}", stdout(&o));
 }
+
+/// 300 `new v0` steps: more than a binary program holds.
+fn long_text() -> String {
+    "new v0\n".repeat(300)
+}
+
+#[test]
+fn encode_refuses_to_drop_steps_unless_truncate() {
+    let f = Scratch::new("long300.pytie", long_text().as_bytes());
+    let bin = f.0.with_extension("bin");
+    let o = pytie(&["encode", f.path(), "-o", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "300 steps, but a binary program holds at most 256: the last 44 (steps 257 to 300"
+        ),
+        "{err}"
+    );
+    assert!(!bin.exists(), "nothing written");
+    let o = pytie(&[
+        "encode",
+        "--truncate",
+        f.path(),
+        "-o",
+        bin.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the last 44"), "{}", stderr(&o));
+    let o = pytie(&["run", bin.to_str().unwrap()]);
+    assert!(stdout(&o).contains("(256 steps)"), "{}", stdout(&o));
+}
+
+#[test]
+fn ignored_binary_bytes_are_named() {
+    // Header (every kind, every slot), then 10,000 bytes of steps.
+    let mut data = vec![0xff, 0xff, 0xff, 0xff];
+    data.extend(std::iter::repeat_n(0u8, 10_000));
+    let f = Scratch::new("big.bin", &data);
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("256 steps;")
+            && err.contains("trailing bytes ignored: binary programs hold at most 256 steps"),
+        "{err}"
+    );
+    // One byte past a whole step: an incomplete last step, named too.
+    let f = Scratch::new("cut.bin", &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    let o = pytie(&["decode", f.path()]);
+    assert!(
+        stderr(&o).contains("an incomplete last step"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn decode_of_an_input_with_no_step_is_an_error() {
+    let f = Scratch::new("one.bin", &[7]);
+    let o = pytie(&["decode", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("1 bytes decode to no step"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+}
