@@ -106,6 +106,10 @@ enum Cmd {
         /// The regression file to write, e.g. corpus/regressions/NAME.pytie
         #[arg(short, long)]
         output: PathBuf,
+        /// Write the file even when the input passes (by default that is
+        /// exit 1 and nothing written: wrong build, mutant or toolchain?).
+        #[arg(long)]
+        allow_pass: bool,
     },
     /// A program as a standalone Python script that reproduces it on tvm_ffi
     /// alone (no pytie) and checks what the contract expects, for an
@@ -453,7 +457,13 @@ fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Ba
     }
 }
 
-fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Result<ExitCode, Bad> {
+fn regress(
+    file: &Path,
+    form: Form,
+    backend: BackendName,
+    output: &Path,
+    allow_pass: bool,
+) -> Result<ExitCode, Bad> {
     let p = load_for(file, form, backend)?;
     let name = file
         .file_name()
@@ -474,6 +484,16 @@ fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Resu
                 }
             }
             (h, f.program.clone())
+        }
+        Ok(_) if !allow_pass => {
+            eprintln!(
+                "pytie: {}: this input passes: nothing failed, so there is no regression to write \
+                 (a mutant's input needs PYTIE_MUTANT and `--features mutants`; \
+                 --allow-pass writes it anyway); {} not written",
+                file.display(),
+                output.display()
+            );
+            return Ok(ExitCode::from(1));
         }
         Ok(_) => (
             "# Regression: this input passes now (nothing failed when it was recorded).\n"
@@ -627,6 +647,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(e) = crate::check_mutant_env() {
+        eprintln!("pytie: {e}");
+        return ExitCode::from(2);
+    }
     let r = match cli.cmd {
         Cmd::Run {
             form,
@@ -647,7 +671,8 @@ pub fn main() -> ExitCode {
             backend,
             file,
             output,
-        } => regress(&file, form, backend, &output),
+            allow_pass,
+        } => regress(&file, form, backend, &output, allow_pass),
         Cmd::Repro {
             python: _,
             form,

@@ -173,6 +173,29 @@ fn regress_turns_a_failing_input_into_a_commented_text_program() {
 }
 
 #[test]
+fn regress_of_a_passing_input_exits_1_unless_allow_pass() {
+    let f = Scratch::new("passes.pytie", b"new v0\ndrop v0\n");
+    let out = f.0.with_file_name("reg.pytie");
+    let o = pytie(&["regress", f.path(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("this input passes"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing written");
+    let o = pytie(&[
+        "regress",
+        "--allow-pass",
+        f.path(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("# Regression: this input passes now"),
+        "{text}"
+    );
+}
+
+#[test]
 fn coverage_counts_programs_per_transition_and_writes_dot() {
     let f = Scratch::new("cov.pytie", b"new v0\nhold h0 v0\ndrop v0\nret v1 h0\n");
     let out = f.0.parent().unwrap().join("picture");
@@ -344,4 +367,64 @@ fn decode_of_an_input_with_no_step_is_an_error() {
         stderr(&o)
     );
     assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn pytie_mutant_is_checked_at_start_up() {
+    let f = Scratch::new("m.pytie", b"new v0\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_MUTANT", "dict-cached")
+        .output()
+        .expect("run pytie");
+    let err = stderr(&o);
+    if cfg!(feature = "mutants") {
+        assert_eq!(o.status.code(), Some(0), "{err}");
+    } else {
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("PYTIE_MUTANT=dict-cached is set, but this build has no mutants (cargo feature `mutants`)"),
+            "{err}"
+        );
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_MUTANT", "no-such-mutant")
+        .output()
+        .expect("run pytie");
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    if cfg!(feature = "mutants") {
+        assert!(
+            err.contains("unknown PYTIE_MUTANT \"no-such-mutant\"; one of: fresh-unattached,"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("this build has no mutants"), "{err}");
+    }
+}
+
+#[test]
+fn scripts_fuzz_rejects_cargo_options_before_building() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fuzz");
+    let o = Command::new(script)
+        .args(["--features", "mutants"])
+        .output()
+        .expect("run scripts/fuzz");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("for a mutant: scripts/fuzz --mutant NAME"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(script)
+        .arg("--mutant")
+        .output()
+        .expect("run scripts/fuzz");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--mutant needs a name"),
+        "{}",
+        stderr(&o)
+    );
 }
