@@ -173,9 +173,26 @@ fn is_text(path: &Path, form: Form) -> bool {
     }
 }
 
+/// The largest input file read (`--binary /dev/zero` must not read
+/// forever): 64 MiB, far above the step limit's text (1,000,000 lines).
+const MAX_INPUT: u64 = 64 << 20;
+
 fn read(path: &Path) -> Result<Vec<u8>, Bad> {
-    let data =
-        std::fs::read(path).map_err(|e| Bad(format!("{}: cannot read: {e}", path.display())))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Bad(format!("{}: cannot read: {e}", path.display()));
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_INPUT + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_INPUT {
+        return Err(Bad(format!(
+            "{}: larger than {} MiB, the most pytie reads",
+            path.display(),
+            MAX_INPUT >> 20
+        )));
+    }
     if data.is_empty() {
         return Err(Bad(format!("{}: empty file", path.display())));
     }
@@ -186,9 +203,7 @@ fn read(path: &Path) -> Result<Vec<u8>, Bad> {
 pub fn load(path: &Path, text_form: bool) -> Result<Program, String> {
     let data = read(path).map_err(|Bad(e)| e)?;
     if text_form {
-        let src = String::from_utf8(data)
-            .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
-        text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))
+        text::parse_bytes(&data).map_err(|e| format!("{}:{e}", path.display()))
     } else {
         Ok(decode_noting(
             path,

@@ -428,3 +428,29 @@ fn scripts_fuzz_rejects_cargo_options_before_building() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_endless_input_is_cut_off_with_an_error() {
+    let o = pytie(&["run", "--binary", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/dev/zero: larger than 64 MiB, the most pytie reads"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_text_file_with_a_bom_runs_and_bad_utf8_names_line_and_col() {
+    let f = Scratch::new("bom.pytie", b"\xEF\xBB\xBFnew v0\ndrop v0\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let f = Scratch::new("bad.pytie", b"new v0\nnew \xFF\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("bad.pytie:2:5: not UTF-8 text"),
+        "{}",
+        stderr(&o)
+    );
+}
