@@ -118,9 +118,14 @@ enum Cmd {
         form: Form,
         file: PathBuf,
     },
-    /// Text program to binary (assertions are dropped).
+    /// Text program to binary (assertions are dropped). A binary program
+    /// holds at most 256 steps: a longer one is an error unless --truncate.
     Encode {
         file: PathBuf,
+        /// Keep the first 256 steps of a longer program (a warning says how
+        /// many were dropped) instead of failing.
+        #[arg(long)]
+        truncate: bool,
         /// Write here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -140,6 +145,10 @@ enum Cmd {
         /// The regression file to write, e.g. corpus/regressions/NAME.pytie
         #[arg(short, long)]
         output: PathBuf,
+        /// Write the file even when the input passes (by default that is
+        /// exit 1 and nothing written: wrong build, mutant or toolchain?).
+        #[arg(long)]
+        allow_pass: bool,
     },
     /// A program as a standalone Python script that reproduces it on tvm_ffi
     /// alone (no pytie) and checks what the contract expects, for an
@@ -222,9 +231,26 @@ fn is_text(path: &Path, form: Form) -> bool {
     }
 }
 
+/// The largest input file read (`--binary /dev/zero` must not read
+/// forever): 64 MiB, far above the step limit's text (1,000,000 lines).
+const MAX_INPUT: u64 = 64 << 20;
+
 fn read(path: &Path) -> Result<Vec<u8>, Bad> {
-    let data =
-        std::fs::read(path).map_err(|e| Bad(format!("{}: cannot read: {e}", path.display())))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Bad(format!("{}: cannot read: {e}", path.display()));
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_INPUT + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_INPUT {
+        return Err(Bad(format!(
+            "{}: larger than {} MiB, the most pytie reads",
+            path.display(),
+            MAX_INPUT >> 20
+        )));
+    }
     if data.is_empty() {
         return Err(Bad(format!("{}: empty file", path.display())));
     }
@@ -235,12 +261,77 @@ fn read(path: &Path) -> Result<Vec<u8>, Bad> {
 pub fn load(path: &Path, text_form: bool) -> Result<Program, String> {
     let data = read(path).map_err(|Bad(e)| e)?;
     if text_form {
-        let src = String::from_utf8(data)
-            .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
-        text::parse(&src).map_err(|e| format!("{}:{e}", path.display()))
+        text::parse_bytes(&data).map_err(|e| format!("{}:{e}", path.display()))
     } else {
-        Ok(binary::decode(&data))
+        Ok(decode_noting(
+            path,
+            &data,
+            pytie_core::program::StepSet::ALL,
+        ))
     }
+}
+
+/// Decode a binary program within `allowed`, saying on standard error
+/// what of `data` was ignored (bytes past the 256th step, or an
+/// incomplete last step): nothing is dropped silently.
+fn decode_noting(path: &Path, data: &[u8], allowed: pytie_core::program::StepSet) -> Program {
+    let (p, used) = binary::decode_counted(data, allowed);
+    let ignored = data.len() - used;
+    if ignored > 0 {
+        let why = if p.ops.len() == binary::MAX_STEPS {
+            format!("binary programs hold at most {} steps", binary::MAX_STEPS)
+        } else {
+            "an incomplete last step".to_string()
+        };
+        eprintln!(
+            "pytie: {}: {} steps; {ignored} trailing bytes ignored: {why}",
+            path.display(),
+            p.ops.len()
+        );
+    }
+    p
+}
+
+/// `pytie encode`: a text program to binary. Refuses (exit 2) to drop
+/// steps past the binary form's limit unless `truncate`.
+fn encode(file: &Path, output: Option<&Path>, truncate: bool) -> Result<ExitCode, Bad> {
+    let p = load(file, true).map_err(Bad)?;
+    let steps = p.ops.iter().filter(|op| !op.is_assertion()).count();
+    let max = binary::MAX_STEPS;
+    if steps > max {
+        let dropped = steps - max;
+        let what = format!(
+            "{}: {steps} steps, but a binary program holds at most {max}: \
+             the last {dropped} (steps {} to {steps}, assertions not counted)",
+            file.display(),
+            max + 1
+        );
+        if !truncate {
+            return Err(Bad(format!(
+                "{what} would be dropped; nothing written (--truncate keeps the first {max})"
+            )));
+        }
+        eprintln!("pytie: warning: {what} are dropped (--truncate)");
+    }
+    write_out(output, &binary::encode(&p))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pytie decode`: a binary program to text. An input that decodes to no
+/// step is an error (its text would be empty, which `run` rejects).
+fn decode(file: &Path, output: Option<&Path>) -> Result<ExitCode, Bad> {
+    let data = read(file)?;
+    let p = decode_noting(file, &data, pytie_core::program::StepSet::ALL);
+    if p.ops.is_empty() {
+        return Err(Bad(format!(
+            "{}: {} bytes decode to no step (a binary program is a {}-byte header, then steps); nothing written",
+            file.display(),
+            data.len(),
+            binary::HEADER_LEN
+        )));
+    }
+    write_out(output, text::print(&p).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {
@@ -300,6 +391,52 @@ fn print_outcome(f: &Path, o: &Outcome) {
     }
 }
 
+/// Progress of a long run on standard error: a line a second once a
+/// program has run for a second (checked every 4096 steps;
+/// `PYTIE_PROGRESS_MS` sets the period, e.g. 0 for every check).
+struct Progress<'a> {
+    file: &'a Path,
+    total: usize,
+    start: std::time::Instant,
+    next: std::time::Duration,
+}
+
+impl<'a> Progress<'a> {
+    fn new(file: &'a Path, total: usize) -> Progress<'a> {
+        Progress {
+            file,
+            total,
+            start: std::time::Instant::now(),
+            next: Self::period(),
+        }
+    }
+
+    fn period() -> std::time::Duration {
+        let ms = std::env::var("PYTIE_PROGRESS_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        std::time::Duration::from_millis(ms)
+    }
+
+    fn tick(&mut self, step: usize) {
+        if step == 0 || step % 4096 != 0 {
+            return;
+        }
+        let t = self.start.elapsed();
+        if t >= self.next {
+            eprintln!(
+                "pytie: {}: step {step} of {} ({}%), {:.1} s",
+                self.file.display(),
+                self.total,
+                step * 100 / self.total.max(1),
+                t.as_secs_f64()
+            );
+            self.next = t + Self::period();
+        }
+    }
+}
+
 fn run(
     files: &[PathBuf],
     form: Form,
@@ -326,15 +463,19 @@ fn run(
         .map_err(Bad)?;
         out!("backend: {about}");
     }
-    let check = |p: &Program, label: &str| -> Result<Outcome, Box<Failure>> {
+    let check = |f: &Path, p: &Program| -> Result<Outcome, Box<Failure>> {
+        let label = f.display().to_string();
+        let mut progress = Progress::new(f, p.ops.len());
+        let mut tick = |step: usize, _: &_, _: &_| progress.tick(step);
         match backend {
-            BackendName::Pytie => harness::check_named::<PytieBackend>(p, label, |_| {})
-                .expect("pytie's runtime is always available"),
+            BackendName::Pytie => {
+                harness::with_lifecycle(|ex| harness::run_watched(ex, p, &label, &mut tick))
+            }
             BackendName::TvmFfi | BackendName::TvmFfiTied => {
                 with_executor::<TvmFfiBackend, _>(|ex| {
                     ex.backend.set_known_findings(known);
                     ex.set_strict_expectations(strict.then_some(true));
-                    harness::run_watched(ex, p, label, &mut |_, _, _| {})
+                    harness::run_watched(ex, p, &label, &mut tick)
                 })
                 .expect("tvm-ffi was loaded above")
             }
@@ -342,7 +483,7 @@ fn run(
     };
     let mut failed = 0;
     for (f, p) in &programs {
-        match check(p, &f.display().to_string()) {
+        match check(f, p) {
             Ok(o) => print_outcome(f, &o),
             Err(e) => {
                 failed += 1;
@@ -395,14 +536,22 @@ fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
 /// within its step kinds, as the `tvmffi` fuzz target does.
 fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
     match backend {
-        BackendName::TvmFfi | BackendName::TvmFfiTied if !is_text(path, form) => Ok(
-            binary::decode_for(&read(path)?, crate::backend::tvmffi::steps()),
-        ),
+        BackendName::TvmFfi | BackendName::TvmFfiTied if !is_text(path, form) => Ok(decode_noting(
+            path,
+            &read(path)?,
+            crate::backend::tvmffi::steps(),
+        )),
         _ => load(path, is_text(path, form)).map_err(Bad),
     }
 }
 
-fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Result<ExitCode, Bad> {
+fn regress(
+    file: &Path,
+    form: Form,
+    backend: BackendName,
+    output: &Path,
+    allow_pass: bool,
+) -> Result<ExitCode, Bad> {
     let p = load_for(file, form, backend)?;
     backend.prepare()?;
     let name = file
@@ -426,6 +575,16 @@ fn regress(file: &Path, form: Form, backend: BackendName, output: &Path) -> Resu
                 }
             }
             (h, f.program.clone())
+        }
+        Ok(_) if !allow_pass => {
+            eprintln!(
+                "pytie: {}: this input passes: nothing failed, so there is no regression to write \
+                 (a mutant's input needs PYTIE_MUTANT and `--features mutants`; \
+                 --allow-pass writes it anyway); {} not written",
+                file.display(),
+                output.display()
+            );
+            return Ok(ExitCode::from(1));
         }
         Ok(_) => (
             "# Regression: this input passes now (nothing failed when it was recorded).\n"
@@ -681,6 +840,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(e) = crate::check_mutant_env() {
+        eprintln!("pytie: {e}");
+        return ExitCode::from(2);
+    }
     // A hang exits 3 (not abort); the process is the harness's alone, so
     // its thread count is part of the world a program must conserve.
     crate::watchdog::exit_on_hang(crate::watchdog::HANG_EXIT as u8);
@@ -702,16 +865,18 @@ pub fn main() -> ExitCode {
             run(&files, form, full, backend, work_around, strict)
         }
         Cmd::Trace { form, file } => trace(&file, form),
-        Cmd::Encode { file, output } => load(&file, true)
-            .map_err(Bad)
-            .and_then(|p| write_out(output.as_deref(), &binary::encode(&p)))
-            .map(|()| ExitCode::SUCCESS),
+        Cmd::Encode {
+            file,
+            truncate,
+            output,
+        } => encode(&file, output.as_deref(), truncate),
         Cmd::Regress {
             form,
             backend,
             file,
             output,
-        } => regress(&file, form, backend, &output),
+            allow_pass,
+        } => regress(&file, form, backend, &output, allow_pass),
         Cmd::Repro {
             python: _,
             form,
@@ -731,14 +896,7 @@ pub fn main() -> ExitCode {
             None => Ok(code),
         }),
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
-        Cmd::Decode { file, output } => read(&file)
-            .and_then(|d| {
-                write_out(
-                    output.as_deref(),
-                    text::print(&binary::decode(&d)).as_bytes(),
-                )
-            })
-            .map(|()| ExitCode::SUCCESS),
+        Cmd::Decode { file, output } => decode(&file, output.as_deref()),
     };
     r.unwrap_or_else(|Bad(msg)| {
         eprintln!("pytie: {msg}");

@@ -207,6 +207,10 @@ static PROGRAMS: AtomicU64 = AtomicU64::new(0);
 /// show that the compiled-in LeakSanitizer suppressions apply.
 pub fn init_fuzzing<B: Target>() {
     STARTED.get_or_init(Instant::now);
+    if let Err(e) = crate::check_mutant_env() {
+        eprintln!("{}: {e}", B::NAME);
+        std::process::exit(2);
+    }
     interp::prepare_environment();
     // The process is the harness's alone: its thread count is conserved
     // too. A hang aborts (the default) after this line, so `scripts/detect`

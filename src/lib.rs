@@ -45,6 +45,38 @@ macro_rules! mutant {
 
 #[cfg(feature = "mutants")]
 pub mod mutants;
+
+/// `PYTIE_MUTANT` checked at start-up (`pytie`, the fuzz targets' init):
+/// set on a build without the feature `mutants` it would test nothing, so
+/// it is an error naming the feature; an unknown name on a build with it
+/// is an error listing the names. `Err` is the message (exit 2).
+pub fn check_mutant_env() -> Result<(), String> {
+    let Some(name) = std::env::var_os("PYTIE_MUTANT").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    #[cfg(feature = "mutants")]
+    {
+        match mutants::Mutant::from_name(&name) {
+            Some(_) => Ok(()),
+            None => {
+                let names: Vec<&str> = mutants::Mutant::ALL.iter().map(|m| m.name()).collect();
+                Err(format!(
+                    "unknown PYTIE_MUTANT {name:?}; one of: {}",
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+    #[cfg(not(feature = "mutants"))]
+    {
+        Err(format!(
+            "PYTIE_MUTANT={name} is set, but this build has no mutants (cargo feature `mutants`): \
+             build with `--features mutants` (`cargo run --features mutants -- ...`, \
+             `scripts/fuzz --mutant {name}`), or unset PYTIE_MUTANT"
+        ))
+    }
+}
 pub mod native;
 pub mod watchdog;
 pub mod wrapper;

@@ -173,6 +173,29 @@ fn regress_turns_a_failing_input_into_a_commented_text_program() {
 }
 
 #[test]
+fn regress_of_a_passing_input_exits_1_unless_allow_pass() {
+    let f = Scratch::new("passes.pytie", b"new v0\ndrop v0\n");
+    let out = f.0.with_file_name("reg.pytie");
+    let o = pytie(&["regress", f.path(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("this input passes"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing written");
+    let o = pytie(&[
+        "regress",
+        "--allow-pass",
+        f.path(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("# Regression: this input passes now"),
+        "{text}"
+    );
+}
+
+#[test]
 fn coverage_counts_programs_per_transition_and_writes_dot() {
     let f = Scratch::new("cov.pytie", b"new v0\nhold h0 v0\ndrop v0\nret v1 h0\n");
     let out = f.0.parent().unwrap().join("picture");
@@ -244,6 +267,189 @@ fn coverage_recurses_directories_and_rejects_bad_paths() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("/nonexistent/corpus: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_program_past_the_step_limit_exits_2_naming_the_limit() {
+    let f = Scratch::new("long.pytie", "new v0\n".repeat(1_000_001).as_bytes());
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("long.pytie:1000001:1: too many steps: a program has at most 1000000 steps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_long_run_shows_progress_on_standard_error() {
+    let f = Scratch::new("progress.pytie", "new v0\n".repeat(9000).as_bytes());
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_PROGRESS_MS", "0")
+        .output()
+        .expect("run pytie");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("step 4096 of 9000 (45%)"), "{err}");
+    assert!(err.contains("step 8192 of 9000 (91%)"), "{err}");
+    assert!(stdout(&o).starts_with("ok "), "{}", stdout(&o));
+}
+
+/// 300 `new v0` steps: more than a binary program holds.
+fn long_text() -> String {
+    "new v0\n".repeat(300)
+}
+
+#[test]
+fn encode_refuses_to_drop_steps_unless_truncate() {
+    let f = Scratch::new("long300.pytie", long_text().as_bytes());
+    let bin = f.0.with_extension("bin");
+    let o = pytie(&["encode", f.path(), "-o", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "300 steps, but a binary program holds at most 256: the last 44 (steps 257 to 300"
+        ),
+        "{err}"
+    );
+    assert!(!bin.exists(), "nothing written");
+    let o = pytie(&[
+        "encode",
+        "--truncate",
+        f.path(),
+        "-o",
+        bin.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the last 44"), "{}", stderr(&o));
+    let o = pytie(&["run", bin.to_str().unwrap()]);
+    assert!(stdout(&o).contains("(256 steps)"), "{}", stdout(&o));
+}
+
+#[test]
+fn ignored_binary_bytes_are_named() {
+    // Header (every kind, every slot), then 10,000 bytes of steps.
+    let mut data = vec![0xff, 0xff, 0xff, 0xff];
+    data.extend(std::iter::repeat_n(0u8, 10_000));
+    let f = Scratch::new("big.bin", &data);
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("256 steps;")
+            && err.contains("trailing bytes ignored: binary programs hold at most 256 steps"),
+        "{err}"
+    );
+    // One byte past a whole step: an incomplete last step, named too.
+    let f = Scratch::new("cut.bin", &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    let o = pytie(&["decode", f.path()]);
+    assert!(
+        stderr(&o).contains("an incomplete last step"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn decode_of_an_input_with_no_step_is_an_error() {
+    let f = Scratch::new("one.bin", &[7]);
+    let o = pytie(&["decode", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("1 bytes decode to no step"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn pytie_mutant_is_checked_at_start_up() {
+    let f = Scratch::new("m.pytie", b"new v0\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_MUTANT", "dict-cached")
+        .output()
+        .expect("run pytie");
+    let err = stderr(&o);
+    if cfg!(feature = "mutants") {
+        assert_eq!(o.status.code(), Some(0), "{err}");
+    } else {
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("PYTIE_MUTANT=dict-cached is set, but this build has no mutants (cargo feature `mutants`)"),
+            "{err}"
+        );
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", f.path()])
+        .env("PYTIE_MUTANT", "no-such-mutant")
+        .output()
+        .expect("run pytie");
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    if cfg!(feature = "mutants") {
+        assert!(
+            err.contains("unknown PYTIE_MUTANT \"no-such-mutant\"; one of: fresh-unattached,"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("this build has no mutants"), "{err}");
+    }
+}
+
+#[test]
+fn scripts_fuzz_rejects_cargo_options_before_building() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fuzz");
+    let o = Command::new(script)
+        .args(["--features", "mutants"])
+        .output()
+        .expect("run scripts/fuzz");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("for a mutant: scripts/fuzz --mutant NAME"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(script)
+        .arg("--mutant")
+        .output()
+        .expect("run scripts/fuzz");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--mutant needs a name"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_endless_input_is_cut_off_with_an_error() {
+    let o = pytie(&["run", "--binary", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/dev/zero: larger than 64 MiB, the most pytie reads"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_text_file_with_a_bom_runs_and_bad_utf8_names_line_and_col() {
+    let f = Scratch::new("bom.pytie", b"\xEF\xBB\xBFnew v0\ndrop v0\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let f = Scratch::new("bad.pytie", b"new v0\nnew \xFF\n");
+    let o = pytie(&["run", f.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("bad.pytie:2:5: not UTF-8 text"),
         "{}",
         stderr(&o)
     );

@@ -298,7 +298,7 @@ fn invariant_i3_a_set_chandle_points_to_a_live_handle_it_owns() {
         drop(b);
         let x = w::get_x(&a).unwrap();
         let s = snap(py);
-        for ws in s.wrappers.iter().filter(|w| w.life == WrapperLife::Live) {
+        for ws in s.wrappers.all().filter(|w| w.life == WrapperLife::Live) {
             if let Some(h) = ws.chandle {
                 assert!(
                     s.handles[h as usize].strong > 0,
@@ -346,7 +346,7 @@ fn invariant_i5_bindings_are_consistent() {
             .map(|h| w::return_handle(py, h.clone_ref()).unwrap())
             .collect();
         let s = snap(py);
-        for (i, h) in s.handles.iter().enumerate() {
+        for (i, h) in s.handles.all().enumerate() {
             let Binding::Active(n) = h.binding else {
                 panic!("obj#{i} not Active")
             };

@@ -44,7 +44,7 @@ impl Observes {
         if self == Observes::ALL {
             return;
         }
-        for h in &mut s.handles {
+        for (_, h) in s.handles.entries_mut() {
             let keep = *h;
             *h = HandleState::FREED;
             if self.strong {
@@ -63,7 +63,7 @@ impl Observes {
                 h.field = keep.field;
             }
         }
-        for w in &mut s.wrappers {
+        for (_, w) in s.wrappers.entries_mut() {
             if !self.wrapper_refs {
                 *w = WrapperState::FREED;
             } else if !self.wrappers {

@@ -404,7 +404,7 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
         }
         model.apply(op);
         model.observe(&mut after);
-        for (n, h) in after.handles.iter().enumerate() {
+        for (n, h) in after.handles.all().enumerate() {
             let _ = writeln!(out, "strong({n}, {})", h.strong);
         }
         for (v, s) in after.vars.iter().enumerate() {

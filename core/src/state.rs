@@ -10,6 +10,13 @@
 //!
 //! The types are plain data so that a snapshot is refilled in place
 //! (`clear` + push into reused vectors): no allocation per step once warm.
+//!
+//! Freed handles and wrappers keep their numbers but are not stored: a
+//! [`Table`] holds the count of numbers given out and the entries that are
+//! not freed. Freed is final (storage is never reallocated under the same
+//! number), so observing, comparing and checking a state costs time in its
+//! live objects, not in every object the program ever made: a program of a
+//! million `new` steps costs a million times one step.
 
 use crate::program::{HOLDERS, VARS, WEAKS};
 
@@ -113,6 +120,194 @@ impl WrapperState {
     };
 }
 
+/// An entry type with a "freed" value, which a [`Table`] does not store.
+pub trait Freed: Copy + PartialEq + 'static {
+    /// The freed value, as a `'static` reference (what `table[i]` returns
+    /// for a freed entry).
+    fn freed() -> &'static Self;
+    fn is_freed(&self) -> bool {
+        self == Self::freed()
+    }
+}
+
+impl Freed for HandleState {
+    fn freed() -> &'static Self {
+        &HandleState::FREED
+    }
+}
+
+impl Freed for WrapperState {
+    fn freed() -> &'static Self {
+        &WrapperState::FREED
+    }
+}
+
+/// Entries numbered from 0, freed ones not stored: indexing a freed entry
+/// gives the freed value, iterating ([`Table::entries`]) skips freed ones.
+/// Two tables are equal when they gave out as many numbers and their
+/// not-freed entries are equal: the same as comparing the dense vectors.
+#[derive(Clone, Debug, Default)]
+pub struct Table<T> {
+    len: u32,
+    /// Sorted by number. A freed value may be stored transiently (after
+    /// `table[i] = FREED`); it is then treated as absent.
+    live: Vec<(u32, T)>,
+}
+
+impl<T: Freed> Table<T> {
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.live.clear();
+    }
+
+    /// How many numbers were given out (freed entries included).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Append entry number `len()`.
+    pub fn push(&mut self, t: T) {
+        let n = self.len;
+        self.len += 1;
+        if !t.is_freed() {
+            self.live.push((n, t));
+        }
+    }
+
+    /// Declare numbers below `len` given out (entries not [`set`](Self::set)
+    /// are freed).
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len as u32;
+        self.live.retain(|(n, _)| (*n as usize) < len);
+    }
+
+    /// Set entry `i` (below `len()`); cheapest in increasing order.
+    pub fn set(&mut self, i: usize, t: T) {
+        assert!(i < self.len(), "Table::set: index {i} out of {}", self.len);
+        *self.slot(i) = t;
+    }
+
+    fn find(&self, i: usize) -> Result<usize, usize> {
+        match self.live.last() {
+            Some(&(n, _)) if (n as usize) < i => Err(self.live.len()),
+            _ => self.live.binary_search_by_key(&(i as u32), |(n, _)| *n),
+        }
+    }
+
+    fn slot(&mut self, i: usize) -> &mut T {
+        let k = match self.find(i) {
+            Ok(k) => k,
+            Err(k) => {
+                self.live.insert(k, (i as u32, *T::freed()));
+                k
+            }
+        };
+        &mut self.live[k].1
+    }
+
+    /// Entry `i`, freed or not; `None` past `len()`.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        if i >= self.len() {
+            return None;
+        }
+        Some(self.find(i).map_or(T::freed(), |k| &self.live[k].1))
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        (i < self.len()).then(|| self.slot(i))
+    }
+
+    /// The entries that are not freed, with their numbers, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.live
+            .iter()
+            .filter(|(_, t)| !t.is_freed())
+            .map(|(n, t)| (*n as usize, t))
+    }
+
+    /// Like [`entries`](Self::entries), mutably.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.live
+            .iter_mut()
+            .filter(|(_, t)| !t.is_freed())
+            .map(|(n, t)| (*n as usize, t))
+    }
+
+    /// Every entry, freed ones included, in order: costs `len()`, for
+    /// tests and short programs (per-step code walks [`entries`](Self::entries)).
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    /// The address of the entries' buffer (a refill in place keeps it).
+    pub fn as_ptr(&self) -> *const (u32, T) {
+        self.live.as_ptr()
+    }
+
+    /// How many entries are not freed.
+    pub fn live_len(&self) -> usize {
+        self.entries().count()
+    }
+}
+
+impl<T: Freed> std::ops::Index<usize> for Table<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        self.get(i)
+            .unwrap_or_else(|| panic!("index {i} out of a table of {}", self.len))
+    }
+}
+
+impl<T: Freed> std::ops::IndexMut<usize> for Table<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        let len = self.len;
+        self.get_mut(i)
+            .unwrap_or_else(|| panic!("index {i} out of a table of {len}"))
+    }
+}
+
+impl<T: Freed> PartialEq for Table<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.entries().eq(other.entries())
+    }
+}
+
+impl<T: Freed + Eq> Eq for Table<T> {}
+
+/// Hashes what equality compares (the count and the entries not freed).
+impl<T: Freed + std::hash::Hash> std::hash::Hash for Table<T> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.len.hash(h);
+        for e in self.entries() {
+            e.hash(h);
+        }
+    }
+}
+
+/// Equal to the dense vector of every entry, freed ones included.
+impl<T: Freed> PartialEq<Vec<T>> for Table<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        self.len() == other.len() && other.iter().enumerate().all(|(i, t)| self[i] == *t)
+    }
+}
+
+impl<T: Freed> FromIterator<T> for Table<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut t = Table {
+            len: 0,
+            live: Vec::new(),
+        };
+        for x in iter {
+            t.push(x);
+        }
+        t
+    }
+}
+
 /// World totals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Totals {
@@ -135,9 +330,9 @@ pub struct AbstractState {
     pub weaks: [Option<HandleNo>; WEAKS],
     pub result: StepResult,
     /// Indexed by `HandleNo`.
-    pub handles: Vec<HandleState>,
+    pub handles: Table<HandleState>,
     /// Indexed by `WrapperNo`.
-    pub wrappers: Vec<WrapperState>,
+    pub wrappers: Table<WrapperState>,
     pub totals: Totals,
 }
 

@@ -5,7 +5,7 @@ use pytie_core::program::strategy as program_strategy;
 use arbitrary::{Arbitrary, Unstructured};
 use proptest::prelude::*;
 use pytie_core::program::binary::{
-    Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, WEIGHTS, decode, encode, header,
+    Config, FORMAT_VERSION, HEADER_LEN, MAX_STEPS, WEIGHTS, decode, decode_counted, encode, header,
 };
 use pytie_core::program::text::parse;
 use pytie_core::program::{Holder, ObjKind, Op, Program, StepKind, StepSet, Var};
@@ -158,6 +158,21 @@ fn decoding_stops_at_max_steps() {
     let mut more = data[..HEADER_LEN + MAX_STEPS].to_vec();
     more.extend([0, 0xff, 0xff, 7]);
     assert_eq!(decode(&more), p);
+    // decode_counted says how much was used: header and the steps.
+    let (q, used) = decode_counted(&data, StepSet::ALL);
+    assert_eq!((q, used), (p, HEADER_LEN + MAX_STEPS));
+}
+
+#[test]
+fn decode_counted_leaves_out_an_incomplete_last_step() {
+    // new v0 plain (3 bytes), then `new` missing its kind byte.
+    let data = hex("00 00 01 00 00 00 00 00 00");
+    let (p, used) = decode_counted(&data, StepSet::ALL);
+    assert_eq!(p.ops.len(), 1);
+    assert_eq!(used, HEADER_LEN + 3);
+    // A header alone: nothing used past it; a short header: all of it.
+    assert_eq!(decode_counted(&data[..4], StepSet::ALL).1, 4);
+    assert_eq!(decode_counted(&data[..2], StepSet::ALL).1, 2);
 }
 
 #[test]

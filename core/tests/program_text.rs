@@ -3,7 +3,7 @@
 use pytie_core::program::strategy as program_strategy;
 
 use proptest::prelude::*;
-use pytie_core::program::text::{ParseError, parse, print};
+use pytie_core::program::text::{ParseError, parse, parse_bytes, print};
 use pytie_core::program::{Expect, Holder, Mark, ObjKind, Op, Program, Var, WeakSlot};
 
 /// Parse `src`, expecting an error; return it as `line:col: msg`.
@@ -429,4 +429,12 @@ proptest! {
         prop_assert_eq!(p.ops.len(), lines.len());
         prop_assert_eq!(parse(&print(&p)), Ok(p));
     }
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_and_bad_utf8_has_line_and_col() {
+    let p = parse_bytes(b"\xEF\xBB\xBFnew v0\ndrop v0\n").expect("BOM skipped");
+    assert_eq!(p, parse("new v0\ndrop v0\n").unwrap());
+    let e = parse_bytes(b"new v0\ndrop \xC3\xA9 \xFF v0\n").expect_err("not UTF-8");
+    assert_eq!(e.to_string(), "2:8: not UTF-8 text: invalid byte 0xff");
 }

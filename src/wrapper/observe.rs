@@ -20,19 +20,27 @@ use pytie_core::state::{AbstractState, Binding, HandleState, Totals, WrapperLife
 pub use pytie_core::state::DANGLING;
 
 /// Fill `out.handles`, `out.wrappers` and `out.totals` (vars, holders,
-/// weak slots and the step result are the backend's to fill).
+/// weak slots and the step result are the backend's to fill). Walks the
+/// live storage blocks and allocated wrappers only (freed ones are freed
+/// for good): the cost is in live objects, not in every object made.
 pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
     out.handles.clear();
     out.wrappers.clear();
+    let mut order: Vec<(u32, usize)> = Vec::new();
     registry::with(|r| {
         accounts::with(|a| {
             let handle_no =
                 |p: *mut Object| r.blocks.get(&(p as usize)).copied().unwrap_or(DANGLING);
             let wrapper_no =
                 |p: *mut ffi::PyObject| a.by_addr.get(&(p as usize)).copied().unwrap_or(DANGLING);
-            for h in &r.handles {
+            out.handles.set_len(r.handles.len());
+            order.extend(r.blocks.iter().map(|(&addr, &id)| (id, addr)));
+            order.sort_unstable();
+            for &(id, _) in &order {
+                let h = &r.handles[id as usize];
                 if !h.storage {
-                    out.handles.push(HandleState::FREED);
+                    // A block the registry lists but marks freed: no
+                    // memory to read.
                     continue;
                 }
                 let obj = h.addr as *mut Object;
@@ -49,17 +57,24 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
                 } else {
                     Binding::Untied
                 };
-                out.handles.push(HandleState {
-                    strong,
-                    weak,
-                    storage: true,
-                    binding,
-                    field: (!field.is_null()).then(|| handle_no(field)),
-                });
+                out.handles.set(
+                    id as usize,
+                    HandleState {
+                        strong,
+                        weak,
+                        storage: true,
+                        binding,
+                        field: (!field.is_null()).then(|| handle_no(field)),
+                    },
+                );
             }
-            for s in &a.slots {
+            out.wrappers.set_len(a.slots.len());
+            order.clear();
+            order.extend(a.by_addr.iter().map(|(&addr, &serial)| (serial, addr)));
+            order.sort_unstable();
+            for &(serial, _) in &order {
+                let s = &a.slots[serial as usize];
                 if s.life == WrapperLife::Freed {
-                    out.wrappers.push(WrapperState::FREED);
                     continue;
                 }
                 let w = s.addr as *mut ffi::PyObject;
@@ -68,11 +83,14 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
                     unsafe { (ffi::Py_REFCNT(w), (*w.cast::<PyWrapper>()).chandle) };
                 // A leaked wrapper's memory is kept by its phantom ref.
                 let phantom = isize::from(s.life == WrapperLife::Leaked);
-                out.wrappers.push(WrapperState {
-                    life: s.life,
-                    refs: (refcnt - phantom).max(0) as u32,
-                    chandle: (!chandle.is_null()).then(|| handle_no(chandle)),
-                });
+                out.wrappers.set(
+                    serial as usize,
+                    WrapperState {
+                        life: s.life,
+                        refs: (refcnt - phantom).max(0) as u32,
+                        chandle: (!chandle.is_null()).then(|| handle_no(chandle)),
+                    },
+                );
             }
             out.totals = Totals {
                 live_handles: r.live_handles,
@@ -84,10 +102,16 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
     });
     // An Inactive wrapper's memory is kept by its phantom ref: not the
     // program's.
-    for i in 0..out.handles.len() {
-        if let Binding::Inactive(w) = out.handles[i].binding
-            && let Some(ws) = out.wrappers.get_mut(w as usize)
-        {
+    let inactive: Vec<u32> = out
+        .handles
+        .entries()
+        .filter_map(|(_, h)| match h.binding {
+            Binding::Inactive(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    for w in inactive {
+        if let Some(ws) = out.wrappers.get_mut(w as usize) {
             ws.refs = ws.refs.saturating_sub(1);
         }
     }

@@ -102,6 +102,9 @@ pub struct Executor<B: Backend> {
     actual: AbstractState,
     /// Address of each wrapper number once seen (0: not yet).
     addrs: Vec<usize>,
+    /// The wrapper last seen at each address: the clash check costs one
+    /// look-up, not a walk over every wrapper made.
+    by_addr: std::collections::HashMap<usize, WrapperNo>,
     /// `mark`: the model's wrapper number, and the backend's wrapper
     /// number and address. Both identify: CPython reuses a freed
     /// wrapper's address for the next wrapper, so an address alone would
@@ -132,6 +135,7 @@ impl<B: Backend> Executor<B> {
             expected: AbstractState::default(),
             actual: AbstractState::default(),
             addrs: Vec::new(),
+            by_addr: std::collections::HashMap::new(),
             marks: [None; MARKS],
             scratch: invariants::Scratch::default(),
             ops: Vec::new(),
@@ -199,6 +203,7 @@ impl<B: Backend> Executor<B> {
         self.outcome = Outcome::default();
         self.model.reset();
         self.addrs.clear();
+        self.by_addr.clear();
         self.marks = [None; MARKS];
         if let Err(e) = self.backend.begin() {
             return Err(self.fail(At::Teardown("start"), FailureKind::Teardown, vec![e]));
@@ -376,16 +381,16 @@ impl<B: Backend> Executor<B> {
                 self.addrs.resize(n + 1, 0);
             }
             let problem = if self.addrs[n] == 0 {
-                let clash = self.addrs.iter().enumerate().position(|(m, &a)| {
-                    a == addr
-                        && m != n
+                let clash = self.by_addr.get(&addr).copied().filter(|&m| {
+                    m as usize != n
                         && self
                             .actual
                             .wrappers
-                            .get(m)
+                            .get(m as usize)
                             .is_some_and(|w| w.life != WrapperLife::Freed)
                 });
                 self.addrs[n] = addr;
+                self.by_addr.insert(addr, n as WrapperNo);
                 clash.map(|m| format!("fresh wr#{n} in v{v} has the address {addr:#x} of wr#{m}, which is still allocated"))
             } else if self.addrs[n] != addr {
                 Some(format!(

@@ -130,12 +130,8 @@ fn life(l: WrapperLife) -> &'static str {
     }
 }
 
-fn handle_lines(out: &mut Vec<(String, String)>, i: usize, h: Option<&HandleState>, detail: bool) {
+fn handle_lines(out: &mut Vec<(String, String)>, i: usize, h: Option<&HandleState>) {
     let Some(h) = h else { return };
-    if !detail {
-        out.push((format!("obj#{i}"), "freed".into()));
-        return;
-    }
     out.push((format!("obj#{i}.strong"), h.strong.to_string()));
     out.push((format!("obj#{i}.weak"), h.weak.to_string()));
     out.push((
@@ -146,17 +142,8 @@ fn handle_lines(out: &mut Vec<(String, String)>, i: usize, h: Option<&HandleStat
     out.push((format!("obj#{i}.x"), obj(h.field)));
 }
 
-fn wrapper_lines(
-    out: &mut Vec<(String, String)>,
-    i: usize,
-    w: Option<&WrapperState>,
-    detail: bool,
-) {
+fn wrapper_lines(out: &mut Vec<(String, String)>, i: usize, w: Option<&WrapperState>) {
     let Some(w) = w else { return };
-    if !detail {
-        out.push((format!("wr#{i}"), "freed".into()));
-        return;
-    }
     out.push((format!("wr#{i}.life"), life(w.life).into()));
     out.push((format!("wr#{i}.refs"), w.refs.to_string()));
     out.push((
@@ -165,9 +152,21 @@ fn wrapper_lines(
     ));
 }
 
+/// The numbers in either of two increasing sequences, in order, once each.
+fn union<'a, T: 'a>(
+    a: impl Iterator<Item = (usize, &'a T)>,
+    b: impl Iterator<Item = (usize, &'a T)>,
+) -> Vec<usize> {
+    let mut out: Vec<usize> = a.map(|(i, _)| i).chain(b.map(|(i, _)| i)).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The state as (name, value) lines, in a fixed order. Handles and
-/// wrappers are one line `freed` when so in both `s` and `other`,
-/// detailed otherwise, so that two states line up name by name.
+/// wrappers freed in both `s` and `other` are left out (counted by the
+/// "made" lines), the others detailed, so that two states line up name by
+/// name.
 fn state_lines_against(s: &AbstractState, other: &AbstractState) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, v) in s.vars.iter().enumerate() {
@@ -180,15 +179,16 @@ fn state_lines_against(s: &AbstractState, other: &AbstractState) -> Vec<(String,
         out.push((format!("w{i}"), obj(*w)));
     }
     out.push(("result".into(), format!("{:?}", s.result).to_lowercase()));
-    let freed_h = |h: Option<&HandleState>| h.is_none_or(|h| *h == HandleState::FREED);
-    for i in 0..s.handles.len().max(other.handles.len()) {
-        let detail = !(freed_h(s.handles.get(i)) && freed_h(other.handles.get(i)));
-        handle_lines(&mut out, i, s.handles.get(i), detail);
+    // Freed entries are not listed (a program of a million steps has a
+    // million of them): "made" says how many there are in all, and every
+    // number not freed on one side or the other is listed in detail.
+    out.push(("objects made".into(), s.handles.len().to_string()));
+    for i in union(s.handles.entries(), other.handles.entries()) {
+        handle_lines(&mut out, i, s.handles.get(i));
     }
-    let freed_w = |w: Option<&WrapperState>| w.is_none_or(|w| *w == WrapperState::FREED);
-    for i in 0..s.wrappers.len().max(other.wrappers.len()) {
-        let detail = !(freed_w(s.wrappers.get(i)) && freed_w(other.wrappers.get(i)));
-        wrapper_lines(&mut out, i, s.wrappers.get(i), detail);
+    out.push(("wrappers made".into(), s.wrappers.len().to_string()));
+    for i in union(s.wrappers.entries(), other.wrappers.entries()) {
+        wrapper_lines(&mut out, i, s.wrappers.get(i));
     }
     let t = &s.totals;
     out.push(("live handles".into(), t.live_handles.to_string()));
@@ -236,7 +236,7 @@ pub fn state_summary(s: &AbstractState) -> String {
     if s.result != crate::state::StepResult::Ok {
         out += "  result   moved\n";
     }
-    for (i, h) in s.handles.iter().enumerate() {
+    for (i, h) in s.handles.all().enumerate() {
         let name = format!("obj#{i}");
         if !h.storage {
             let _ = writeln!(out, "  {name:8} freed");
@@ -251,7 +251,7 @@ pub fn state_summary(s: &AbstractState) -> String {
             );
         }
     }
-    for (i, w) in s.wrappers.iter().enumerate() {
+    for (i, w) in s.wrappers.all().enumerate() {
         let name = format!("wr#{i}");
         if w.life == WrapperLife::Freed {
             let _ = writeln!(out, "  {name:8} freed");

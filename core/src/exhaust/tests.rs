@@ -215,7 +215,7 @@ fn the_failure_found_is_a_shortest_one() {
         p.ops.iter().any(|op| {
             m.apply(op);
             m.observe(&mut obs);
-            obs.handles.iter().any(|h| h.strong >= 4)
+            obs.handles.all().any(|h| h.strong >= 4)
         })
     };
     let mut checked = 0u64;

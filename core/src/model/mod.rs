@@ -57,6 +57,11 @@ pub struct Model {
     kinds: Vec<ObjKind>,
     /// Indexed by `WrapperNo` (creation order of fresh wrappers).
     wrappers: Vec<WrapperState>,
+    /// The handles and wrappers not freed, in number order (pruned after
+    /// every step): what `observe` walks, so that its cost is in live
+    /// objects. Freed is final in the model.
+    open_handles: Vec<HandleNo>,
+    open_wrappers: Vec<WrapperNo>,
     /// Python reference cycles awaiting `collect`, in creation order; each
     /// holds one Python ref on its wrapper.
     cycles: Vec<WrapperNo>,
@@ -83,6 +88,8 @@ impl Model {
             handles: Vec::new(),
             kinds: Vec::new(),
             wrappers: Vec::new(),
+            open_handles: Vec::new(),
+            open_wrappers: Vec::new(),
             cycles: Vec::new(),
             shutdown: false,
             result: StepResult::Ok,
@@ -120,6 +127,8 @@ impl Model {
         self.handles.clear();
         self.kinds.clear();
         self.wrappers.clear();
+        self.open_handles.clear();
+        self.open_wrappers.clear();
         self.cycles.clear();
         self.shutdown = false;
         self.result = StepResult::Ok;
@@ -156,7 +165,17 @@ impl Model {
             }
         };
         self.result = r;
+        self.prune();
         r
+    }
+
+    /// Forget freed handles and wrappers in the open lists.
+    fn prune(&mut self) {
+        let (handles, wrappers) = (&self.handles, &self.wrappers);
+        self.open_handles
+            .retain(|&h| handles[h as usize] != HandleState::FREED);
+        self.open_wrappers
+            .retain(|&w| wrappers[w as usize] != WrapperState::FREED);
     }
 
     /// A step whose live operands are live (§4.1, checked by `apply`).
@@ -283,22 +302,26 @@ impl Model {
             cascade: false,
             after_shutdown: self.shutdown,
         };
-        for h in 0..self.handles.len() {
+        for k in 0..self.open_handles.len() {
+            let h = self.open_handles[k] as usize;
             if self.handles[h].alive() {
                 let old = self.handles[h].field.take();
                 self.release(old);
             }
         }
+        self.prune();
     }
 
     /// Teardown helper (§6), the test-only door: every wrapper leaked at
     /// shutdown is freed, and the shutdown flag is reset.
     pub fn reclaim_leaked(&mut self) {
-        for w in &mut self.wrappers {
+        for &w in &self.open_wrappers {
+            let w = &mut self.wrappers[w as usize];
             if w.life == WrapperLife::Leaked {
                 *w = WrapperState::FREED;
             }
         }
+        self.prune();
         self.shutdown = false;
     }
 
@@ -311,20 +334,25 @@ impl Model {
         out.holders = self.holders;
         out.weaks = self.weaks;
         out.result = self.result;
+        // Freed entries count in no total: walking the open ones is exact.
         let mut t = Totals::default();
-        for h in &self.handles {
-            t.live_handles += u32::from(h.alive());
-            t.live_blocks += u32::from(h.storage);
+        out.handles.set_len(self.handles.len());
+        for &h in &self.open_handles {
+            let hs = self.handles[h as usize];
+            t.live_handles += u32::from(hs.alive());
+            t.live_blocks += u32::from(hs.storage);
+            out.handles.set(h as usize, hs);
         }
-        out.handles.extend_from_slice(&self.handles);
-        for w in &self.wrappers {
-            match w.life {
+        out.wrappers.set_len(self.wrappers.len());
+        for &w in &self.open_wrappers {
+            let ws = self.wrappers[w as usize];
+            match ws.life {
                 WrapperLife::Live => t.live_wrappers += 1,
                 WrapperLife::Leaked => t.leaked_wrappers += 1,
                 WrapperLife::Freed => {}
             }
+            out.wrappers.set(w as usize, ws);
         }
-        out.wrappers.extend_from_slice(&self.wrappers);
         out.totals = t;
     }
 
@@ -447,6 +475,7 @@ impl Model {
 
     fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
         let w = self.wrappers.len() as WrapperNo;
+        self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,
             refs: 1,
@@ -522,6 +551,7 @@ impl Model {
         } else {
             Binding::Untied
         };
+        self.open_handles.push(h);
         self.handles.push(HandleState {
             strong: 1,
             weak: 1,

@@ -686,14 +686,14 @@ fn teardown_ends_in_empty_world() {
         assert_eq!(s.vars, [Empty; VARS]);
         assert_eq!(s.holders, [None; HOLDERS]);
         assert_eq!(s.weaks, [None; WEAKS]);
-        assert!(s.handles.iter().all(|h| *h == FREED_H));
+        assert!(s.handles.all().all(|h| *h == FREED_H));
         assert_eq!((s.totals.live_handles, s.totals.live_blocks), (0, 0));
         assert_eq!(s.totals.live_wrappers, 0);
         // Handles 0 and 4 were kept Inactive and freed after shutdown: leaked.
         assert_eq!(s.totals.leaked_wrappers, 2);
         m.reclaim_leaked();
         assert_eq!(st(&m).totals, totals(0, 0, 0, 0));
-        assert!(st(&m).wrappers.iter().all(|w| *w == FREED_W));
+        assert!(st(&m).wrappers.all().all(|w| *w == FREED_W));
     }
 }
 

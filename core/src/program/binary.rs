@@ -157,19 +157,31 @@ pub fn decode(data: &[u8]) -> Program {
 /// byte string still decodes, to a program using only those kinds (and
 /// `new`). Same layout; with `StepSet::ALL` this is [`decode`].
 pub fn decode_for(data: &[u8], allowed: StepSet) -> Program {
+    decode_counted(data, allowed).0
+}
+
+/// [`decode_for`], also saying how many bytes the program is made of: the
+/// rest (`data.len()` minus that) was ignored, an incomplete last step or
+/// the bytes after the [`MAX_STEPS`]-th step.
+pub fn decode_counted(data: &[u8], allowed: StepSet) -> (Program, usize) {
     let cfg = header_for(data, allowed);
     let total = total_weight(cfg.kinds);
-    let mut bytes = data.get(HEADER_LEN..).unwrap_or(&[]).iter().copied();
+    let body = data.get(HEADER_LEN..).unwrap_or(&[]);
+    let mut bytes = body.iter().copied();
     let mut ops = Vec::new();
+    let mut used = data.len().min(HEADER_LEN);
     while ops.len() < MAX_STEPS {
         let Some(opcode) = bytes.next() else { break };
         let kind = kind_of(opcode, cfg.kinds, total);
         match read_step(kind, &cfg, &mut bytes) {
-            Some(op) => ops.push(op),
+            Some(op) => {
+                ops.push(op);
+                used = data.len() - bytes.len();
+            }
             None => break, // truncated last step: dropped
         }
     }
-    Program::new(ops)
+    (Program::new(ops), used)
 }
 
 /// Encode a program with the minimal header for it. `mark` and `expect`

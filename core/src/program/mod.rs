@@ -20,6 +20,12 @@ pub const HOLDERS: usize = 4;
 pub const WEAKS: usize = 2;
 /// Identity labels `m0`..`m7` (text form only).
 pub const MARKS: usize = 8;
+/// The most steps (assertions included) a text program may have: a longer
+/// one is an error at load time, naming its first step past the limit. A
+/// run costs time linear in its steps (about 2 s per million `new` steps
+/// in a release build, BENCHMARKS.md); binary programs hold at most
+/// [`binary::MAX_STEPS`].
+pub const MAX_PROGRAM_STEPS: usize = 1_000_000;
 
 /// A Python variable slot, `v0`..`v7`. Always `< VARS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

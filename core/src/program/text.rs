@@ -12,8 +12,8 @@
 use std::fmt;
 
 use super::{
-    Expect, HOLDERS, Holder, MARKS, Mark, ObjKind, Op, Program, StepKind, VARS, Var, WEAKS,
-    WeakSlot,
+    Expect, HOLDERS, Holder, MARKS, MAX_PROGRAM_STEPS, Mark, ObjKind, Op, Program, StepKind, VARS,
+    Var, WEAKS, WeakSlot,
 };
 
 /// A parse error at a 1-based `line` and `col` (column in characters,
@@ -41,7 +41,31 @@ fn step_names() -> String {
     names.join(", ")
 }
 
-/// Parse a whole program. A program with no step is an error.
+/// Parse a file's bytes: a leading UTF-8 byte order mark is skipped;
+/// bytes that are not UTF-8 are an error at their line and column (the
+/// column counting the characters before them on their line).
+pub fn parse_bytes(data: &[u8]) -> Result<Program, ParseError> {
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    match std::str::from_utf8(data) {
+        Ok(src) => parse(src),
+        Err(e) => {
+            let good = &data[..e.valid_up_to()];
+            let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let before = std::str::from_utf8(&good[line_start..]).map_or(0, |t| t.chars().count());
+            Err(ParseError {
+                line: good.iter().filter(|&&b| b == b'\n').count() + 1,
+                col: before + 1,
+                msg: format!(
+                    "not UTF-8 text: invalid byte 0x{:02x}",
+                    data[e.valid_up_to()]
+                ),
+            })
+        }
+    }
+}
+
+/// Parse a whole program. A program with no step, or with more than
+/// [`MAX_PROGRAM_STEPS`] steps, is an error.
 pub fn parse(src: &str) -> Result<Program, ParseError> {
     let mut ops = Vec::new();
     let mut lines = 0;
@@ -50,6 +74,16 @@ pub fn parse(src: &str) -> Result<Program, ParseError> {
         let mut line = Line::new(raw, i + 1);
         if line.toks.is_empty() {
             continue;
+        }
+        if ops.len() == MAX_PROGRAM_STEPS {
+            return Err(ParseError {
+                line: i + 1,
+                col: 1,
+                msg: format!(
+                    "too many steps: a program has at most {MAX_PROGRAM_STEPS} steps \
+                     (assertions included); split it"
+                ),
+            });
         }
         ops.push(line.step()?);
     }
