@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run tvmffi` (or `scripts/fuzz-tvmffi`): random
+//! `cargo +nightly fuzz run tvmffi` (or `scripts/fuzz --target tvmffi`, `--target tvmffi-tied`): random
 //! programs run on apache-tvm-ffi (the wheel scripts/setup-tvmffi installs)
 //! and the reference model in lockstep. Inputs decode within the step kinds
 //! the backend supports (`binary::decode_for`), so the same seeds serve both
