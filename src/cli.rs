@@ -207,6 +207,10 @@ enum Cmd {
         /// Write here instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Decode as this backend's fuzz target does: within its step
+        /// kinds (the `tvmffi` target's inputs: `--backend tvm-ffi`).
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
     },
 }
 
@@ -227,7 +231,8 @@ fn is_text(path: &Path, form: Form) -> bool {
     } else if form.binary {
         false
     } else {
-        path.extension().is_some_and(|e| e == "pytie")
+        // Standard input is text unless `--binary`.
+        path == Path::new("-") || path.extension().is_some_and(|e| e == "pytie")
     }
 }
 
@@ -239,8 +244,14 @@ fn read(path: &Path) -> Result<Vec<u8>, Bad> {
     use std::io::Read;
     let cannot = |e: std::io::Error| Bad(format!("{}: cannot read: {e}", path.display()));
     let mut data = Vec::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
+    // `-` is standard input (`pytie run - < prog.pytie`, text unless
+    // `--binary`).
+    let source: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(cannot)?)
+    };
+    source
         .take(MAX_INPUT + 1)
         .read_to_end(&mut data)
         .map_err(cannot)?;
@@ -319,9 +330,13 @@ fn encode(file: &Path, output: Option<&Path>, truncate: bool) -> Result<ExitCode
 
 /// `pytie decode`: a binary program to text. An input that decodes to no
 /// step is an error (its text would be empty, which `run` rejects).
-fn decode(file: &Path, output: Option<&Path>) -> Result<ExitCode, Bad> {
+fn decode(file: &Path, output: Option<&Path>, backend: BackendName) -> Result<ExitCode, Bad> {
     let data = read(file)?;
-    let p = decode_noting(file, &data, pytie_core::program::StepSet::ALL);
+    let steps = match backend {
+        BackendName::Pytie => pytie_core::program::StepSet::ALL,
+        BackendName::TvmFfi | BackendName::TvmFfiTied => crate::backend::tvmffi::steps(),
+    };
+    let p = decode_noting(file, &data, steps);
     if p.ops.is_empty() {
         return Err(Bad(format!(
             "{}: {} bytes decode to no step (a binary program is a {}-byte header, then steps); nothing written",
@@ -896,7 +911,11 @@ pub fn main() -> ExitCode {
             None => Ok(code),
         }),
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
-        Cmd::Decode { file, output } => decode(&file, output.as_deref()),
+        Cmd::Decode {
+            file,
+            output,
+            backend,
+        } => decode(&file, output.as_deref(), backend),
     };
     r.unwrap_or_else(|Bad(msg)| {
         eprintln!("pytie: {msg}");

@@ -193,6 +193,15 @@ pub fn decode<B: Target>(data: &[u8]) -> Program {
     binary::decode_for(data, B::steps())
 }
 
+/// With `PYTIE_REPORT_FILE` set (scripts/fuzz sets it), the failure's
+/// report is also written there, so the script can print it again after
+/// libFuzzer's own crash output, last on the screen.
+fn keep_report(report: &str) {
+    if let Some(path) = std::env::var_os("PYTIE_REPORT_FILE") {
+        let _ = std::fs::write(path, report);
+    }
+}
+
 /// When the fuzzing process started, and how many programs it has run.
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static PROGRAMS: AtomicU64 = AtomicU64::new(0);
@@ -259,7 +268,9 @@ pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
     match check_with::<B>(&prog, B::for_campaign) {
         Ok(Ok(outcome)) => outcome.combos,
         Ok(Err(f)) => {
-            eprintln!("{}\n{f}", found_line_after(n));
+            let report = format!("{}\n{f}", found_line_after(n));
+            eprintln!("{report}");
+            keep_report(&report);
             std::process::abort();
         }
         Err(e) => {

@@ -454,3 +454,61 @@ fn a_text_file_with_a_bom_runs_and_bad_utf8_names_line_and_col() {
         stderr(&o)
     );
 }
+
+#[test]
+fn run_reads_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let run = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pytie"))
+            .args(["run", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = run(b"new v0\nhold h0 v0\ndrop v0\nret v1 h0\nexpect strong v1 2\n");
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("ok   - (4 steps)"), "{}", stdout(&ok));
+    let bad = run(b"new v0\nfrobnicate v0\n");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("-:2:1: unknown step"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn decode_takes_the_backend_whose_inputs_it_reads() {
+    // A binary program using weak slots and shutdown: the tvmffi target's
+    // decoder reads the same bytes within tvm-ffi's step kinds (none of
+    // those), so the two decodings differ, as the two targets run them.
+    let src = Scratch::new(
+        "weak.pytie",
+        b"new v0\nweak w0 v0\nlock v1 w0\nunweak w0\nshutdown\n",
+    );
+    let bin = format!("{}.bin", src.path());
+    assert_eq!(
+        pytie(&["encode", src.path(), "-o", &bin]).status.code(),
+        Some(0)
+    );
+    let full = stdout(&pytie(&["decode", &bin]));
+    assert_eq!(
+        full,
+        "new v0\nweak w0 v0\nlock v1 w0\nunweak w0\nshutdown\n"
+    );
+    let tvm = pytie(&["decode", "--backend", "tvm-ffi", &bin]);
+    assert_eq!(tvm.status.code(), Some(0), "{}", stderr(&tvm));
+    let tvm_text = stdout(&tvm);
+    for k in ["weak ", "unweak ", "lock ", "shutdown"] {
+        assert!(
+            !tvm_text.contains(k),
+            "{k} in the tvm-ffi decoding:\n{tvm_text}"
+        );
+    }
+    assert!(tvm_text.starts_with("new v0\n"), "{tvm_text}");
+}

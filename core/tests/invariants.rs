@@ -113,3 +113,20 @@ fn python_references_are_accounted_for() {
     // A cycle holding wr#1 accounts for a second reference.
     assert_eq!(check(&s, &[1], &mut Scratch::default()), Ok(()));
 }
+
+#[test]
+fn reports_mask_heap_addresses_unless_full() {
+    use pytie_core::exec::report::mask_addresses;
+    assert_eq!(
+        mask_addresses(
+            "wr#1 in v0 moved from address 0x7f3a9c012340 to 0x7f3a9c0ab120: id() changed"
+        ),
+        "wr#1 in v0 moved from address 0x… to 0x…: id() changed"
+    );
+    // Short hex (a count, a flag) and hex inside a word stay.
+    assert_eq!(
+        mask_addresses("flags 0x3, id0x1234567"),
+        "flags 0x3, id0x1234567"
+    );
+    assert_eq!(mask_addresses("no address"), "no address");
+}

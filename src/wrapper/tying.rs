@@ -450,9 +450,10 @@ pub(super) unsafe extern "C" fn py_delete_space(body: *mut c_void) {
             // Impossible when I3 holds: an Active wrapper owns a strong ref.
             // SAFETY: live storage.
             let id = unsafe { (*obj).id };
+            // SAFETY: an Active wrapper is allocated (I5).
+            let serial = unsafe { (*w.cast::<PyWrapper>()).serial };
             report_violation(format!(
-                "storage of h#{id} freed while Active (wrapper at {:#x} still bound)",
-                w as usize
+                "storage of h#{id} freed while Active (wr#{serial} still bound)"
             ));
         }
     }
@@ -488,10 +489,9 @@ unsafe fn with_gil(f: impl FnOnce()) {
 unsafe fn reclaim(w: *mut ffi::PyObject) {
     // SAFETY: the interpreter is initialized.
     if unsafe { ffi::PyGILState_Check() } != 1 {
-        report_violation(format!(
-            "wrapper at {:#x} reclaimed on a thread without the GIL",
-            w as usize
-        ));
+        // SAFETY: an Inactive wrapper's memory is kept by its phantom ref.
+        let serial = unsafe { (*w.cast::<PyWrapper>()).serial };
+        report_violation(format!("wr#{serial} reclaimed on a thread without the GIL"));
         return;
     }
     // SAFETY: GIL held; the phantom ref is ours to drop.

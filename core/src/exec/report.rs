@@ -83,6 +83,30 @@ impl Failure {
     }
 }
 
+/// `line` with every heap address (`0x` and at least six hex digits)
+/// replaced by `0x…`, so that one failure reads the same in every run;
+/// `--full` shows them.
+pub fn mask_addresses(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("0x") {
+        out.push_str(&rest[..i]);
+        let hex = rest[i + 2..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        let boundary = !rest[..i].ends_with(|c: char| c.is_ascii_alphanumeric());
+        if hex >= 6 && boundary {
+            out.push_str("0x…");
+        } else {
+            out.push_str(&rest[i..i + 2 + hex]);
+        }
+        rest = &rest[i + 2 + hex..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn wr(w: WrapperNo) -> String {
     if w == DANGLING {
         "wr#? (dangling)".into()
@@ -321,7 +345,11 @@ impl fmt::Display for Failure {
         writeln!(f, "  backend: {}", self.backend)?;
         for n in &self.notes {
             for line in n.lines() {
-                writeln!(f, "  - {line}")?;
+                if self.full {
+                    writeln!(f, "  - {line}")?;
+                } else {
+                    writeln!(f, "  - {}", mask_addresses(line))?;
+                }
             }
         }
         let rows = diff_lines(&self.expected, &self.actual, self.full);
