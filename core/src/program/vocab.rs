@@ -269,6 +269,7 @@ impl Op {
     /// The vars whose wrapper this step needs live (contract §4.1, the
     /// source-slot rule): `echo`/`get`/`unset` U, `set` U and V,
     /// `hold`/`move`/`weak` V. See [`Op::source_rule`].
+    #[inline]
     pub fn live_operands(&self) -> [Option<Var>; 2] {
         match *self {
             Op::Echo { u, .. } | Op::Get { u, .. } | Op::Unset { u } => [Some(u), None],
@@ -282,16 +283,23 @@ impl Op {
     /// what each var holds, a step needing live wrappers does nothing if
     /// any of them is empty or None, else fails with *moved* if any is
     /// moved-from, else runs. Steps needing none always run.
+    #[inline]
     pub fn source_rule(&self, holds: impl Fn(Var) -> Holds) -> SourceRule {
-        let mut rule = SourceRule::Run;
-        for v in self.live_operands().into_iter().flatten() {
-            match holds(v) {
-                Holds::Nothing => return SourceRule::Skip,
-                Holds::Moved => rule = SourceRule::Moved,
-                Holds::Live => {}
-            }
+        let rule = |h: Holds| match h {
+            Holds::Nothing => SourceRule::Skip,
+            Holds::Moved => SourceRule::Moved,
+            Holds::Live => SourceRule::Run,
+        };
+        match self.live_operands() {
+            [None, _] => SourceRule::Run,
+            [Some(a), None] => rule(holds(a)),
+            // Any empty source wins over a moved one (`set U V`).
+            [Some(a), Some(b)] => match (rule(holds(a)), rule(holds(b))) {
+                (SourceRule::Skip, _) | (_, SourceRule::Skip) => SourceRule::Skip,
+                (SourceRule::Moved, _) | (_, SourceRule::Moved) => SourceRule::Moved,
+                _ => SourceRule::Run,
+            },
         }
-        rule
     }
 }
 
