@@ -40,7 +40,13 @@ pub fn run<B: Target>(
             model = model.without_tying();
         }
         ex.model = model.clone();
-        let r = exhaust::explore(&model, b, kinds, &mut |p| ex.run(p).map(|_| ()), progress);
+        let r = exhaust::explore(
+            &model,
+            b,
+            kinds,
+            &mut |p| crate::harness::run_watched(ex, p, "exhaust", &mut |_, _, _| {}).map(|_| ()),
+            progress,
+        );
         ex.model = saved;
         match r {
             Ok(s) => Ended::Passed(s),
