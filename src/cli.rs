@@ -579,18 +579,7 @@ fn regress(
         }
     };
     let (header, program) = match checked {
-        Err(f) => {
-            let mut h = format!(
-                "# Regression: {}\n",
-                f.to_string().lines().next().unwrap_or_default()
-            );
-            for n in &f.notes {
-                for l in n.lines() {
-                    h += &format!("#   {l}\n");
-                }
-            }
-            (h, f.program.clone())
-        }
+        Err(f) => (f.regression_header(), f.program.clone()),
         Ok(_) if !allow_pass => {
             eprintln!(
                 "pytie: {}: this input passes: nothing failed, so there is no regression to write \

@@ -116,15 +116,7 @@ pub fn summary_text(s: &Summary, b: &Bounds) -> String {
 /// The failing program as a text regression, headed as `pytie regress`
 /// heads one.
 pub fn regression_text(f: &Failure, b: &Bounds, backend: &str) -> String {
-    let mut h = format!(
-        "# Regression: {}\n",
-        f.to_string().lines().next().unwrap_or_default()
-    );
-    for n in &f.notes {
-        for l in n.lines() {
-            h += &format!("#   {l}\n");
-        }
-    }
+    let mut h = f.regression_header();
     h += &format!(
         "# From pytie exhaust --backend {backend} --vars {} --holders {} --weaks {} --handles {} --depth {}: a shortest failing program.\n",
         b.vars, b.holders, b.weaks, b.handles, b.depth

@@ -81,6 +81,21 @@ impl Failure {
         self.full = true;
         self
     }
+
+    /// The comment a text regression of this failure starts with: the
+    /// report's first line, then its notes (`pytie regress`, `pytie exhaust`).
+    pub fn regression_header(&self) -> String {
+        let mut h = format!(
+            "# Regression: {}\n",
+            self.to_string().lines().next().unwrap_or_default()
+        );
+        for n in &self.notes {
+            for l in n.lines() {
+                h += &format!("#   {l}\n");
+            }
+        }
+        h
+    }
 }
 
 /// `line` with every heap address (`0x` and at least six hex digits)
