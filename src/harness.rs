@@ -196,7 +196,7 @@ pub fn decode<B: Target>(data: &[u8]) -> Program {
 /// With `PYTIE_REPORT_FILE` set (scripts/fuzz sets it), the failure's
 /// report is also written there, so the script can print it again after
 /// libFuzzer's own crash output, last on the screen.
-fn keep_report(report: &str) {
+pub fn keep_report(report: &str) {
     if let Some(path) = std::env::var_os("PYTIE_REPORT_FILE") {
         let _ = std::fs::write(path, report);
     }

@@ -512,3 +512,26 @@ fn decode_takes_the_backend_whose_inputs_it_reads() {
     }
     assert!(tvm_text.starts_with("new v0\n"), "{tvm_text}");
 }
+
+#[test]
+fn a_fuzz_failure_report_is_kept_for_scripts_fuzz_to_print_last() {
+    // scripts/fuzz sets PYTIE_REPORT_FILE and prints the file again after
+    // libFuzzer's crash output; the harness writes it before aborting.
+    let dir = std::env::temp_dir().join(format!("pytie-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("last-report.txt");
+    // SAFETY: this test binary's tests do not read PYTIE_REPORT_FILE
+    // concurrently (only this test uses it).
+    unsafe { std::env::set_var("PYTIE_REPORT_FILE", &file) };
+    pytie::harness::keep_report("FAIL: divergence at step 2: `drop v0`\n");
+    unsafe { std::env::remove_var("PYTIE_REPORT_FILE") };
+    let kept = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(kept, "FAIL: divergence at step 2: `drop v0`\n");
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fuzz")).unwrap();
+    assert!(
+        script.contains("export PYTIE_REPORT_FILE=")
+            && script.contains("cat \"$PYTIE_REPORT_FILE\"")
+    );
+}
