@@ -107,10 +107,7 @@ pub fn encode_with(
     allowed: StepSet,
     max_len: usize,
 ) -> Vec<u8> {
-    let used = steps
-        .iter()
-        .fold(StepSet::EMPTY, |s, (k, _)| s.with(*k))
-        .0;
+    let used = steps.iter().fold(StepSet::EMPTY, |s, (k, _)| s.with(*k)).0;
     let mask = (mask | used) & 0x00ff_ffff;
     let (mut vars, mut holders, mut weaks) = (0usize, 0usize, 0usize);
     for (kind, a) in steps {
@@ -366,10 +363,10 @@ pub fn crossover(a: &[u8], b: &[u8], max_len: usize, seed: u32, allowed: StepSet
 
 #[cfg(test)]
 mod tests {
+    use super::Rng;
     use super::*;
     use crate::program::binary::{decode, decode_for, encode};
     use proptest::prelude::*;
-    use super::Rng;
 
     fn steps_of(data: &[u8], allowed: StepSet) -> Vec<Step> {
         parse(data, allowed).steps
@@ -387,7 +384,10 @@ mod tests {
 
     #[test]
     fn deterministic_in_the_seed() {
-        let data = encode(&crate::program::text::parse("new v0\nhold h0 v0\ndrop v0\nret v1 h0\nget v2 v1\n").unwrap());
+        let data = encode(
+            &crate::program::text::parse("new v0\nhold h0 v0\ndrop v0\nret v1 h0\nget v2 v1\n")
+                .unwrap(),
+        );
         for seed in 0..50 {
             assert_eq!(
                 mutate(&data, 128, seed, StepSet::ALL),
@@ -397,7 +397,11 @@ mod tests {
         let distinct: std::collections::HashSet<Vec<u8>> = (0..50)
             .map(|s| mutate(&data, 128, s, StepSet::ALL))
             .collect();
-        assert!(distinct.len() > 25, "only {} distinct mutants", distinct.len());
+        assert!(
+            distinct.len() > 25,
+            "only {} distinct mutants",
+            distinct.len()
+        );
     }
 
     #[test]
@@ -438,7 +442,10 @@ mod tests {
             .count();
         // The splice always brings in a `cycle`; the stacked mutation (half
         // the time) rarely takes every one away again.
-        assert!(both >= 80, "only {both} of 100 crossovers have a step of the other input");
+        assert!(
+            both >= 80,
+            "only {both} of 100 crossovers have a step of the other input"
+        );
     }
 
     proptest! {
