@@ -26,6 +26,8 @@ compile_error!(
 use pytie::backend::pytie::PytieBackend;
 use pytie::harness;
 use pytie_core::model::transition::Combo;
+#[cfg(feature = "libfuzzer")]
+use pytie_core::program::mutate;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// libFuzzer's extra coverage counters: one per (transition, trigger)
@@ -57,6 +59,28 @@ libfuzzer_sys::fuzz_target!(
     },
     |data: &[u8]| one_input(data)
 );
+
+// Structure-aware mutations (`pytie_core::program::mutate`): whole steps
+// inserted, deleted, duplicated, swapped, retargeted, the swarm mask
+// toggled; one mutation in eight is libFuzzer's own byte-level one, which
+// keeps its compare-derived (trace-cmp) and dictionary mutations.
+#[cfg(all(feature = "libfuzzer", not(feature = "afl")))]
+libfuzzer_sys::fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
+    if seed % 8 == 0 {
+        return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
+    }
+    let out = mutate::mutate(&data[..size], max_size, seed, <PytieBackend as harness::Target>::steps());
+    data[..out.len()].copy_from_slice(&out);
+    out.len()
+});
+
+// Splice a run of steps of another corpus input into this one.
+#[cfg(all(feature = "libfuzzer", not(feature = "afl")))]
+libfuzzer_sys::fuzz_crossover!(|data1: &[u8], data2: &[u8], out: &mut [u8], seed: u32| {
+    let spliced = mutate::crossover(data1, data2, out.len(), seed, <PytieBackend as harness::Target>::steps());
+    out[..spliced.len()].copy_from_slice(&spliced);
+    spliced.len()
+});
 
 #[cfg(all(feature = "afl", not(feature = "libfuzzer")))]
 fn main() {

@@ -26,7 +26,18 @@ pub use pytie_core::state::DANGLING;
 pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
     out.handles.clear();
     out.wrappers.clear();
-    let mut order: Vec<(u32, usize)> = Vec::new();
+    // Reused between observations: no allocation per step once warm.
+    ORDER.with_borrow_mut(|order| observe_into(out, order));
+}
+
+thread_local! {
+    /// (number, address) of the live blocks, then of the allocated
+    /// wrappers, sorted by number.
+    static ORDER: std::cell::RefCell<Vec<(u32, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn observe_into(out: &mut AbstractState, order: &mut Vec<(u32, usize)>) {
+    order.clear();
     registry::with(|r| {
         accounts::with(|a| {
             let handle_no =
@@ -36,7 +47,7 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
             out.handles.set_len(r.handles.len());
             order.extend(r.blocks.iter().map(|(&addr, &id)| (id, addr)));
             order.sort_unstable();
-            for &(id, _) in &order {
+            for &(id, _) in order.iter() {
                 let h = &r.handles[id as usize];
                 if !h.storage {
                     // A block the registry lists but marks freed: no
@@ -72,7 +83,7 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
             order.clear();
             order.extend(a.by_addr.iter().map(|(&addr, &serial)| (serial, addr)));
             order.sort_unstable();
-            for &(serial, _) in &order {
+            for &(serial, _) in order.iter() {
                 let s = &a.slots[serial as usize];
                 if s.life == WrapperLife::Freed {
                     continue;
@@ -102,16 +113,13 @@ pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
     });
     // An Inactive wrapper's memory is kept by its phantom ref: not the
     // program's.
-    let inactive: Vec<u32> = out
-        .handles
-        .entries()
-        .filter_map(|(_, h)| match h.binding {
-            Binding::Inactive(w) => Some(w),
-            _ => None,
-        })
-        .collect();
-    for w in inactive {
-        if let Some(ws) = out.wrappers.get_mut(w as usize) {
+    let AbstractState {
+        handles, wrappers, ..
+    } = out;
+    for (_, h) in handles.entries() {
+        if let Binding::Inactive(w) = h.binding
+            && let Some(ws) = wrappers.get_mut(w as usize)
+        {
             ws.refs = ws.refs.saturating_sub(1);
         }
     }

@@ -112,8 +112,14 @@ fn kind_of(opcode: u8, kinds: StepSet, total: u32) -> StepKind {
     StepKind::New
 }
 
-/// The first opcode that selects `kind` (the inverse of [`kind_of`]).
-fn opcode_of(kind: StepKind, kinds: StepSet) -> u8 {
+/// The kind an opcode byte selects among `kinds` (what [`decode`] reads).
+pub fn kind_for_opcode(opcode: u8, kinds: StepSet) -> StepKind {
+    kind_of(opcode, kinds, total_weight(kinds))
+}
+
+/// The first opcode that selects `kind` among `kinds` (the inverse of
+/// [`kind_for_opcode`]).
+pub fn opcode_of(kind: StepKind, kinds: StepSet) -> u8 {
     kinds
         .iter()
         .take_while(|k| *k != kind)

@@ -3,6 +3,7 @@
 //! for the fuzzer.
 
 pub mod binary;
+pub mod mutate;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 pub mod text;
