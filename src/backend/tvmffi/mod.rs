@@ -307,14 +307,14 @@ impl TvmFfiBackend {
             }
             Op::Get { v, u } => {
                 if let Some(src) = self.source(py, u) {
-                    let o = src.getattr("x");
+                    let o = src.getattr(pyo3::intern!(py, "x"));
                     drop(src);
                     self.assign(v, o?)?;
                 }
             }
             Op::Set { u, v } => {
                 if let (Some(target), Some(val)) = (self.source(py, u), self.source(py, v)) {
-                    target.setattr("x", &val)?;
+                    target.setattr(pyo3::intern!(py, "x"), &val)?;
                     let leak = lib.leak_per_store;
                     if self.known == KnownFindings::WorkAround && leak > 0 {
                         let addr = chandle(&val)?;
@@ -327,7 +327,7 @@ impl TvmFfiBackend {
             }
             Op::Unset { u } => {
                 if let Some(target) = self.source(py, u) {
-                    target.setattr("x", py.None())?;
+                    target.setattr(pyo3::intern!(py, "x"), py.None())?;
                 }
             }
             Op::Clone { v, u } => {
@@ -361,7 +361,7 @@ impl TvmFfiBackend {
                 if let Some(src) = self.source(py, v) {
                     let was_moved = chandle(&src)? == 0;
                     TAKEN.store(0, Ordering::SeqCst);
-                    let rv = src.call_method0("_move")?;
+                    let rv = src.call_method0(pyo3::intern!(py, "_move"))?;
                     let r = lib.take.bind(py).call1((rv,));
                     drop(src);
                     match r {
@@ -646,7 +646,7 @@ impl Backend for TvmFfiBackend {
                     .ret
                     .bind(py)
                     .call1((addr,))
-                    .and_then(|w| w.setattr("x", py.None()));
+                    .and_then(|w| w.setattr(pyo3::intern!(py, "x"), py.None()));
                 if let Err(e) = r {
                     self.violations
                         .push(format!("teardown: clearing obj#{i}.x raised {e}"));
