@@ -679,17 +679,11 @@ pub fn program_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 /// `pytie coverage --reachable DEPTH`: the combinations the model reaches
 /// within the default slots and `depth` that none of the programs takes.
 fn uncovered(
-    paths: &[PathBuf],
-    form: Form,
+    counts: &pytie_core::exec::coverage::Counts,
     depth: usize,
     write: Option<&Path>,
 ) -> Result<ExitCode, Bad> {
-    use pytie_core::exec::coverage::Counts;
     use pytie_core::exhaust::{Bounds, Stop, reachable_combos};
-    let mut counts = Counts::default();
-    for f in program_files(paths).map_err(Bad)? {
-        counts.add_program(&load(&f, is_text(&f, form)).map_err(Bad)?);
-    }
     let bounds = Bounds {
         depth,
         ..Bounds::default()
@@ -749,7 +743,15 @@ fn uncovered(
     })
 }
 
-fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<ExitCode, Bad> {
+/// `pytie coverage`; with `reachable` (`--reachable DEPTH`, `--write-missing
+/// DIR`) also [`uncovered`] on the same counts.
+fn coverage(
+    paths: &[PathBuf],
+    form: Form,
+    output: &Path,
+    png: bool,
+    reachable: Option<(usize, Option<&Path>)>,
+) -> Result<ExitCode, Bad> {
     use pytie_core::exec::coverage::{Counts, Edge, to_dot};
     let files = program_files(paths).map_err(Bad)?;
     if files.is_empty() {
@@ -832,7 +834,10 @@ fn coverage(paths: &[PathBuf], form: Form, output: &Path, png: bool) -> Result<E
             Ok(_) => out!("wrote {}", target.display()),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    match reachable {
+        Some((depth, write)) => uncovered(&counts, depth, write),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Entry point of the binary.
@@ -895,10 +900,13 @@ pub fn main() -> ExitCode {
             reachable,
             write_missing,
             paths,
-        } => coverage(&paths, form, &output, png).and_then(|code| match reachable {
-            Some(depth) => uncovered(&paths, form, depth, write_missing.as_deref()),
-            None => Ok(code),
-        }),
+        } => coverage(
+            &paths,
+            form,
+            &output,
+            png,
+            reachable.map(|depth| (depth, write_missing.as_deref())),
+        ),
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
         Cmd::Decode {
             file,
