@@ -72,6 +72,8 @@ mutants! {
         "DecRef reads the object's counts again after the deleter freed its storage (a use after free that changes no observed value)";
     UntiedTagPeek "untied-tag-peek":
         "make_ret peeks at the tag word through the unchecked accessor before testing tied-ness (a read before an untied body that changes no observed value)";
+    LegacyPrefixPeek "legacy-prefix-peek":
+        "the tied-ness test reads delete_space before every body, as upstream's TVMFFIPyIsCanonical does, without first asking the body whether it has an allocation prefix (a read before a legacy-layout body, contract §2.1 L2)";
     GcFinalizeOnce "gc-finalize-once":
         "the eligible wrapper type is a GC type, so PEP 442 runs its finalizer once: the second drop frees a wrapper the binding still names";
     ForeignWaitHoldsGil "foreign-wait-holds-gil":

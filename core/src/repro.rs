@@ -102,7 +102,61 @@ def _take(_self, args, n, out):
     return rc
 
 
+@SAFE_CALL
+def _lock(_self, args, n, out):
+    # C++ returns weak.lock() (object.h TryPromoteWeakPtr): strong += 1
+    # only while strong > 0; the object, or None.
+    addr = args[0].v
+    c = ctypes.c_uint64.from_address(addr)
+    if c.value & 0xFFFFFFFF:
+        c.value += 1
+        out[0].type_index = ctypes.c_int32.from_address(addr + 8).value
+        out[0].v = addr
+    else:
+        out[0].type_index = 0
+        out[0].v = 0
+    return 0
+
+
+# A legacy-layout object: what an extension compiled against the published
+# (pre-tying) headers makes: a Node-layout object from plain malloc, with no
+# allocation prefix before its body, and its own deleter.
+LIBC = ctypes.CDLL(None)
+LIBC.calloc.restype = ctypes.c_void_p
+LIBC.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+LIBC.free.argtypes = [ctypes.c_void_p]
+FIELD_X = [f for f in Node.__tvm_ffi_type_info__.fields if f.name == "x"][0].offset
+_n = Node()
+NODE_TYPE = ctypes.c_int32.from_address(_n.__chandle__() + 8).value
+del _n
+
+
+@OBJ_DELETER
+def _legacy_deleter(addr, flags):
+    if flags & 1:  # strong 0: release the field
+        f = Any.from_address(addr + FIELD_X)
+        if f.type_index >= 64:
+            LIB.TVMFFIObjectDecRef(f.v)
+        f.type_index, f.v = 0, 0
+    if flags & 2:  # weak 0: free the body itself (there is no delete_space)
+        LIBC.free(addr)
+
+
+@SAFE_CALL
+def _new_legacy(_self, args, n, out):
+    addr = LIBC.calloc(1, FIELD_X + 16)
+    ctypes.c_uint64.from_address(addr).value = 1 | (1 << 32)
+    ctypes.c_int32.from_address(addr + 8).value = NODE_TYPE
+    ctypes.c_void_p.from_address(addr + 16).value = ctypes.cast(
+        _legacy_deleter, ctypes.c_void_p).value
+    out[0].type_index = NODE_TYPE
+    out[0].v = addr
+    return 0
+
+
 ret = register("repro.ret", _ret)      # ret(addr): return a held object to Python
+lock = register("repro.lock", _lock)   # lock(addr): return weak.lock() to Python
+new_legacy = register("repro.new_legacy", _new_legacy)  # a legacy-layout object
 take = register("repro.take", _take)   # take(x._move()): C++ takes x's reference
 echo = tvm_ffi.get_global_func("testing.echo")
 
@@ -138,6 +192,32 @@ def release(h, foreign=False):
         LIB.TVMFFIObjectDecRef(addr)
 
 
+WEAKS = [0, 0]  # C++ weak references (WeakObjectPtr): object addresses
+
+
+def dec_weak(addr):
+    c = ctypes.c_uint64.from_address(addr)
+    c.value -= 1 << 32
+    if c.value == 0:
+        OBJ_DELETER(ctypes.c_void_p.from_address(addr + 16).value)(addr, 2)
+
+
+def weak(s, w):
+    addr = w.__chandle__()
+    if addr == 0:
+        raise RuntimeError("moved-from wrapper: nothing to hold weakly")
+    ctypes.c_uint64.from_address(addr).value += 1 << 32
+    old, WEAKS[s] = WEAKS[s], addr
+    if old:
+        dec_weak(old)
+
+
+def unweak(s):
+    addr, WEAKS[s] = WEAKS[s], 0
+    if addr:
+        dec_weak(addr)
+
+
 # obj#N's address. One weak reference is kept on each object (object.h
 # IncWeakRef/DecWeakRef) so its header stays readable after it dies.
 OBJ = []
@@ -155,10 +235,7 @@ def strong_count(n):
 
 def unobserve_all():
     for addr in OBJ:
-        c = ctypes.c_uint64.from_address(addr)
-        c.value -= 1 << 32
-        if c.value == 0:
-            OBJ_DELETER(ctypes.c_void_p.from_address(addr + 16).value)(addr, 2)
+        dec_weak(addr)
 
 
 # ---- what the contract expects ----
@@ -240,6 +317,8 @@ for n, addr in enumerate(OBJ):
         del _w
 for h in range(len(HOLDERS)):
     release(h)
+for s in range(len(WEAKS)):
+    unweak(s)
 V.clear()
 gc.collect()
 for n in range(len(OBJ)):
@@ -259,10 +338,10 @@ fn q(v: Var) -> String {
 fn statement(op: &Op) -> String {
     match *op {
         Op::New { v, kind } => {
-            let cls = if kind == crate::program::ObjKind::Dict {
-                "DictNode"
-            } else {
-                "Node"
+            let cls = match kind {
+                crate::program::ObjKind::Dict => "DictNode",
+                crate::program::ObjKind::Legacy => "new_legacy",
+                _ => "Node",
             };
             format!("_o = {cls}()\nobserve(_o)\n{} = _o\ndel _o", q(v))
         }
@@ -279,7 +358,10 @@ fn statement(op: &Op) -> String {
         Op::ReleaseForeign { h } => format!("release({}, foreign=True)", h.0),
         Op::Cycle { v } => format!("_l = [{}]\n_l.append(_l)\ndel {}, _l", q(v), q(v)),
         Op::Collect => "gc.collect()".into(),
-        Op::Weak { .. } | Op::Unweak { .. } | Op::Lock { .. } | Op::Shutdown => String::new(),
+        Op::Weak { w, v } => format!("weak({}, {})", w.0, q(v)),
+        Op::Unweak { w } => format!("unweak({})", w.0),
+        Op::Lock { v, w } => format!("{} = lock(WEAKS[{}])", q(v), w.0),
+        Op::Shutdown => String::new(),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }
@@ -294,6 +376,7 @@ fn moved_call(op: &Op) -> String {
         Op::Unset { u } => format!("setattr({}, \"x\", None)", q(u)),
         Op::Hold { h, v } => format!("hold({}, {})", h.0, q(v)),
         Op::Move { h, v } => format!("move({}, {})", h.0, q(v)),
+        Op::Weak { w, v } => format!("weak({}, {})", w.0, q(v)),
         _ => "None".into(),
     }
 }
@@ -331,6 +414,7 @@ fn finds(op: &Op, s: &AbstractState) -> Finds {
         Op::Ret { h, .. } if s.holders[h.idx()].is_none() => {
             Finds::Nothing(format!("{h} is empty"))
         }
+        Op::Lock { w, .. } if s.weaks[w.idx()].is_none() => Finds::Nothing(format!("{w} is empty")),
         _ => Finds::Live,
     }
 }
@@ -342,7 +426,7 @@ fn indent(code: &str, by: &str) -> String {
 /// The script for `prog`, read from `source`, with the model's profile
 /// `tying` (the installed tvm-ffi's, detected by the caller).
 pub fn python(prog: &Program, source: &str, tying: bool) -> String {
-    let mut model = Model::new(Design::S);
+    let mut model = Model::new(if tying { Design::U } else { Design::S });
     if !tying {
         model = model.without_tying();
     }

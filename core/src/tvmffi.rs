@@ -14,13 +14,13 @@ pub const LEAK_FINDING: &str = "corpus/upstream/field-store-leaks-strong-ref.pyt
 /// The finding "using a moved-from object segfaults".
 pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie";
 
-/// The step kinds tvm-ffi can express.
+/// The finding "an activated build reads before a legacy-layout object".
+pub const LEGACY_FINDING: &str = "corpus/upstream/legacy-layout-read-before-body.pytie";
+
+/// The step kinds tvm-ffi can express: all but `shutdown` (weak slots
+/// through the object's weak count, as C++ `WeakObjectPtr` does).
 pub fn steps() -> StepSet {
-    StepSet::ALL
-        .without(StepKind::Weak)
-        .without(StepKind::Unweak)
-        .without(StepKind::Lock)
-        .without(StepKind::Shutdown)
+    StepSet::ALL.without(StepKind::Shutdown)
 }
 
 /// What the backend observes (contract §5 restricted to what tvm-ffi shows).

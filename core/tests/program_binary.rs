@@ -27,7 +27,7 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
     assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 45);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
@@ -128,9 +128,25 @@ fn slot_counts() {
 #[test]
 fn new_kind_indexes_plain_plain_dict_untied() {
     let p = decode(&hex(
-        "00 00 00 07 | 00 00 00 | 00 01 01 | 00 02 02 | 00 03 07",
+        "00 00 00 07 | 00 00 00 | 00 01 01 | 00 02 02 | 00 03 03",
     ));
     assert_eq!(p, text("new v0\nnew v1\nnew v2 dict\nnew v3 untied"));
+}
+
+#[test]
+fn new_kind_table_has_eight_entries_the_last_legacy() {
+    // Version 3: indices 4..=7 are plain, plain, dict, legacy; 8 wraps.
+    let p = decode(&hex(
+        "00 00 00 07 | 00 00 04 | 00 01 05 | 00 02 06 | 00 03 07 | 00 04 08",
+    ));
+    assert_eq!(
+        p,
+        text("new v0\nnew v1\nnew v2 dict\nnew v3 legacy\nnew v4")
+    );
+    assert_eq!(
+        encode(&text("new v0 legacy")),
+        hex("01 00 00 00 | 00 00 07")
+    );
 }
 
 // ---- steps ----

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 
-use super::alloc::{DeleteSpace, alloc_tied, alloc_untied};
+use super::alloc::{DeleteSpace, alloc_legacy, alloc_tied, alloc_untied};
 use super::object::{self, Object};
 use crate::watchdog::{self, Phase, Side};
 
@@ -30,6 +30,11 @@ impl HandleRef {
     /// A new untied object (strong 1), from the builtin allocator.
     pub fn new_untied(type_index: i32) -> HandleRef {
         HandleRef(NonNull::new(alloc_untied(type_index)).expect("allocation"))
+    }
+
+    /// A new legacy-layout object (strong 1, contract §2.1): no prefix.
+    pub fn new_legacy(type_index: i32) -> HandleRef {
+        HandleRef(NonNull::new(alloc_legacy(type_index)).expect("allocation"))
     }
 
     /// Adopt a strong reference the caller owns.

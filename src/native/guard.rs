@@ -8,7 +8,11 @@
 //! ```text
 //! tied:    [guard][pad][tag word][delete_space][body]
 //! untied:  [guard][pad][NO_TAG  ][delete_space][body]
+//! legacy:  [guard][pad][NO_TAG  ][NO_PREFIX   ][body]
 //! ```
+//!
+//! (A legacy block has no prefix in the contract's layout, §2.1; a
+//! `delete_space` read on it reads the no-prefix marker and is reported.)
 //!
 //! Every accessor of the native layer (counts, IncRef/DecRef, weak hold and
 //! release, upgrade, the field, `delete_space`, the tag word, checked and
@@ -45,8 +49,10 @@ pub const QUARANTINE: usize = 1 << 16;
 pub const LIVE: usize = 0xA11C_0DE5_0000_0001;
 /// The guard word of a freed (quarantined) block.
 pub const FREED: usize = 0xDEAD_B10C_DEAD_B10C;
-/// What an untied block holds where a tied block has its tag word.
+/// What an untied or legacy block holds where a tied block has its tag word.
 pub const NO_TAG: usize = 0x0DD0_0000_7A6F_0001;
+/// What a legacy block holds where the others have `delete_space`.
+pub const NO_PREFIX: usize = 0x0DD0_0000_9E7F_0002;
 /// The combined count a freed body is poisoned with.
 pub const POISONED_COUNT: u64 = 0xDDDD_DDDD_DDDD_DDDD;
 

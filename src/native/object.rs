@@ -15,6 +15,10 @@ pub const DELETER_WEAK: i32 = 2;
 /// Both at once.
 pub const DELETER_BOTH: i32 = 3;
 
+/// [`ObjectHeader::layout`] of a block with an allocation prefix (tied
+/// or untied): `delete_space` is 8 bytes before the body.
+pub const PREFIXED: u32 = 0x5052_4546;
+
 const STRONG_ONE: u64 = 1;
 const WEAK_ONE: u64 = 1 << 32;
 const STRONG_MASK: u64 = 0xFFFF_FFFF;
@@ -32,7 +36,11 @@ pub struct ObjectHeader {
     /// Strong count in the low 32 bits, weak count in the high 32 bits.
     pub combined_ref_count: AtomicU64,
     pub type_index: i32,
-    _padding: u32,
+    /// TVM-FFI's padding word. pytie's runtime keeps here whether the
+    /// block has an allocation prefix ([`PREFIXED`]) or is legacy-layout
+    /// (0), so tied-ness is decided from the body alone where no prefix
+    /// may be read (contract §2.1 L3).
+    pub layout: u32,
     pub deleter: Deleter,
 }
 
@@ -58,12 +66,12 @@ pub fn split_counts(word: u64) -> (u32, u32) {
 
 impl Object {
     /// A fresh body: strong 1, weak 1, empty field.
-    pub(super) fn init(type_index: i32, id: u32) -> Object {
+    pub(super) fn init(type_index: i32, id: u32, layout: u32) -> Object {
         Object {
             header: ObjectHeader {
                 combined_ref_count: AtomicU64::new(STRONG_ONE | WEAK_ONE),
                 type_index,
-                _padding: 0,
+                layout,
                 deleter: object_deleter,
             },
             field: AtomicPtr::new(ptr::null_mut()),

@@ -48,6 +48,7 @@ pub fn new_object(py: Python<'_>, kind: ObjKind) -> PyResult<Bound<'_, PyAny>> {
         ObjKind::Plain => HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space),
         ObjKind::Dict => HandleRef::new_tied(TYPE_DICT, tying::py_delete_space),
         ObjKind::Untied => HandleRef::new_untied(TYPE_PLAIN),
+        ObjKind::Legacy => HandleRef::new_legacy(TYPE_PLAIN),
     };
     return_handle(py, h)
 }

@@ -120,7 +120,7 @@ use super::accounts;
 use super::seams::{self, Clear};
 use super::types::{self, PyWrapper};
 use crate::native::alloc::{
-    DeleteSpace, delete_space_of, free_tied_block, tag_word, tag_word_unchecked,
+    DeleteSpace, delete_space_of, free_tied_block, has_prefix, tag_word, tag_word_unchecked,
 };
 use crate::native::object::{self, Object};
 use crate::native::registry::report_violation;
@@ -147,12 +147,19 @@ pub fn decode_tag(word: usize) -> Tag {
 }
 
 /// Is `obj` tied: was it allocated by the Python-aware allocator? Decided
-/// by comparing `delete_space` pointers, as upstream does.
+/// by comparing `delete_space` pointers, as upstream does, after the
+/// body's layout word says there is a `delete_space` to read (contract
+/// §2.1 L3: a legacy body has none).
 ///
 /// # Safety
 /// `obj` is a live body from the native layer.
 pub unsafe fn is_tied(obj: *mut Object) -> bool {
     // SAFETY: the caller guarantees the storage is live.
+    if !unsafe { has_prefix(obj) } && !mutant!(LegacyPrefixPeek) {
+        return false;
+    }
+    // SAFETY: live, and prefixed (or the fault reads before a legacy body,
+    // which the guarded build reports and ASan sees).
     let ds = unsafe { delete_space_of(obj) };
     ds as usize == py_delete_space as DeleteSpace as usize
 }

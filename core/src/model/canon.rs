@@ -129,6 +129,7 @@ impl Canon {
                     ObjKind::Plain => 0,
                     ObjKind::Dict => 1,
                     ObjKind::Untied => 2,
+                    ObjKind::Legacy => 3,
                 });
                 match hs.binding {
                     Binding::Untied => out.push(0),

@@ -375,6 +375,11 @@ impl Model {
         out.totals = t;
     }
 
+    /// What `new` made each handle as (by handle number).
+    pub fn kinds(&self) -> &[ObjKind] {
+        &self.kinds
+    }
+
     /// Are reference cycles waiting for `collect`?
     pub fn has_cycles(&self) -> bool {
         !self.cycles.is_empty()

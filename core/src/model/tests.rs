@@ -283,6 +283,23 @@ fn untied_objects_never_bind() {
     assert_eq!(s.totals, totals(0, 0, 0, 0));
 }
 
+#[test]
+fn legacy_objects_never_bind_as_untied_ones() {
+    // Contract §2.1 L1: a legacy-layout object behaves exactly as untied.
+    for design in [Design::S, Design::U] {
+        let prog = "hold h0 v0; ret v1 h0; echo v2 v0; drop v0; drop v1; drop v2; release h0";
+        let mut legacy = Model::new(design);
+        run(&mut legacy, &format!("new v0 legacy; {prog}"));
+        let mut untied = Model::new(design);
+        run(&mut untied, &format!("new v0 untied; {prog}"));
+        assert_eq!(st(&legacy), st(&untied));
+    }
+    let m = model("new v0 legacy; hold h0 v0; ret v1 h0");
+    let s = st(&m);
+    assert_eq!(&s.vars[..2], &[Wrapper(0), Wrapper(1)]);
+    assert_eq!(s.handles[0].binding, Binding::Untied);
+}
+
 // ---- §4.1 rules -------------------------------------------------------------
 
 #[test]

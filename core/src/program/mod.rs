@@ -92,19 +92,29 @@ pub enum ObjKind {
     Dict,
     /// Builtin allocator: never binds.
     Untied,
+    /// Legacy layout (contract §2.1): allocated by code built against
+    /// pre-tying headers, with no allocation prefix at all; nothing may
+    /// read before its body. Never binds (L1), as an untied object.
+    Legacy,
 }
 
 impl ObjKind {
-    pub const ALL: [ObjKind; 3] = [ObjKind::Plain, ObjKind::Dict, ObjKind::Untied];
+    pub const ALL: [ObjKind; 4] = [
+        ObjKind::Plain,
+        ObjKind::Dict,
+        ObjKind::Untied,
+        ObjKind::Legacy,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             ObjKind::Plain => "plain",
             ObjKind::Dict => "dict",
             ObjKind::Untied => "untied",
+            ObjKind::Legacy => "legacy",
         }
     }
     pub fn is_tied(self) -> bool {
-        !matches!(self, ObjKind::Untied)
+        matches!(self, ObjKind::Plain | ObjKind::Dict)
     }
 }
 

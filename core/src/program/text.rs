@@ -268,7 +268,10 @@ impl<'s> Line<'s> {
         if self.peek().is_none() {
             return Ok(ObjKind::Plain);
         }
-        let i = self.keyword(&["plain", "dict", "untied"], "plain, dict or untied")?;
+        let i = self.keyword(
+            &["plain", "dict", "untied", "legacy"],
+            "plain, dict, untied or legacy",
+        )?;
         Ok(ObjKind::ALL[i])
     }
 

@@ -29,6 +29,8 @@ pub(super) const K_INT: i32 = 1;
 pub(super) const K_STATIC_OBJECT_BEGIN: i32 = 64;
 /// Bits of `combined_ref_count`: strong in the low half, weak in the high.
 const WEAK_ONE: u64 = 1 << 32;
+/// Deleter flag: destroy the object (strong count reached 0).
+const DELETE_STRONG: i32 = 1;
 /// Deleter flag: free the storage.
 const DELETE_WEAK: i32 = 2;
 
@@ -151,6 +153,25 @@ pub(super) unsafe fn dec_weak(addr: usize) {
     }
 }
 
+/// `Object::TryPromoteWeakPtr` (object.h 274-302, inline there): strong
+/// += 1 only while strong > 0, by compare-and-swap.
+///
+/// # Safety
+/// The storage of the object at `addr` is allocated (the caller owns a
+/// weak reference on it); on `true` the caller owns a new strong one.
+pub(super) unsafe fn try_promote(addr: usize) -> bool {
+    // SAFETY: the caller's weak reference keeps the header allocated.
+    let c = unsafe { &*(addr as *const AtomicU64) };
+    let mut old = c.load(Ordering::Relaxed);
+    while old & 0xFFFF_FFFF != 0 {
+        match c.compare_exchange_weak(old, old + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => old = now,
+        }
+    }
+    false
+}
+
 /// Set the FFI error a callback returns -1 with.
 fn raise(msg: &CStr) {
     // SAFETY: both strings are NUL-terminated and live for the call.
@@ -216,6 +237,115 @@ pub(super) unsafe extern "C" fn take_call(
     }
     TAKEN.store(owned.v as usize, Ordering::SeqCst);
     0
+}
+
+/// `pytie.tvmffi.lock(addr)`: a C++ function returning `weak.lock()` of
+/// a weak reference it keeps (object.h `WeakObjectPtr::lock`): the object
+/// with a new strong reference the caller receives, or None when it died.
+///
+/// # Safety
+/// Called by the library with `n` argument views at `args` and a result
+/// slot `out`; the int argument is the address of an object a weak slot
+/// keeps allocated (the backend passes only those).
+pub(super) unsafe extern "C" fn lock_call(
+    _self: *mut c_void,
+    args: *const FfiAny,
+    n: i32,
+    out: *mut FfiAny,
+) -> i32 {
+    // SAFETY: as `ret_call`; the weak slot keeps the header allocated.
+    unsafe {
+        if n != 1 || (*args).type_index != K_INT {
+            raise(c"pytie.tvmffi.lock takes one int: the address of a weakly held object");
+            return -1;
+        }
+        let addr = (*args).v as usize;
+        *out = if try_promote(addr) {
+            FfiAny {
+                type_index: type_index(addr),
+                pad: 0,
+                v: addr as u64,
+            }
+        } else {
+            ANY_NONE
+        };
+    }
+    0
+}
+
+/// Offset of the field `x` in a legacy-layout object (the `Node` layout),
+/// set before `pytie.tvmffi.new_legacy` is registered.
+pub(super) static LEGACY_FIELD_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// `pytie.tvmffi.new_legacy(type_index)`: what an extension compiled
+/// against the published (pre-tying) headers does: a `Node`-layout object
+/// allocated with plain `malloc`, no allocation prefix (contract §2.1),
+/// strong 1 and weak 1, its own deleter; returned to Python, which
+/// receives its one strong reference.
+///
+/// # Safety
+/// Called by the library with `n` argument views at `args` and a result
+/// slot `out`.
+pub(super) unsafe extern "C" fn new_legacy_call(
+    _self: *mut c_void,
+    args: *const FfiAny,
+    n: i32,
+    out: *mut FfiAny,
+) -> i32 {
+    // SAFETY: the library passes `n` argument views and a result slot.
+    let ti = unsafe {
+        if n != 1 || (*args).type_index != K_INT {
+            raise(c"pytie.tvmffi.new_legacy takes one int: the type index");
+            return -1;
+        }
+        (*args).v as i32
+    };
+    let off = LEGACY_FIELD_OFFSET.load(Ordering::Relaxed);
+    let size = off + std::mem::size_of::<FfiAny>();
+    // SAFETY: calloc of a non-zero size; the block is zeroed (field None).
+    let p = unsafe { libc::calloc(1, size) }.cast::<u8>();
+    if p.is_null() {
+        raise(c"pytie.tvmffi.new_legacy: out of memory");
+        return -1;
+    }
+    // SAFETY: `p` is a fresh block of `size` bytes, 16-aligned by malloc:
+    // the header (c_api.h `TVMFFIObject`: count, type index, padding,
+    // deleter) and the zeroed field fit in it.
+    unsafe {
+        (*(p as *const AtomicU64)).store(1 | WEAK_ONE, Ordering::Relaxed);
+        std::ptr::write(p.add(8).cast::<i32>(), ti);
+        std::ptr::write(p.add(16).cast::<Option<ObjDeleter>>(), Some(legacy_deleter));
+        *out = FfiAny {
+            type_index: ti,
+            pad: 0,
+            v: p as u64,
+        };
+    }
+    0
+}
+
+/// A legacy-layout object's deleter: on strong 0 release the field, on
+/// weak 0 free the body itself (memory.h 200-213: no `delete_space`).
+///
+/// # Safety
+/// Called by the library with a legacy object made by [`new_legacy_call`]
+/// and the deleter flags.
+unsafe extern "C" fn legacy_deleter(obj: *mut c_void, flags: i32) {
+    let addr = obj as usize;
+    if flags & DELETE_STRONG != 0 {
+        let field = (addr + LEGACY_FIELD_OFFSET.load(Ordering::Relaxed)) as *mut FfiAny;
+        // SAFETY: the field is inside the object, which is destroyed now:
+        // nobody else reads it.
+        let any = unsafe { std::ptr::replace(field, ANY_NONE) };
+        if any.type_index >= K_STATIC_OBJECT_BEGIN {
+            // SAFETY: the field owned this strong reference.
+            unsafe { dec_ref(any.v as usize) };
+        }
+    }
+    if flags & DELETE_WEAK != 0 {
+        // SAFETY: allocated by calloc in `new_legacy_call`; weak 0: last use.
+        unsafe { libc::free(obj) };
+    }
 }
 
 unsafe extern "C" fn no_delete(_self: *mut c_void) {}

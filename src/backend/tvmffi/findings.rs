@@ -5,7 +5,7 @@
 use pytie_core::program::{Holds, ObjKind, Op, SourceRule, StepKind, Var};
 
 use super::capi;
-use super::{LEAK_FINDING, MOVED_FINDING};
+use super::{LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING};
 
 /// How recorded upstream findings are treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -21,12 +21,15 @@ pub enum KnownFindings {
 
 /// Why the backend refuses `op`, if it does: a use of a moved-from object
 /// the library dereferences ([`MOVED_FINDING`]: the steps the source-slot
-/// rule, §4.1, fails with *moved*), or an untied object under tying on.
-/// `holds` says what each var holds now.
+/// rule, §4.1, fails with *moved*), an untied object under tying on, or,
+/// when `legacy_aborts` (a campaign or replay on the AddressSanitizer build
+/// with tying on, where the process would abort), a legacy-layout object
+/// ([`LEGACY_FINDING`]). `holds` says what each var holds now.
 pub(super) fn refusal(
     op: &Op,
     version: &str,
     tying: bool,
+    legacy_aborts: bool,
     holds: impl Fn(Var) -> Holds,
 ) -> Option<String> {
     let derefs = matches!(
@@ -42,6 +45,17 @@ pub(super) fn refusal(
             return Some(
                 "tvm-ffi with tying on has no way to make an untied py_class object".to_string(),
             );
+        }
+        Op::New {
+            kind: ObjKind::Legacy,
+            ..
+        } if legacy_aborts => {
+            return Some(format!(
+                "apache-tvm-ffi {version} with tying on reads 8 bytes before a legacy-layout \
+                 object's body when it returns it (`TVMFFIPyIsCanonical`; AddressSanitizer \
+                 aborts: heap-buffer-overflow) ({LEGACY_FINDING}); the contract expects it to \
+                 behave as untied (§2.1)"
+            ));
         }
         _ => false,
     };

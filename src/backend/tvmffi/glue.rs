@@ -30,10 +30,11 @@ class Node(Object):
 class DictNode(Object):
     __slots__ = ("__dict__",)
     x: Optional[Object] = None
-
 echo = tvm_ffi.get_global_func("testing.echo")
 ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
 take = tvm_ffi.get_global_func("pytie.tvmffi.take")
+lock = tvm_ffi.get_global_func("pytie.tvmffi.lock")
+new_legacy = tvm_ffi.get_global_func("pytie.tvmffi.new_legacy")
 field_x = [f for f in Node.__tvm_ffi_type_info__.fields if f.name == "x"][0]
 version = tvm_ffi.__version__
 gc.disable()
@@ -54,6 +55,13 @@ pub(super) struct Lib {
     pub(super) echo: Py<PyAny>,
     pub(super) ret: Py<PyAny>,
     pub(super) take: Py<PyAny>,
+    pub(super) lock: Py<PyAny>,
+    pub(super) new_legacy: Py<PyAny>,
+    /// `Node`'s type index (a legacy object is made with it).
+    pub(super) node_type_index: i32,
+    /// libtvm_ffi and the Cython module were built with AddressSanitizer
+    /// (`scripts/setup-tvmffi-tied --asan` marks the venv so).
+    pub(super) asan: bool,
     pub(super) gc_collect: Py<PyAny>,
 }
 
@@ -89,12 +97,14 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         .and_then(|p| p.extract())
         .map_err(e("libinfo.find_libtvm_ffi()"))?;
     capi::resolve(&path)?;
-    // SAFETY: both callbacks follow the safe-call contract (capi.rs).
+    let ns = PyDict::new(py);
+    // SAFETY: the callbacks follow the safe-call contract (capi.rs).
     unsafe {
         capi::register("pytie.tvmffi.ret", capi::ret_call)?;
         capi::register("pytie.tvmffi.take", capi::take_call)?;
+        capi::register("pytie.tvmffi.lock", capi::lock_call)?;
+        capi::register("pytie.tvmffi.new_legacy", capi::new_legacy_call)?;
     }
-    let ns = PyDict::new(py);
     py.run(GLUE, Some(&ns), None)
         .map_err(e("defining the py_class types"))?;
     let get = |k: &str| -> Result<Bound<'_, PyAny>, String> {
@@ -115,6 +125,8 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
     if size != std::mem::size_of::<FfiAny>() {
         return Err(format!("tvm-ffi: field x has size {size}, not an Any"));
     }
+    // A legacy object (`pytie.tvmffi.new_legacy`) has `Node`'s layout.
+    capi::LEGACY_FIELD_OFFSET.store(offset, std::sync::atomic::Ordering::Relaxed);
     let gc_collect = py
         .import("gc")
         .and_then(|g| g.getattr("collect"))
@@ -129,9 +141,19 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         echo: get("echo")?.unbind(),
         ret: get("ret")?.unbind(),
         take: get("take")?.unbind(),
+        lock: get("lock")?.unbind(),
+        new_legacy: get("new_legacy")?.unbind(),
+        node_type_index: 0,
+        asan: venv.join(".pytie-asan-runtime").exists(),
         gc_collect: gc_collect.unbind(),
     };
     probe(py, &mut lib).map_err(e("start-up probes"))?;
+    {
+        let n = lib.node.bind(py).call0().map_err(e("Node()"))?;
+        let h = chandle(&n).map_err(e("Node().__chandle__()"))?;
+        // SAFETY: `n` keeps the object alive.
+        lib.node_type_index = unsafe { capi::type_index(h) };
+    }
     find_chandle(py, &lib, &get("Object")?).map_err(e("CObject.chandle offset"))?;
     // Everything alive now (the interpreter, tvm_ffi and its ~20,000
     // tracked objects, the probes' leftovers) moves to the permanent

@@ -6,6 +6,9 @@
 //! | step | how |
 //! |---|---|
 //! | `new V plain` / `dict` | `Node()` / `DictNode()`: `tvm_ffi.dataclasses.py_class` types with a mutable `x: Optional[Object]` field; `DictNode` instances have a `__dict__` |
+//! | `new V legacy` | `pytie.tvmffi.new_legacy(type_index)`: a function registered from Rust that does what an extension built against the published (pre-tying) headers does: a `Node`-layout object from plain `malloc`, no allocation prefix (contract §2.1), returned through the library's return path |
+//! | `weak W V` / `unweak W` | `Object::IncWeakRef` / `DecWeakRef` (object.h) on `v.__chandle__()`, as a C++ `WeakObjectPtr` does |
+//! | `lock V W` | `pytie.tvmffi.lock(addr)`: a registered function returning `WeakObjectPtr::lock()` (`TryPromoteWeakPtr`, object.h 274-302): the object, or None |
 //! | `ret V H` | `pytie.tvmffi.ret(addr)`: an FFI function registered from Rust with `TVMFFIFunctionCreate`; it IncRefs the held object and returns it, so it reaches Python through the library's return path (`make_ret_object`) |
 //! | `echo V U` | `testing.echo(u)` |
 //! | `get`/`set`/`unset` | `u.x`, `u.x = v`, `u.x = None` |
@@ -15,8 +18,11 @@
 //! | `clone`/`drop`/`cycle`/`collect` | plain Python |
 //!
 //! Not expressible, declared unsupported (the executor skips them and says
-//! so): `weak`/`unweak`/`lock` (the C API has no weak references) and
-//! `shutdown` (finalization cannot be started and undone in one process).
+//! so): `shutdown`. Upstream's shutdown door is interpreter finalization;
+//! the contract's `shutdown` sets the flag and then goes on running steps
+//! in Python, which a finalized interpreter cannot, and finalization cannot
+//! be undone for the next program (a forked child would still have to run
+//! Python after `Py_FinalizeEx`).
 //!
 //! Observation: handles by address; strong and weak counts read from the
 //! object header (`combined_ref_count`, c_api.h); fields read from the
@@ -61,7 +67,7 @@ use pyo3::types::PyList;
 
 use pytie_core::backend::{Backend, Caps};
 use pytie_core::model::Design;
-use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, VARS, Var};
+use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, VARS, Var, WEAKS};
 use pytie_core::state::{
     AbstractState, Binding, DANGLING, HandleNo, HandleState, StepResult, Totals, VarState,
     WrapperLife, WrapperNo, WrapperState,
@@ -71,7 +77,9 @@ use capi::{FfiAny, K_STATIC_OBJECT_BEGIN, TAKEN, Watch};
 use glue::{Lib, chandle};
 
 pub use findings::KnownFindings;
-pub use pytie_core::tvmffi::{LEAK_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps};
+pub use pytie_core::tvmffi::{
+    LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps,
+};
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
 
@@ -97,6 +105,11 @@ pub struct TvmFfiBackend {
     var_wr: [Option<WrapperNo>; VARS],
     /// Holders: (object address, handle number); each owns a strong ref.
     holders: [Option<(usize, HandleNo)>; HOLDERS],
+    /// Weak slots: (object address, handle number); each owns a weak ref.
+    weaks: [Option<(usize, HandleNo)>; WEAKS],
+    /// Per handle number: made by `new V legacy` (no allocation prefix:
+    /// nothing before its body may be read, contract §2.1).
+    legacy: Vec<bool>,
     /// Per handle number: the object's address, and what its deleter told
     /// the observer (which holds no reference of its own: [`capi::watch`]).
     handles: Vec<(usize, Arc<Watch>)>,
@@ -117,6 +130,8 @@ impl TvmFfiBackend {
             vars: Default::default(),
             var_wr: [None; VARS],
             holders: [None; HOLDERS],
+            weaks: [None; WEAKS],
+            legacy: Vec::new(),
             handles: Vec::new(),
             wrappers: Vec::new(),
             cycles: Vec::new(),
@@ -181,10 +196,11 @@ impl TvmFfiBackend {
     }
 
     /// Handle `n`'s tag word caches the wrapper at `w` (Inactive(W), §3.1
-    /// "Tag word"). Only with tying on, where every object the backend
-    /// makes has the 16-byte prefix.
+    /// "Tag word"). Only with tying on, where every object the library
+    /// makes has the 16-byte prefix, and never for a legacy object.
     fn caches(&self, n: HandleNo, w: usize) -> bool {
-        let Some(addr) = self.storage(n as usize).filter(|_| self.lib.tying) else {
+        let prefixed = self.lib.tying && !self.legacy[n as usize];
+        let Some(addr) = self.storage(n as usize).filter(|_| prefixed) else {
             return false;
         };
         // SAFETY: the storage is allocated (its deleter has not freed it)
@@ -271,15 +287,20 @@ impl TvmFfiBackend {
 
     /// A new object: numbered, observed until the program ends.
     fn new_object<'py>(&mut self, py: Python<'py>, kind: ObjKind) -> PyResult<Bound<'py, PyAny>> {
-        let cls = match kind {
-            ObjKind::Dict => &self.lib.dict_node,
-            ObjKind::Plain | ObjKind::Untied => &self.lib.node,
+        let o = match kind {
+            ObjKind::Dict => self.lib.dict_node.bind(py).call0()?,
+            ObjKind::Plain | ObjKind::Untied => self.lib.node.bind(py).call0()?,
+            ObjKind::Legacy => self
+                .lib
+                .new_legacy
+                .bind(py)
+                .call1((self.lib.node_type_index,))?,
         };
-        let o = cls.bind(py).call0()?;
         let addr = chandle(&o)?;
         // SAFETY: just made; only `o` reaches it, and the GIL is held.
         let watch = unsafe { capi::watch(addr) };
         self.handles.push((addr, watch));
+        self.legacy.push(kind == ObjKind::Legacy);
         Ok(o)
     }
 
@@ -418,8 +439,37 @@ impl TvmFfiBackend {
                 }
                 lib.gc_collect.bind(py).call0()?;
             }
-            // Unsupported (see `steps`): the executor never applies them.
-            Op::Weak { .. } | Op::Unweak { .. } | Op::Lock { .. } | Op::Shutdown => {}
+            Op::Weak { w, v } => {
+                if let Some(src) = self.source(py, v) {
+                    let addr = chandle(&src)?;
+                    if addr == 0 {
+                        return Ok(StepResult::Moved);
+                    }
+                    // SAFETY: `src` keeps the object alive; the new weak
+                    // ref is the slot's.
+                    unsafe { capi::inc_weak(addr) };
+                    drop(src);
+                    let old = self.weaks[w.idx()].replace((addr, self.handle_no(addr)));
+                    if let Some((a, _)) = old {
+                        // SAFETY: the weak reference the slot owned.
+                        unsafe { capi::dec_weak(a) };
+                    }
+                }
+            }
+            Op::Unweak { w } => {
+                if let Some((addr, _)) = self.weaks[w.idx()].take() {
+                    // SAFETY: the weak reference the slot owned.
+                    unsafe { capi::dec_weak(addr) };
+                }
+            }
+            Op::Lock { v, w } => {
+                if let Some((addr, _)) = self.weaks[w.idx()] {
+                    let o = lib.lock.bind(py).call1((addr,))?;
+                    self.assign(v, o)?;
+                }
+            }
+            // Unsupported (see `steps`): the executor never applies it.
+            Op::Shutdown => {}
             Op::Mark { .. } | Op::Expect(_) => {}
         }
         Ok(StepResult::Ok)
@@ -467,6 +517,7 @@ impl TvmFfiBackend {
     /// stays watched; its deleter still runs when it dies).
     fn release_observers(&mut self) {
         self.handles.clear();
+        self.legacy.clear();
     }
 
     /// Handles whose storage the library's deleter has freed, this program
@@ -521,8 +572,13 @@ impl Backend for TvmFfiBackend {
                 }
             }
         });
-        if self.vars.iter().any(Option::is_some) || self.holders.iter().any(Option::is_some) {
-            return Err("tvm-ffi backend: vars or holders left by the last program".into());
+        if self.vars.iter().any(Option::is_some)
+            || self.holders.iter().any(Option::is_some)
+            || self.weaks.iter().any(Option::is_some)
+        {
+            return Err(
+                "tvm-ffi backend: vars, holders or weak slots left by the last program".into(),
+            );
         }
         self.release_observers();
         self.var_wr = [None; VARS];
@@ -542,7 +598,9 @@ impl Backend for TvmFfiBackend {
                 Some(_) if self.moved(py, v) => Holds::Moved,
                 Some(_) => Holds::Live,
             };
-            findings::refusal(op, &self.lib.version, self.lib.tying, holds)
+            let legacy_aborts =
+                self.lib.tying && self.lib.asan && self.known == KnownFindings::WorkAround;
+            findings::refusal(op, &self.lib.version, self.lib.tying, legacy_aborts, holds)
         })
     }
 
@@ -591,6 +649,9 @@ impl Backend for TvmFfiBackend {
         }
         for (slot, h) in out.holders.iter_mut().zip(&self.holders) {
             *slot = h.map(|(_, n)| n);
+        }
+        for (slot, w) in out.weaks.iter_mut().zip(&self.weaks) {
+            *slot = w.map(|(_, n)| n);
         }
         out.result = self.result;
         let mut t = Totals::default();
@@ -688,6 +749,12 @@ impl Backend for TvmFfiBackend {
                 unsafe { capi::dec_ref(addr) };
             }
         }
+        for w in &mut self.weaks {
+            if let Some((addr, _)) = w.take() {
+                // SAFETY: the weak reference the slot owned.
+                unsafe { capi::dec_weak(addr) };
+            }
+        }
         self.var_wr = [None; VARS];
         self.wrappers.clear();
         self.release_observers();
@@ -700,6 +767,7 @@ impl Drop for TvmFfiBackend {
     fn drop(&mut self) {
         let used = self.vars.iter().any(Option::is_some)
             || self.holders.iter().any(Option::is_some)
+            || self.weaks.iter().any(Option::is_some)
             || !self.handles.is_empty()
             || !self.cycles.is_empty();
         if used {
