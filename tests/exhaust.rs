@@ -62,7 +62,7 @@ fn the_command_passes_fails_and_refuses_with_its_exit_codes() {
     let o = pytie(&["exhaust", "--depth", "2", "--quiet"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("states (by depth: 1 4 36)"), "{out}");
+    assert!(out.contains("states (by depth: 1 5 50)"), "{out}");
     assert!(out.contains("pass"), "{out}");
 
     // Bad usage: exit 2, a message, no panic.
