@@ -404,3 +404,42 @@ fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
     );
     assert!(out.contains(tvmffi::LEGACY_FINDING), "{out}");
 }
+
+/// Issue 10.4: with tying on the binding is observed from the real tag
+/// word: Active while a var holds the wrapper, Inactive (the same wrapper
+/// number) once only a holder keeps the object, Active again on revival,
+/// Detached for an ineligible (dict) wrapper's object after it drops, and
+/// a legacy object as untied.
+#[test]
+fn bindings_are_read_from_the_tag_word() {
+    use pytie_core::state::Binding;
+    if !setup() {
+        return;
+    }
+    let p = text::parse(
+        "new v0\nhold h0 v0\ndrop v0\nret v1 h0\nnew v2 dict\nhold h1 v2\ndrop v2\nnew v3 legacy\n",
+    )
+    .unwrap();
+    let seen = harness::with_tvmffi(KnownFindings::Report, |ex| {
+        ex.begin().unwrap();
+        let mut seen = Vec::new();
+        for op in &p.ops {
+            ex.step(op).unwrap();
+            seen.push(
+                ex.actual()
+                    .handles
+                    .all()
+                    .map(|h| h.binding)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        ex.finish().unwrap();
+        seen
+    })
+    .unwrap();
+    assert_eq!(seen[0], [Binding::Active(0)]);
+    assert_eq!(seen[2], [Binding::Inactive(0)]);
+    assert_eq!(seen[3], [Binding::Active(0)], "revived: the same wrapper");
+    assert_eq!(seen[6][1], Binding::Detached);
+    assert_eq!(seen[7][2], Binding::Untied);
+}

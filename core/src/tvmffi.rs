@@ -23,7 +23,8 @@ pub fn steps() -> StepSet {
     StepSet::ALL.without(StepKind::Shutdown)
 }
 
-/// What the backend observes (contract §5 restricted to what tvm-ffi shows).
+/// What the backend observes (contract §5 restricted to what tvm-ffi shows);
+/// with tying on the backend adds bindings (the tag words).
 pub const OBSERVES: Observes = Observes {
     strong: true,
     weak: true,

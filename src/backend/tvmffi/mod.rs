@@ -33,8 +33,12 @@
 //! without the GIL) the storage is freed, and reads a header only while
 //! its storage is allocated. A wrapper nobody holds is dead unless its
 //! handle's tag word caches it (tying on: `W|1`), so CPython reusing a
-//! freed wrapper's address is never taken for a revival. Not observable:
-//! bindings, whether a wrapper's memory is freed, world totals.
+//! freed wrapper's address is never taken for a revival. With tying on,
+//! bindings too: every object but a legacy one has the tied prefix, and
+//! its tag word (body - 16) is read while its storage is allocated: NULL
+//! Detached, `W` Active, `W|1` Inactive, transit or lock bits between
+//! steps a violation (§3.1). Not observable: whether a wrapper's memory is
+//! freed, world totals.
 //!
 //! Tying: detected at start-up (a second return of the same object is the
 //! same wrapper, or not); off in every published wheel, which makes the
@@ -65,7 +69,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use pytie_core::backend::{Backend, Caps};
+use pytie_core::backend::{Backend, Caps, Observes};
 use pytie_core::model::Design;
 use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, VARS, Var, WEAKS};
 use pytie_core::state::{
@@ -118,13 +122,27 @@ pub struct TvmFfiBackend {
     result: StepResult,
     violations: Vec<String>,
     worked_around: Option<String>,
+    /// `$PYTIE_TVMFFI_REFUSE_LEGACY` (default on): with
+    /// [`KnownFindings::WorkAround`] on the ASan build, refuse `new V
+    /// legacy` ([`LEGACY_FINDING`]); `0` lets a campaign run into it.
+    refuse_legacy: bool,
 }
 
 impl TvmFfiBackend {
     /// Load tvm-ffi (once per process) and make a backend.
     pub fn new(known: KnownFindings) -> Result<TvmFfiBackend, String> {
         let lib = Python::attach(glue::lib)?;
+        let refuse_legacy = match std::env::var("PYTIE_TVMFFI_REFUSE_LEGACY").as_deref() {
+            Err(_) | Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) => {
+                return Err(format!(
+                    "PYTIE_TVMFFI_REFUSE_LEGACY={v}: expected 0 (run into {LEGACY_FINDING}) or 1"
+                ));
+            }
+        };
         Ok(TvmFfiBackend {
+            refuse_legacy,
             lib,
             known,
             vars: Default::default(),
@@ -477,7 +495,7 @@ impl TvmFfiBackend {
 
     /// Handle `n` as observed: freed when its deleter freed the storage,
     /// else its header read.
-    fn observe_handle(&self, n: usize) -> HandleState {
+    fn observe_handle(&mut self, n: usize) -> HandleState {
         let Some(addr) = self.storage(n) else {
             return HandleState::FREED;
         };
@@ -489,12 +507,47 @@ impl TvmFfiBackend {
             strong,
             weak,
             storage: weak > 0,
-            binding: if self.lib.tying {
-                Binding::Detached
+            binding: if self.lib.tying && !self.legacy[n] {
+                // SAFETY: the storage is allocated and, tying on and not
+                // legacy, has the tied prefix.
+                unsafe { self.binding_at(addr) }
             } else {
                 Binding::Untied
             },
             field,
+        }
+    }
+
+    /// The binding the tag word of the object at `addr` holds (§3.1 "Tag
+    /// word"): NULL Detached, `W` Active(W), `W|1` Inactive(W); the wrapper
+    /// numbered by its address among those not known dead. Any other bit
+    /// between steps (InTransit, Locked) is reported.
+    ///
+    /// # Safety
+    /// The storage at `addr` is allocated and has the 16-byte tied prefix.
+    unsafe fn binding_at(&mut self, addr: usize) -> Binding {
+        // SAFETY: the caller's contract: the tag word is at body - 16.
+        let tag = unsafe { std::ptr::read((addr - 16) as *const usize) };
+        if tag == 0 {
+            return Binding::Detached;
+        }
+        if tag & 6 != 0 {
+            self.violations.push(format!(
+                "the tag word of obj#{} is {tag:#x} between steps: transit or lock bits set \
+                 (§3.1: only NULL, W or W|1 between steps)",
+                self.handle_no(addr)
+            ));
+        }
+        let w = tag & !7;
+        let n = self
+            .wrappers
+            .iter()
+            .rposition(|x| x.addr == w && (x.refs > 0 || !x.dead))
+            .map_or(WrapperNo::MAX, |n| n as WrapperNo);
+        if tag & 1 != 0 {
+            Binding::Inactive(n)
+        } else {
+            Binding::Active(n)
         }
     }
 
@@ -552,7 +605,12 @@ impl Backend for TvmFfiBackend {
     fn caps(&self) -> Caps {
         Caps {
             steps: steps(),
-            observes: OBSERVES,
+            // With tying on every object but a legacy one has the tied
+            // prefix: its tag word is the binding.
+            observes: Observes {
+                binding: self.lib.tying,
+                ..OBSERVES
+            },
         }
     }
 
@@ -598,8 +656,10 @@ impl Backend for TvmFfiBackend {
                 Some(_) if self.moved(py, v) => Holds::Moved,
                 Some(_) => Holds::Live,
             };
-            let legacy_aborts =
-                self.lib.tying && self.lib.asan && self.known == KnownFindings::WorkAround;
+            let legacy_aborts = self.lib.tying
+                && self.lib.asan
+                && self.known == KnownFindings::WorkAround
+                && self.refuse_legacy;
             findings::refusal(op, &self.lib.version, self.lib.tying, legacy_aborts, holds)
         })
     }
@@ -690,30 +750,30 @@ impl Backend for TvmFfiBackend {
         &self.cycles
     }
 
-    /// Through the library: each live object is returned to Python
-    /// (`pytie.tvmffi.ret`) and its field set to None.
+    /// As C++ does `obj->x = nullptr`: each live object's field `x` (the
+    /// `Any` at the reflected offset) is set to None and the reference it
+    /// held released. No wrapper is made (a wrapper made here would stay
+    /// cached under its holder, which the model's teardown never does).
     fn clear_all_fields(&mut self) {
-        Python::attach(|py| {
-            for i in 0..self.handles.len() {
-                let Some(addr) = self.storage(i) else {
-                    continue;
-                };
-                // SAFETY: the storage is allocated.
-                if unsafe { capi::counts(addr) }.0 == 0 {
-                    continue;
-                }
-                let r = self
-                    .lib
-                    .ret
-                    .bind(py)
-                    .call1((addr,))
-                    .and_then(|w| w.setattr(pyo3::intern!(py, "x"), py.None()));
-                if let Err(e) = r {
-                    self.violations
-                        .push(format!("teardown: clearing obj#{i}.x raised {e}"));
+        for i in 0..self.handles.len() {
+            let Some(addr) = self.storage(i) else {
+                continue;
+            };
+            // SAFETY: the storage is allocated.
+            if unsafe { capi::counts(addr) }.0 == 0 {
+                continue;
+            }
+            // SAFETY: strong > 0: a live Node/DictNode or legacy object
+            // (all `Node` layout); its field is the `Any` at field_offset,
+            // which nothing else touches now (the GIL-holding thread only).
+            unsafe {
+                let field = (addr + self.lib.field_offset) as *mut FfiAny;
+                let old = std::ptr::replace(field, capi::ANY_NONE);
+                if old.type_index >= K_STATIC_OBJECT_BEGIN {
+                    capi::dec_ref(old.v as usize);
                 }
             }
-        });
+        }
     }
 
     fn reclaim_leaked(&mut self) {}
