@@ -368,6 +368,14 @@ fn asan_venv() -> Option<PathBuf> {
 /// backend refuses the step on that build, naming the finding.
 #[test]
 fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
+    if cfg!(any(pytie_asan, fuzzing)) {
+        // scripts/asan: this binary and the `pytie` it runs carry Rust's
+        // ASan runtime, which does not export its API; the venv's runtime
+        // in LD_PRELOAD would be a second, incompatible one. The plain
+        // `cargo test` run checks this.
+        eprintln!("tvmffi_tied: the ASan-build test runs in plain `cargo test` only");
+        return;
+    }
     let Some(venv) = asan_venv() else {
         return;
     };
