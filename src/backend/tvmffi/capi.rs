@@ -178,6 +178,50 @@ fn raise(msg: &CStr) {
     unsafe { (api().error_set_raised)(c"RuntimeError".as_ptr(), msg.as_ptr()) };
 }
 
+/// The one int argument of a registered function, or `None` (with the
+/// FFI error `usage` raised) when the call has anything else.
+///
+/// # Safety
+/// `args` points at `n` argument views (the library's call contract).
+unsafe fn int_arg(args: *const FfiAny, n: i32, usage: &CStr) -> Option<u64> {
+    // SAFETY: the caller's contract; the first view is read only if n == 1.
+    if n == 1 && unsafe { (*args).type_index } == K_INT {
+        // SAFETY: as above.
+        Some(unsafe { (*args).v })
+    } else {
+        raise(usage);
+        None
+    }
+}
+
+/// The `Any` of the object at `addr`, as a result slot holds it.
+///
+/// # Safety
+/// The object at `addr` is alive (its header is initialised).
+unsafe fn object_any(addr: usize) -> FfiAny {
+    FfiAny {
+        // SAFETY: the caller's contract.
+        type_index: unsafe { type_index(addr) },
+        pad: 0,
+        v: addr as u64,
+    }
+}
+
+/// Set the `Any` field at `field` to None and release the strong reference
+/// it held, as C++ `obj->x = nullptr` does.
+///
+/// # Safety
+/// `field` is the `Any` field of an object whose strong reference it holds
+/// (if any) is its own, and nothing else reads or writes it meanwhile.
+pub(super) unsafe fn release_field(field: *mut FfiAny) {
+    // SAFETY: the caller's contract.
+    let old = unsafe { std::ptr::replace(field, ANY_NONE) };
+    if old.type_index >= K_STATIC_OBJECT_BEGIN {
+        // SAFETY: the field owned this strong reference.
+        unsafe { dec_ref(old.v as usize) };
+    }
+}
+
 /// `pytie.tvmffi.ret(addr)`: a C++ function returning a held object. The
 /// caller receives a new strong reference (IncRef, then the result).
 ///
@@ -191,20 +235,15 @@ pub(super) unsafe extern "C" fn ret_call(
     n: i32,
     out: *mut FfiAny,
 ) -> i32 {
+    let usage = c"pytie.tvmffi.ret takes one int: the address of a held object";
     // SAFETY: the library passes `n` argument views and a result slot;
     // the int argument is the address of an object a holder keeps alive.
     unsafe {
-        if n != 1 || (*args).type_index != K_INT {
-            raise(c"pytie.tvmffi.ret takes one int: the address of a held object");
+        let Some(addr) = int_arg(args, n, usage) else {
             return -1;
-        }
-        let addr = (*args).v as usize;
-        inc_ref(addr);
-        *out = FfiAny {
-            type_index: type_index(addr),
-            pad: 0,
-            v: addr as u64,
         };
+        inc_ref(addr as usize);
+        *out = object_any(addr as usize);
     }
     0
 }
@@ -253,19 +292,16 @@ pub(super) unsafe extern "C" fn lock_call(
     n: i32,
     out: *mut FfiAny,
 ) -> i32 {
-    // SAFETY: as `ret_call`; the weak slot keeps the header allocated.
+    let usage = c"pytie.tvmffi.lock takes one int: the address of a weakly held object";
+    // SAFETY: as `ret_call`; the weak slot keeps the header allocated, and
+    // a promoted object is alive.
     unsafe {
-        if n != 1 || (*args).type_index != K_INT {
-            raise(c"pytie.tvmffi.lock takes one int: the address of a weakly held object");
+        let Some(addr) = int_arg(args, n, usage) else {
             return -1;
-        }
-        let addr = (*args).v as usize;
+        };
+        let addr = addr as usize;
         *out = if try_promote(addr) {
-            FfiAny {
-                type_index: type_index(addr),
-                pad: 0,
-                v: addr as u64,
-            }
+            object_any(addr)
         } else {
             ANY_NONE
         };
@@ -293,13 +329,16 @@ pub(super) unsafe extern "C" fn new_legacy_call(
     out: *mut FfiAny,
 ) -> i32 {
     // SAFETY: the library passes `n` argument views and a result slot.
-    let ti = unsafe {
-        if n != 1 || (*args).type_index != K_INT {
-            raise(c"pytie.tvmffi.new_legacy takes one int: the type index");
-            return -1;
-        }
-        (*args).v as i32
+    let Some(ti) = (unsafe {
+        int_arg(
+            args,
+            n,
+            c"pytie.tvmffi.new_legacy takes one int: the type index",
+        )
+    }) else {
+        return -1;
     };
+    let ti = ti as i32;
     let off = LEGACY_FIELD_OFFSET.load(Ordering::Relaxed);
     let size = off + std::mem::size_of::<FfiAny>();
     // SAFETY: calloc of a non-zero size; the block is zeroed (field None).
@@ -336,11 +375,7 @@ unsafe extern "C" fn legacy_deleter(obj: *mut c_void, flags: i32) {
         let field = (addr + LEGACY_FIELD_OFFSET.load(Ordering::Relaxed)) as *mut FfiAny;
         // SAFETY: the field is inside the object, which is destroyed now:
         // nobody else reads it.
-        let any = unsafe { std::ptr::replace(field, ANY_NONE) };
-        if any.type_index >= K_STATIC_OBJECT_BEGIN {
-            // SAFETY: the field owned this strong reference.
-            unsafe { dec_ref(any.v as usize) };
-        }
+        unsafe { release_field(field) };
     }
     if flags & DELETE_WEAK != 0 {
         // SAFETY: allocated by calloc in `new_legacy_call`; weak 0: last use.

@@ -217,14 +217,19 @@ impl TvmFfiBackend {
     /// "Tag word"). Only with tying on, where every object the library
     /// makes has the 16-byte prefix, and never for a legacy object.
     fn caches(&self, n: HandleNo, w: usize) -> bool {
-        let prefixed = self.lib.tying && !self.legacy[n as usize];
-        let Some(addr) = self.storage(n as usize).filter(|_| prefixed) else {
-            return false;
-        };
+        self.tag(n as usize)
+            .is_some_and(|tag| tag & 1 != 0 && tag & !7 == w)
+    }
+
+    /// Handle `n`'s tag word, while its storage is allocated and it has
+    /// one: tying on (every object the library makes has the 16-byte
+    /// prefix), and not a legacy object.
+    fn tag(&self, n: usize) -> Option<usize> {
+        let prefixed = self.lib.tying && !self.legacy[n];
+        let addr = self.storage(n).filter(|_| prefixed)?;
         // SAFETY: the storage is allocated (its deleter has not freed it)
         // and has the tied prefix: the tag word is at body - 16.
-        let tag = unsafe { std::ptr::read((addr - 16) as *const usize) };
-        tag & 1 != 0 && tag & !7 == w
+        Some(unsafe { std::ptr::read((addr - 16) as *const usize) })
     }
 
     /// The handle a wrapper points to; `None` when moved-from.
@@ -507,35 +512,26 @@ impl TvmFfiBackend {
             strong,
             weak,
             storage: weak > 0,
-            binding: if self.lib.tying && !self.legacy[n] {
-                // SAFETY: the storage is allocated and, tying on and not
-                // legacy, has the tied prefix.
-                unsafe { self.binding_at(addr) }
-            } else {
-                Binding::Untied
+            binding: match self.tag(n) {
+                Some(tag) => self.binding_of(n, tag),
+                None => Binding::Untied,
             },
             field,
         }
     }
 
-    /// The binding the tag word of the object at `addr` holds (§3.1 "Tag
-    /// word"): NULL Detached, `W` Active(W), `W|1` Inactive(W); the wrapper
+    /// The binding handle `n`'s tag word `tag` holds (§3.1 "Tag word"):
+    /// NULL Detached, `W` Active(W), `W|1` Inactive(W); the wrapper
     /// numbered by its address among those not known dead. Any other bit
     /// between steps (InTransit, Locked) is reported.
-    ///
-    /// # Safety
-    /// The storage at `addr` is allocated and has the 16-byte tied prefix.
-    unsafe fn binding_at(&mut self, addr: usize) -> Binding {
-        // SAFETY: the caller's contract: the tag word is at body - 16.
-        let tag = unsafe { std::ptr::read((addr - 16) as *const usize) };
+    fn binding_of(&mut self, n: usize, tag: usize) -> Binding {
         if tag == 0 {
             return Binding::Detached;
         }
         if tag & 6 != 0 {
             self.violations.push(format!(
-                "the tag word of obj#{} is {tag:#x} between steps: transit or lock bits set \
-                 (§3.1: only NULL, W or W|1 between steps)",
-                self.handle_no(addr)
+                "the tag word of obj#{n} is {tag:#x} between steps: transit or lock bits set \
+                 (§3.1: only NULL, W or W|1 between steps)"
             ));
         }
         let w = tag & !7;
@@ -766,13 +762,7 @@ impl Backend for TvmFfiBackend {
             // SAFETY: strong > 0: a live Node/DictNode or legacy object
             // (all `Node` layout); its field is the `Any` at field_offset,
             // which nothing else touches now (the GIL-holding thread only).
-            unsafe {
-                let field = (addr + self.lib.field_offset) as *mut FfiAny;
-                let old = std::ptr::replace(field, capi::ANY_NONE);
-                if old.type_index >= K_STATIC_OBJECT_BEGIN {
-                    capi::dec_ref(old.v as usize);
-                }
-            }
+            unsafe { capi::release_field((addr + self.lib.field_offset) as *mut FfiAny) };
         }
     }
 
