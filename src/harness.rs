@@ -47,6 +47,9 @@ pub trait Target: Backend + Sized + 'static {
     fn design(&self) -> Design {
         Design::S
     }
+    /// The fuzz target's interpreter imports `site` (site-packages, where
+    /// an installed library lives) when it starts.
+    const SITE: bool = true;
     /// A line for the campaign's start-up (what was loaded, which profile).
     fn describe(&self) -> Option<String> {
         None
@@ -152,8 +155,18 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
                 let mut ex = Executor::new(b.design(), b);
                 if let Some(src) = B::WARM_UP {
                     let p = pytie_core::program::text::parse(src).expect("the warm-up parses");
-                    // Its outcome does not matter (a mutant may fail it).
+                    // Set-up, not a test: it runs with the bug zoo's
+                    // mutant off, so a mutant is found (or not) by the
+                    // programs checked, with their artifact, never by a
+                    // crash while the process starts (an ASan report here
+                    // would have no input to save).
+                    #[cfg(feature = "mutants")]
+                    let mutant = crate::mutants::chosen();
+                    #[cfg(feature = "mutants")]
+                    crate::mutants::set(None);
                     let _ = ex.run(&p);
+                    #[cfg(feature = "mutants")]
+                    crate::mutants::set(mutant);
                 }
                 *slot = Some(ex);
             }
@@ -220,7 +233,7 @@ pub fn init_fuzzing<B: Target>() {
         eprintln!("{}: {e}", B::NAME);
         std::process::exit(2);
     }
-    interp::prepare_environment();
+    interp::prepare_environment(B::SITE);
     // The process is the harness's alone: its thread count is conserved
     // too. A hang aborts (the default) after this line, so `scripts/detect`
     // times it like any other find.
@@ -243,6 +256,14 @@ pub fn init_fuzzing<B: Target>() {
             .unwrap_or_else(|e| format!("cannot inspect the interpreter: {e}\n"));
         eprint!("{origin}");
     }
+}
+
+/// AddressSanitizer's error-report callback (registered by the fuzz
+/// targets, [`crate::report_sanitizer_finds`]): after ASan's report, the
+/// line saying when the failure was found, as every other find has, so
+/// `scripts/detect` times memory errors too.
+pub extern "C" fn sanitizer_report(_report: *const std::ffi::c_char) {
+    eprintln!("{}", found_line());
 }
 
 fn found_line() -> String {
@@ -288,6 +309,8 @@ thread_local! {
 /// pytie's runtime (design S): the `lifecycle` target.
 impl Target for PytieBackend {
     const NAME: &'static str = "lifecycle";
+    /// pytie's runtime needs nothing installed.
+    const SITE: bool = false;
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {
         &PYTIE
     }

@@ -21,8 +21,19 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 /// - `PYTHONHOME=<the executable's directory>/python` when that directory
 ///   holds a standard library (`python/lib`): a self-contained build
 ///   (`oss-fuzz/build.sh`) ships libpython and the standard library beside
-///   the binary, for runners that have no Python installed.
-pub fn prepare_environment() {
+///   the binary, for runners that have no Python installed;
+/// - with `site` false, no `site` import at start-up (`python -S`): no
+///   site-packages, `.pth` files or `sitecustomize` (a target that needs
+///   nothing installed starts faster: BENCHMARKS.md, issue 14).
+pub fn prepare_environment(site: bool) {
+    if !site {
+        // SAFETY: the interpreter has not started (it reads the flag when
+        // it does), and no other thread runs yet.
+        #[allow(deprecated)] // deprecated from 3.12 on (PyConfig); 3.11 here
+        unsafe {
+            pyo3::ffi::Py_NoSiteFlag = 1
+        };
+    }
     if std::env::var_os("PYTHONMALLOC").is_none() {
         // SAFETY: called before the interpreter starts, from the process's
         // init, before this crate starts any thread; nothing else reads the

@@ -9,6 +9,8 @@
 //! start the interpreter first (for AFL++, before its fork server, so every
 //! child inherits it), then run each input through [`one_input`].
 #![cfg_attr(feature = "libfuzzer", no_main)]
+// The weak link to ASan's report hook (`pytie::report_sanitizer_finds!`).
+#![cfg_attr(feature = "libfuzzer", feature(linkage))]
 
 #[cfg(not(any(feature = "libfuzzer", feature = "afl")))]
 compile_error!(
@@ -56,6 +58,7 @@ libfuzzer_sys::fuzz_target!(
     init: {
         // Before the interpreter starts: PYTHONMALLOC, PYTHONHOME.
         harness::init_fuzzing::<PytieBackend>();
+        pytie::report_sanitizer_finds!();
     },
     |data: &[u8]| one_input(data)
 );

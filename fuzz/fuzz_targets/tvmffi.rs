@@ -6,6 +6,8 @@
 //! by its documented rule (README, "Checking tvm-ffi itself"); anything else
 //! prints its report and aborts, so libFuzzer saves the input.
 #![no_main]
+// The weak link to ASan's report hook (`pytie::report_sanitizer_finds!`).
+#![feature(linkage)]
 
 use libfuzzer_sys::fuzz_target;
 use pytie::backend::tvmffi::TvmFfiBackend;
@@ -24,6 +26,7 @@ fuzz_target!(
         // Before the interpreter starts: PYTHONMALLOC=malloc for ASan;
         // then load tvm-ffi (and keep libFuzzer's SIGSEGV handler).
         harness::init_fuzzing::<TvmFfiBackend>();
+        pytie::report_sanitizer_finds!();
     },
     |data: &[u8]| {
         for i in harness::fuzz_one::<TvmFfiBackend>(data).indices() {

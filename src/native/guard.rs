@@ -98,3 +98,38 @@ pub(super) fn drain() -> Vec<Held> {
     let mut q = HELD.lock().unwrap_or_else(|e| e.into_inner());
     q.drain(..).collect()
 }
+
+/// In a libFuzzer target's init: have AddressSanitizer call
+/// [`harness::sanitizer_report`] after its report. The sanitizer's hook is
+/// linked weakly (a build without ASan, `cargo fuzz build -s none`, has
+/// none and skips it), so the target crate needs `#![feature(linkage)]`
+/// (nightly, as cargo-fuzz is).
+#[macro_export]
+macro_rules! report_sanitizer_finds {
+    () => {{
+        unsafe extern "C" {
+            #[linkage = "extern_weak"]
+            static __asan_set_error_report_callback:
+                Option<unsafe extern "C" fn(extern "C" fn(*const std::ffi::c_char))>;
+        }
+        // SAFETY: a weak symbol is read as a nullable function pointer;
+        // ASan's hook only stores the callback, which is a plain function.
+        unsafe {
+            if let Some(set) = __asan_set_error_report_callback {
+                set($crate::harness::sanitizer_report);
+            }
+        }
+    }};
+}
+
+/// AddressSanitizer's defaults in the fuzz targets (`ASAN_OPTIONS` still
+/// wins): no fake stack frames for stack-use-after-return. In safe Rust a
+/// frame cannot be used after it returns, and CPython and tvm-ffi are not
+/// instrumented for it; the fake stacks cost a third of an execution
+/// (BENCHMARKS.md, issue 14). Heap errors, the classes the zoo and the
+/// findings are about, are checked as before.
+#[cfg(fuzzing)]
+#[unsafe(no_mangle)]
+pub extern "C" fn __asan_default_options() -> *const std::ffi::c_char {
+    c"detect_stack_use_after_return=0".as_ptr()
+}
