@@ -38,6 +38,12 @@ echo "build.sh: interpreter $PYO3_PYTHON (Python $pyver, $libdir/$soname)"
 # the coverage build too (OSS-Fuzz's cargo wrapper turns `cargo fuzz build`
 # into `cargo build` with the same RUSTFLAGS).
 export RUSTFLAGS="${RUSTFLAGS:-} -Clink-arg=-Wl,-rpath,\$ORIGIN"
+# libFuzzer builds: compare tracing gated to the runtime's steps
+# (fuzz/gated.rustflags, src/native/sancov.rs); a coverage build traces
+# no compares, and gating without them is an error.
+if [[ "${FUZZING_ENGINE:-libfuzzer}" == libfuzzer && "${SANITIZER:-address}" != coverage ]]; then
+    RUSTFLAGS="$RUSTFLAGS $(cat fuzz/gated.rustflags)"
+fi
 cargo fuzz build -O --debug-assertions lifecycle
 
 # Coverage builds put the binary in the same place.

@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+use crate::native::sancov::Traced;
 use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
 use crate::watchdog::{self, Phase, Side};
 use crate::wrapper::{self, Moved};
@@ -247,6 +248,7 @@ impl Backend for PytieBackend {
     }
 
     fn apply(&mut self, op: &Op) -> StepResult {
+        let _traced = Traced::new();
         let r = Python::attach(|py| self.step(py, op));
         self.result = r.err().unwrap_or(StepResult::Ok);
         self.result
@@ -292,6 +294,7 @@ impl Backend for PytieBackend {
     }
 
     fn clear_all_fields(&mut self) {
+        let _traced = Traced::new();
         Python::attach(wrapper::clear_all_fields);
     }
 

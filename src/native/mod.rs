@@ -6,6 +6,7 @@ pub mod cpp;
 pub mod guard;
 pub mod object;
 pub mod registry;
+pub mod sancov;
 
 pub use cpp::{HandleRef, WeakRef, release_on_foreign_thread};
 pub use object::{Object, TYPE_DICT, TYPE_PLAIN};
