@@ -8,7 +8,8 @@
 //! program); a fourth line runs the executor without either, so the ratio
 //! of the two is their cost.
 //!
-//! `cargo bench -- ROUNDS` (default 21).
+//! `cargo bench -- ROUNDS` (default 21); `PYTIE_BENCH_CORPUS=DIR` measures
+//! another directory of binary programs.
 
 use std::time::Instant;
 
@@ -17,8 +18,10 @@ use pytie_core::exec::{run_backend_only, run_model_only};
 use pytie_core::program::{Program, binary};
 
 fn corpus() -> Vec<Program> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/lifecycle");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    // PYTIE_BENCH_CORPUS: another directory of binary programs.
+    let dir = std::env::var("PYTIE_BENCH_CORPUS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/lifecycle").into());
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("corpus/lifecycle")
         .map(|e| e.unwrap().path())
         .collect();

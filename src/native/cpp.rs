@@ -5,7 +5,7 @@
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 
 use super::alloc::{DeleteSpace, alloc_legacy, alloc_tied, alloc_untied};
@@ -192,6 +192,7 @@ pub fn ensure_foreign_thread() {
 
 extern "C" fn forked_child() {
     THREADS.store(0, Ordering::Relaxed);
+    FOREIGN_TID.store(0, Ordering::Relaxed);
 }
 
 fn worker(guard: &mut Option<Worker>) -> &Worker {
@@ -208,6 +209,9 @@ fn worker(guard: &mut Option<Worker>) -> &Worker {
         std::thread::Builder::new()
             .name("pytie-foreign".into())
             .spawn(move || {
+                FOREIGN_CPU.store(-1, Ordering::Relaxed);
+                // SAFETY: gettid has no preconditions.
+                FOREIGN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
                 for r in job_rx {
                     let phase = watchdog::enter(Side::Foreign, Phase::Releasing);
                     drop(r);
@@ -224,6 +228,38 @@ fn worker(guard: &mut Option<Worker>) -> &Worker {
     guard.as_ref().expect("worker")
 }
 
+/// The foreign thread's kernel thread id (0: not started yet), and the
+/// CPU it was last confined to (-1: none).
+static FOREIGN_TID: AtomicI32 = AtomicI32::new(0);
+static FOREIGN_CPU: AtomicI32 = AtomicI32::new(-1);
+
+/// Confine the foreign thread to the CPU this thread runs on. The
+/// hand-off is synchronous (this thread sleeps until the release is
+/// done), so the two never need two CPUs at once; on one CPU each wake-up
+/// is a context switch, not a cross-CPU interrupt, which on a virtual
+/// machine cost tens of microseconds a `release_foreign` (BENCHMARKS.md,
+/// issue 14). A failure (a CPU outside the process's set) leaves the
+/// thread where it was.
+fn follow_on_this_cpu() {
+    let tid = FOREIGN_TID.load(Ordering::Relaxed);
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if tid == 0 || cpu < 0 || FOREIGN_CPU.load(Ordering::Relaxed) == cpu {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is a CPU number the kernel just gave, below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; `tid` is a
+    // thread of this process (a stale id only makes the call fail).
+    let ok =
+        unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } == 0;
+    if ok {
+        FOREIGN_CPU.store(cpu, Ordering::Relaxed);
+    }
+}
+
 /// Drop `r` on another OS thread, one that never holds the GIL unless it
 /// takes it, and wait until it has finished. The caller must not hold the
 /// GIL while waiting (release it around this call), or a `delete_space`
@@ -233,6 +269,7 @@ fn worker(guard: &mut Option<Worker>) -> &Worker {
 pub fn release_on_foreign_thread(r: HandleRef) {
     let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
     let w = worker(&mut guard);
+    follow_on_this_cpu();
     w.jobs.send(r).expect("foreign thread alive");
     let bound = watchdog::timeout() * 2;
     match w.done.recv_timeout(bound) {
