@@ -6,7 +6,9 @@
 //! entry runs each program as every entry does (`harness::run_watched`:
 //! the step watchdog armed per step, the world's conservation checked per
 //! program); a fourth line runs the executor without either, so the ratio
-//! of the two is their cost.
+//! of the two is their cost. Another line runs the lifecycle entry as the
+//! fuzz targets do, judging the invariants only where the states differ
+//! (`Executor::judge_invariants_on_divergence`).
 //!
 //! `cargo bench -- ROUNDS` (default 21); `PYTIE_BENCH_CORPUS=DIR` measures
 //! another directory of binary programs.
@@ -51,6 +53,7 @@ fn main() {
     let passes = 20;
     let (mut full, mut runtime, mut model) = (Vec::new(), Vec::new(), Vec::new());
     let mut bare = Vec::new();
+    let mut fuzzing = Vec::new();
     harness::with_lifecycle(|ex| {
         for _ in 0..rounds {
             let t = Instant::now();
@@ -61,6 +64,17 @@ fn main() {
                 }
             }
             full.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+
+            ex.judge_invariants_on_divergence(true);
+            let t = Instant::now();
+            for _ in 0..passes {
+                for p in &programs {
+                    harness::run_watched(ex, p, "", &mut |_, _, _| {})
+                        .expect("the seed corpus passes");
+                }
+            }
+            fuzzing.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+            ex.judge_invariants_on_divergence(false);
 
             let t = Instant::now();
             for _ in 0..passes {
@@ -89,12 +103,14 @@ fn main() {
     });
     let (f, r, m) = (median(full), median(runtime), median(model));
     let b = median(bare);
+    let fz = median(fuzzing);
     println!(
         "seed corpus: {} programs, {steps} steps ({:.1} steps/program); {rounds} rounds, medians",
         programs.len(),
         steps as f64 / programs.len() as f64
     );
     println!("  lifecycle (model + runtime + checks)  {f:>9.0} exec/s");
+    println!("  as the fuzz targets check (invariants on divergence) {fz:>9.0} exec/s");
     println!("  executor alone (no watchdog, no world check) {b:>9.0} exec/s");
     println!(
         "  the watchdog and the world check cost {:.1}% of the lifecycle entry's exec/s",
@@ -103,8 +119,9 @@ fn main() {
     println!("  runtime alone                         {r:>9.0} exec/s");
     println!("  model alone                           {m:>9.0} exec/s");
     println!(
-        "  lifecycle costs {:.1}x the runtime alone; the model is {:.1}% of the runtime's cost",
+        "  lifecycle costs {:.1}x the runtime alone ({:.1}x as the fuzz targets check); the model is {:.1}% of the runtime's cost",
         r / f,
+        r / fz,
         100.0 * r / m
     );
 }

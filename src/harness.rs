@@ -240,7 +240,11 @@ pub fn init_fuzzing<B: Target>() {
     conservation::own_process(true);
     watchdog::set_header(found_line);
     watchdog::timeout();
-    match with_executor::<B, _>(|ex| ex.backend.describe()) {
+    // Invariants judged where the states differ (`Executor::judge_invariants_on_divergence`).
+    match with_executor::<B, _>(|ex| {
+        ex.judge_invariants_on_divergence(true);
+        ex.backend.describe()
+    }) {
         Ok(Some(line)) => eprintln!("{}: {line}", B::NAME),
         Ok(None) => {}
         Err(e) => {

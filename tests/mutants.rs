@@ -226,3 +226,39 @@ fn every_find_replays_from_its_program_alone_in_a_fresh_process() {
         );
     }
 }
+
+/// The fuzz targets judge the invariants only where the two states differ
+/// (`Executor::judge_invariants_on_divergence`): every mutant is still
+/// caught, by the same oracle with the same first note. (World-drift
+/// mutants are left out: that check does not involve the invariants, and
+/// its first find leaves the world changed for the second run.)
+#[test]
+fn every_mutant_is_caught_alike_when_invariants_are_judged_on_divergence() {
+    let drift = |m: Mutant| documented_oracle(m).starts_with("world drift");
+    for &m in Mutant::ALL.iter().filter(|m| !hangs(**m) && !drift(**m)) {
+        let p = program(m);
+        let run = |on_divergence: bool| {
+            mutants::set(Some(m));
+            let r = harness::with_lifecycle(|ex| {
+                ex.judge_invariants_on_divergence(on_divergence);
+                let r = harness::run_watched(ex, &p, "", &mut |_, _, _| {});
+                ex.judge_invariants_on_divergence(false);
+                r
+            });
+            mutants::set(None);
+            r.err().unwrap_or_else(|| {
+                panic!(
+                    "mutant {} is not caught (on divergence: {on_divergence})",
+                    m.name()
+                )
+            })
+        };
+        let (always, fuzzing) = (run(false), run(true));
+        assert_eq!(
+            (always.kind, always.notes.first()),
+            (fuzzing.kind, fuzzing.notes.first()),
+            "{}: caught differently",
+            m.name()
+        );
+    }
+}
