@@ -160,13 +160,12 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
                     // programs checked, with their artifact, never by a
                     // crash while the process starts (an ASan report here
                     // would have no input to save).
+                    // Off on this thread only: the process's choice is
+                    // another test thread's, and stays as it is.
                     #[cfg(feature = "mutants")]
-                    let mutant = crate::mutants::chosen();
-                    #[cfg(feature = "mutants")]
-                    crate::mutants::set(None);
+                    let _ = crate::mutants::off_here(|| ex.run(&p));
+                    #[cfg(not(feature = "mutants"))]
                     let _ = ex.run(&p);
-                    #[cfg(feature = "mutants")]
-                    crate::mutants::set(mutant);
                 }
                 *slot = Some(ex);
             }

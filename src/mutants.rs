@@ -8,6 +8,7 @@
 //! that catches each is in docs/mutants.md, and `corpus/mutants/<name>.pytie`
 //! is a minimal program that fails with it and passes without it.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 macro_rules! mutants {
@@ -89,6 +90,12 @@ const UNREAD: u8 = u8::MAX - 1;
 
 static CHOSEN: AtomicU8 = AtomicU8::new(UNREAD);
 
+thread_local! {
+    /// Set while [`off_here`] runs: the chosen fault is off on this thread
+    /// only, so another thread's test keeps its mutant.
+    static OFF_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
 impl Mutant {
     pub fn from_name(name: &str) -> Option<Mutant> {
         Mutant::ALL.iter().copied().find(|m| m.name() == name)
@@ -98,6 +105,9 @@ impl Mutant {
 /// The mutant chosen by `PYTIE_MUTANT` (or [`set`]), if any. An unknown
 /// name is a fatal usage error: a typo must not silently test nothing.
 pub fn chosen() -> Option<Mutant> {
+    if OFF_HERE.get() {
+        return None;
+    }
     let mut c = CHOSEN.load(Ordering::Relaxed);
     if c == UNREAD {
         c = match std::env::var("PYTIE_MUTANT") {
@@ -127,4 +137,18 @@ pub fn is(m: Mutant) -> bool {
 /// Choose a fault (or none) for this process, overriding `PYTIE_MUTANT`.
 pub fn set(m: Option<Mutant>) {
     CHOSEN.store(m.map_or(NONE, |m| m as u8), Ordering::Relaxed);
+}
+
+/// Run `f` with every fault off on this thread, leaving the process's
+/// choice as it is (other threads keep it). For set-up that is not a test,
+/// like the harness's warm-up; `f` must not hand work to other threads.
+pub fn off_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OFF_HERE.set(self.0);
+        }
+    }
+    let _restore = Restore(OFF_HERE.replace(true));
+    f()
 }

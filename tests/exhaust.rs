@@ -11,6 +11,15 @@ use pytie_core::exhaust::Bounds;
 use pytie_core::model::{Design, Model};
 use pytie_core::program::{StepSet, text};
 
+/// The tests that run pytie's runtime in this process take turns: the bug
+/// zoo's mutant is the process's choice, and a test without one must not
+/// run while another has one on.
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn in_process() -> std::sync::MutexGuard<'static, ()> {
+    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn small() -> Bounds {
     Bounds {
         vars: 2,
@@ -24,6 +33,7 @@ fn small() -> Bounds {
 
 #[test]
 fn a_small_bound_passes_on_pytie_and_counts_what_the_model_reaches() {
+    let _turn = in_process();
     let b = small();
     let r = exhaust::run::<PytieBackend>(&b, Design::S, &mut |p| {
         assert!(exhaust::progress_line(p).contains("states"));
@@ -112,7 +122,9 @@ fn the_command_passes_fails_and_refuses_with_its_exit_codes() {
     let p = text::parse(&src).unwrap();
     assert_eq!(p.ops.len(), 3);
     // The saved program passes on design S, as the runtime is.
+    let turn = in_process();
     assert!(pytie::harness::check_lifecycle(&p).is_ok());
+    drop(turn);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -142,6 +154,7 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
     use pytie_core::program::{Op, Sort, StepKind};
     use std::path::Path;
 
+    let _turn = in_process();
     let b = Bounds::default();
     let within = |p: &pytie_core::program::Program| {
         let news = p.ops.iter().filter(|o| o.kind() == Some(StepKind::New));

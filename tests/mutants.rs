@@ -15,6 +15,14 @@ use pytie::mutants::{self, Mutant};
 use pytie_core::exec::FailureKind;
 use pytie_core::program::{Program, text};
 
+/// The tests that run pytie's runtime in this process take turns: the
+/// mutant is the process's choice, so two tests must not set it at once.
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn in_process() -> std::sync::MutexGuard<'static, ()> {
+    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn program(m: Mutant) -> Program {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("corpus/mutants/{}.pytie", m.name()));
@@ -50,6 +58,7 @@ fn documented_oracle(m: Mutant) -> String {
 
 #[test]
 fn every_mutant_is_caught_and_its_program_passes_without_it() {
+    let _turn = in_process();
     let mut report = Vec::new();
     for &m in Mutant::ALL.iter().filter(|m| !hangs(**m)) {
         let p = program(m);
@@ -214,9 +223,11 @@ fn every_find_replays_from_its_program_alone_in_a_fresh_process() {
         }
         assert_eq!(out.status.code(), Some(1), "{}: {text}", m.name());
         // The same kind of failure as in this long-lived process.
+        let turn = in_process();
         mutants::set(Some(m));
         let r = harness::check_lifecycle(&program(m));
         mutants::set(None);
+        drop(turn);
         let f = r.expect_err("caught in-process too");
         assert!(
             text.contains(&format!("FAIL: {}", f.kind.title())),
@@ -234,6 +245,7 @@ fn every_find_replays_from_its_program_alone_in_a_fresh_process() {
 /// its first find leaves the world changed for the second run.)
 #[test]
 fn every_mutant_is_caught_alike_when_invariants_are_judged_on_divergence() {
+    let _turn = in_process();
     let drift = |m: Mutant| documented_oracle(m).starts_with("world drift");
     for &m in Mutant::ALL.iter().filter(|m| !hangs(**m) && !drift(**m)) {
         let p = program(m);
@@ -261,4 +273,30 @@ fn every_mutant_is_caught_alike_when_invariants_are_judged_on_divergence() {
             m.name()
         );
     }
+}
+
+/// The harness's warm-up runs with the mutant off on its own thread only
+/// (`mutants::off_here`): a test on another thread keeps its mutant. (The
+/// warm-up used to switch the process's choice off and back, and a test
+/// whose first program came at that moment ran a mutant-free search.)
+#[test]
+fn the_warm_up_turns_the_mutant_off_on_its_own_thread_only() {
+    let _turn = in_process();
+    let m = Mutant::ALL[0];
+    mutants::set(Some(m));
+    let (here, other) = mutants::off_here(|| {
+        let other = std::thread::spawn(mutants::chosen).join().unwrap();
+        (mutants::chosen(), other)
+    });
+    let after = mutants::chosen();
+    // A thread's first program makes its executor, warm-up included.
+    let fresh = std::thread::spawn(move || {
+        let r = harness::check_lifecycle(&program(m));
+        (r.is_err(), mutants::chosen())
+    })
+    .join()
+    .unwrap();
+    mutants::set(None);
+    assert_eq!((here, other, after), (None, Some(m), Some(m)));
+    assert_eq!(fresh, (true, Some(m)), "a new thread's warm-up and program");
 }
