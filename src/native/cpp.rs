@@ -4,9 +4,10 @@
 //! release of a strong reference on another OS thread.
 
 use std::ptr::NonNull;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::Instant;
 
 use super::alloc::{DeleteSpace, alloc_legacy, alloc_tied, alloc_untied};
 use super::object::{self, Object};
@@ -160,9 +161,30 @@ impl Drop for WeakRef {
     }
 }
 
+/// The foreign thread's mailbox: one job at a time, handed over and
+/// answered with `park`/`unpark`. A hand-off is synchronous (the caller
+/// holds [`WORKER`] and sleeps until the answer), so the slot is never
+/// contended. An `mpsc` pair did the same at about twice the cost: its
+/// wakers take a mutex of their own, contended when the two threads share
+/// a CPU (BENCHMARKS.md, issue 14, third stop).
+struct Mailbox {
+    /// [`IDLE`], [`POSTED`], [`DONE`] or [`DEAD`].
+    state: AtomicU8,
+    /// The posted reference.
+    job: Mutex<Option<HandleRef>>,
+    /// The thread waiting for the answer.
+    waiter: Mutex<Option<Thread>>,
+}
+
+const IDLE: u8 = 0;
+const POSTED: u8 = 1;
+const DONE: u8 = 2;
+/// The foreign thread unwound (a panic while releasing).
+const DEAD: u8 = 3;
+
 struct Worker {
-    jobs: Sender<HandleRef>,
-    done: Receiver<()>,
+    mailbox: Arc<Mailbox>,
+    thread: Thread,
     pid: u32,
 }
 
@@ -195,35 +217,69 @@ extern "C" fn forked_child() {
     FOREIGN_TID.store(0, Ordering::Relaxed);
 }
 
+/// Marks the mailbox [`DEAD`] and wakes the waiter if the foreign thread
+/// unwinds.
+struct OnUnwind(Arc<Mailbox>);
+
+impl Drop for OnUnwind {
+    fn drop(&mut self) {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+        self.0.state.store(DEAD, Ordering::Release);
+        let waiter = self
+            .0
+            .waiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(w) = waiter {
+            w.unpark();
+        }
+    }
+}
+
 fn worker(guard: &mut Option<Worker>) -> &Worker {
     let pid = std::process::id();
     if guard.as_ref().is_none_or(|w| w.pid != pid) {
-        let (jobs, job_rx) = channel::<HandleRef>();
-        let (done_tx, done) = channel();
         static AT_FORK: std::sync::Once = std::sync::Once::new();
         AT_FORK.call_once(|| {
             // SAFETY: registers a handler that only stores to an atomic.
             unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
         });
+        let mailbox = Arc::new(Mailbox {
+            state: AtomicU8::new(IDLE),
+            job: Mutex::new(None),
+            waiter: Mutex::new(None),
+        });
+        let mine = OnUnwind(mailbox.clone());
         THREADS.store(1, Ordering::Relaxed);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("pytie-foreign".into())
             .spawn(move || {
                 FOREIGN_CPU.store(-1, Ordering::Relaxed);
                 // SAFETY: gettid has no preconditions.
                 FOREIGN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-                for r in job_rx {
+                let mb = &mine.0;
+                loop {
+                    while mb.state.load(Ordering::Acquire) != POSTED {
+                        std::thread::park();
+                    }
+                    let job = mb.job.lock().unwrap_or_else(|e| e.into_inner()).take();
                     let phase = watchdog::enter(Side::Foreign, Phase::Releasing);
-                    drop(r);
+                    drop(job);
                     drop(phase);
-                    if done_tx.send(()).is_err() {
-                        break;
+                    mb.state.store(DONE, Ordering::Release);
+                    let waiter = mb.waiter.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(w) = waiter {
+                        w.unpark();
                     }
                 }
-                THREADS.fetch_sub(1, Ordering::Relaxed);
             })
             .expect("spawn the foreign thread");
-        *guard = Some(Worker { jobs, done, pid });
+        *guard = Some(Worker {
+            mailbox,
+            thread: handle.thread().clone(),
+            pid,
+        });
     }
     guard.as_ref().expect("worker")
 }
@@ -270,14 +326,38 @@ pub fn release_on_foreign_thread(r: HandleRef) {
     let mut guard = WORKER.lock().unwrap_or_else(|e| e.into_inner());
     let w = worker(&mut guard);
     follow_on_this_cpu();
-    w.jobs.send(r).expect("foreign thread alive");
-    let bound = watchdog::timeout() * 2;
-    match w.done.recv_timeout(bound) {
-        Ok(()) => {}
-        Err(RecvTimeoutError::Timeout) => watchdog::stuck(&format!(
-            "the interpreter thread waited {:.1} s for the foreign thread to finish a release",
-            bound.as_secs_f64()
-        )),
-        Err(RecvTimeoutError::Disconnected) => panic!("the foreign thread died during a release"),
+    let mb = &w.mailbox;
+    if mb.state.load(Ordering::Acquire) == DEAD {
+        panic!("the foreign thread died during an earlier release");
     }
+    {
+        let mut waiter = mb.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if waiter
+            .as_ref()
+            .is_none_or(|t| t.id() != std::thread::current().id())
+        {
+            *waiter = Some(std::thread::current());
+        }
+    }
+    *mb.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    mb.state.store(POSTED, Ordering::Release);
+    w.thread.unpark();
+    let bound = watchdog::timeout() * 2;
+    let deadline = Instant::now() + bound;
+    loop {
+        match mb.state.load(Ordering::Acquire) {
+            DONE => break,
+            DEAD => panic!("the foreign thread died during a release"),
+            _ => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            watchdog::stuck(&format!(
+                "the interpreter thread waited {:.1} s for the foreign thread to finish a release",
+                bound.as_secs_f64()
+            ));
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+    mb.state.store(IDLE, Ordering::Relaxed);
 }
