@@ -39,6 +39,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Programs a second over `passes` passes of `run` over `programs`.
+fn rate(programs: &[Program], passes: usize, mut run: impl FnMut(&Program)) -> f64 {
+    let t = Instant::now();
+    for _ in 0..passes {
+        for p in programs {
+            run(p);
+        }
+    }
+    (passes * programs.len()) as f64 / t.elapsed().as_secs_f64()
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -56,49 +67,23 @@ fn main() {
     let mut fuzzing = Vec::new();
     harness::with_lifecycle(|ex| {
         for _ in 0..rounds {
-            let t = Instant::now();
-            for _ in 0..passes {
-                for p in &programs {
-                    harness::run_watched(ex, p, "", &mut |_, _, _| {})
-                        .expect("the seed corpus passes");
-                }
-            }
-            full.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
-
+            full.push(rate(&programs, passes, |p| {
+                harness::run_watched(ex, p, "", &mut |_, _, _| {}).expect("the seed corpus passes");
+            }));
             ex.judge_invariants_on_divergence(true);
-            let t = Instant::now();
-            for _ in 0..passes {
-                for p in &programs {
-                    harness::run_watched(ex, p, "", &mut |_, _, _| {})
-                        .expect("the seed corpus passes");
-                }
-            }
-            fuzzing.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+            fuzzing.push(rate(&programs, passes, |p| {
+                harness::run_watched(ex, p, "", &mut |_, _, _| {}).expect("the seed corpus passes");
+            }));
             ex.judge_invariants_on_divergence(false);
-
-            let t = Instant::now();
-            for _ in 0..passes {
-                for p in &programs {
-                    ex.run(p).expect("the seed corpus passes");
-                }
-            }
-            bare.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
-
-            let t = Instant::now();
-            for _ in 0..passes {
-                for p in &programs {
-                    run_backend_only(&mut ex.backend, p).expect("the runtime ends empty");
-                }
-            }
-            runtime.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
-
-            let t = Instant::now();
-            for _ in 0..passes {
-                for p in &programs {
-                    run_model_only(&mut ex.model, p);
-                }
-            }
-            model.push((passes * programs.len()) as f64 / t.elapsed().as_secs_f64());
+            bare.push(rate(&programs, passes, |p| {
+                ex.run(p).expect("the seed corpus passes");
+            }));
+            runtime.push(rate(&programs, passes, |p| {
+                run_backend_only(&mut ex.backend, p).expect("the runtime ends empty");
+            }));
+            model.push(rate(&programs, passes, |p| {
+                run_model_only(&mut ex.model, p)
+            }));
         }
     });
     let (f, r, m) = (median(full), median(runtime), median(model));

@@ -29,21 +29,7 @@ fn setup() -> bool {
         let venv = tvmffi::tied_venv_dir();
         let asked = std::env::var_os("PYTIE_TVMFFI_TIED").is_some_and(|v| v == "1");
         if asked {
-            let script = root().join("scripts/setup-tvmffi-tied");
-            let o = Command::new(&script)
-                .env("PYTIE_TVMFFI_TIED_VENV", &venv)
-                .output()
-                .map_err(|e| {
-                    format!("PYTIE_TVMFFI_TIED=1: cannot run {}: {e}", script.display())
-                })?;
-            if !o.status.success() {
-                return Err(format!(
-                    "PYTIE_TVMFFI_TIED=1: scripts/setup-tvmffi-tied failed ({}):\n{}{}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ));
-            }
+            build_venv(&[], &venv).map_err(|e| format!("PYTIE_TVMFFI_TIED=1: {e}"))?;
         } else if tvmffi::site_packages(&venv).is_err() {
             eprintln!(
                 "tvmffi_tied: no activated build in {} (PYTIE_TVMFFI_TIED=1 builds it): \
@@ -59,6 +45,33 @@ fn setup() -> bool {
         Ok(here) => *here,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Run `scripts/setup-tvmffi-tied ARGS` for the venv `venv`.
+fn build_venv(args: &[&str], venv: &Path) -> Result<(), String> {
+    let script = root().join("scripts/setup-tvmffi-tied");
+    let o = Command::new(&script)
+        .args(args)
+        .env("PYTIE_TVMFFI_TIED_VENV", venv)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "scripts/setup-tvmffi-tied {} failed ({}):\n{}{}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// `pytie ARGS` on the tvm-ffi build in `venv`.
+fn pytie(venv: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pytie"));
+    c.args(args).env("PYTIE_TVMFFI_TIED_VENV", venv);
+    c
 }
 
 fn load(p: &Path) -> Program {
@@ -275,28 +288,27 @@ fn the_cli_selects_the_activated_build() {
     if !setup() {
         return;
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
-        .args(["run", "--backend", "tvm-ffi-tied", "--work-around"])
-        .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
-        .arg(root().join("corpus/scenarios/shutdown-then-normal-transitions.pytie"))
-        .env("PYTIE_TVMFFI_TIED_VENV", tvmffi::tied_venv_dir())
-        .output()
-        .unwrap();
+    let o = pytie(
+        &tvmffi::tied_venv_dir(),
+        &["run", "--backend", "tvm-ffi-tied", "--work-around"],
+    )
+    .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
+    .arg(root().join("corpus/scenarios/shutdown-then-normal-transitions.pytie"))
+    .output()
+    .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("(tying on, detected at start-up)"), "{out}");
     assert!(out.contains("model design U"), "{out}");
     assert!(out.contains("not judged (contract §4.3 E4)"), "{out}");
     // The published wheel is not the activated build: a clear error.
-    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
-        .args(["run", "--backend", "tvm-ffi-tied"])
-        .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
-        .env(
-            "PYTIE_TVMFFI_TIED_VENV",
-            tvmffi::venv_dir().with_file_name("tvmffi"),
-        )
-        .output()
-        .unwrap();
+    let o = pytie(
+        &tvmffi::venv_dir().with_file_name("tvmffi"),
+        &["run", "--backend", "tvm-ffi-tied"],
+    )
+    .arg(root().join("corpus/scenarios/make-ret-inactive-revives-same-address.pytie"))
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -340,16 +352,9 @@ fn weak_slots_go_through_the_weak_count() {
 fn asan_venv() -> Option<PathBuf> {
     let venv = tvmffi::tied_venv_dir().with_file_name("tvmffi-tied-asan");
     if std::env::var_os("PYTIE_TVMFFI_TIED_ASAN").is_some_and(|v| v == "1") {
-        let o = Command::new(root().join("scripts/setup-tvmffi-tied"))
-            .arg("--asan")
-            .env("PYTIE_TVMFFI_TIED_VENV", &venv)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "scripts/setup-tvmffi-tied --asan:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        if let Err(e) = build_venv(&["--asan"], &venv) {
+            panic!("PYTIE_TVMFFI_TIED_ASAN=1: {e}");
+        }
     } else if tvmffi::site_packages(&venv).is_err() {
         eprintln!(
             "tvmffi_tied: no ASan build in {} (PYTIE_TVMFFI_TIED_ASAN=1 builds it): \
@@ -382,11 +387,9 @@ fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
     let rt = std::fs::read_to_string(venv.join(".pytie-asan-runtime")).unwrap();
     let finding = root().join(tvmffi::LEGACY_FINDING);
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pytie"))
-            .args(["run", "--backend", "tvm-ffi-tied"])
+        pytie(&venv, &["run", "--backend", "tvm-ffi-tied"])
             .args(extra)
             .arg(&finding)
-            .env("PYTIE_TVMFFI_TIED_VENV", &venv)
             .env("LD_PRELOAD", rt.trim())
             .env("PYTHONMALLOC", "malloc")
             .env("ASAN_OPTIONS", "detect_leaks=0")
