@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::capi::{self, FfiAny};
+use super::capi::{self, ANY_SIZE};
+use super::harness;
 use super::signals::{set_sigsegv, sigsegv};
 use super::venv::{site_packages, venv_dir};
 
@@ -97,14 +98,9 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         .and_then(|p| p.extract())
         .map_err(e("libinfo.find_libtvm_ffi()"))?;
     capi::resolve(&path)?;
+    // Registers pytie.tvmffi.{ret,take,lock,new_legacy} (harness.cc).
+    harness::load(venv)?;
     let ns = PyDict::new(py);
-    // SAFETY: the callbacks follow the safe-call contract (capi.rs).
-    unsafe {
-        capi::register("pytie.tvmffi.ret", capi::ret_call)?;
-        capi::register("pytie.tvmffi.take", capi::take_call)?;
-        capi::register("pytie.tvmffi.lock", capi::lock_call)?;
-        capi::register("pytie.tvmffi.new_legacy", capi::new_legacy_call)?;
-    }
     py.run(GLUE, Some(&ns), None)
         .map_err(e("defining the py_class types"))?;
     let get = |k: &str| -> Result<Bound<'_, PyAny>, String> {
@@ -122,11 +118,11 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         .getattr("size")
         .and_then(|o| o.extract())
         .map_err(e("field size"))?;
-    if size != std::mem::size_of::<FfiAny>() {
+    if size != ANY_SIZE {
         return Err(format!("tvm-ffi: field x has size {size}, not an Any"));
     }
     // A legacy object (`pytie.tvmffi.new_legacy`) has `Node`'s layout.
-    capi::LEGACY_FIELD_OFFSET.store(offset, std::sync::atomic::Ordering::Relaxed);
+    harness::set_legacy_field_offset(offset);
     let gc_collect = py
         .import("gc")
         .and_then(|g| g.getattr("collect"))
@@ -152,7 +148,7 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         let n = lib.node.bind(py).call0().map_err(e("Node()"))?;
         let h = chandle(&n).map_err(e("Node().__chandle__()"))?;
         // SAFETY: `n` keeps the object alive.
-        lib.node_type_index = unsafe { capi::type_index(h) };
+        lib.node_type_index = unsafe { harness::type_index(h) };
     }
     find_chandle(py, &lib, &get("Object")?).map_err(e("CObject.chandle offset"))?;
     // Everything alive now (the interpreter, tvm_ffi and its ~20,000
@@ -224,28 +220,27 @@ fn find_chandle(py: Python<'_>, lib: &Lib, object: &Bound<'_, PyAny>) -> PyResul
 /// the same wrapper)? How many strong refs does a field store leak?
 fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
     let a = lib.node.bind(py).call0()?;
-    let h = chandle(&a)?;
-    // SAFETY: `a` keeps the object alive; the new ref is a C++ holder's.
-    unsafe { capi::inc_ref(h) };
-    let r1 = lib.ret.bind(py).call1((h,))?;
-    let r2 = lib.ret.bind(py).call1((h,))?;
+    // SAFETY: `a` keeps the object alive for the call.
+    let h = unsafe { harness::hold(chandle(&a)?) };
+    let r1 = lib.ret.bind(py).call1((h.0,))?;
+    let r2 = lib.ret.bind(py).call1((h.0,))?;
     lib.tying = r1.is(&r2);
     drop((r1, r2, a));
-    // SAFETY: the holder's reference taken above.
-    unsafe { capi::dec_ref(h) };
+    // SAFETY: the holder made above, not used after.
+    unsafe { harness::release(h) };
 
     let a = lib.node.bind(py).call0()?;
     let b = lib.node.bind(py).call0()?;
     let hb = chandle(&b)?;
-    // SAFETY: `b` keeps the object alive; the weak ref keeps the header
-    // readable until the `dec_weak` below.
-    unsafe { capi::inc_weak(hb) };
-    // SAFETY: the weak ref above keeps the storage.
-    let before = unsafe { capi::counts(hb) }.0;
+    // SAFETY: `b` keeps the object alive; the weak slot keeps the header
+    // readable until the `unweak` below.
+    let wb = unsafe { harness::weak(hb) };
+    // SAFETY: the weak slot above keeps the storage.
+    let before = unsafe { harness::counts(hb) }.0;
     a.setattr("x", &b)?;
     a.setattr("x", py.None())?;
     // SAFETY: as above.
-    lib.leak_per_store = unsafe { capi::counts(hb) }.0.saturating_sub(before);
+    lib.leak_per_store = unsafe { harness::counts(hb) }.0.saturating_sub(before);
     // Give back what the store leaked, so the probe itself leaks nothing
     // (LeakSanitizer in the fuzz target would report it).
     for _ in 0..lib.leak_per_store {
@@ -253,7 +248,7 @@ fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
         unsafe { capi::dec_ref(hb) };
     }
     drop((a, b));
-    // SAFETY: the probe's own weak reference; `hb` is not read after.
-    unsafe { capi::dec_weak(hb) };
+    // SAFETY: the probe's own weak slot; `hb` is not read after.
+    unsafe { harness::unweak(wb) };
     Ok(())
 }

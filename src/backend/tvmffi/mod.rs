@@ -3,18 +3,23 @@
 //! `.venv/tvmffi`), loaded into the interpreter pytie embeds and driven
 //! through its Cython wrappers and its C API.
 //!
+//! Every step outside Python runs upstream's own C++, compiled from the
+//! build's headers into pytie's C++ harness (`harness.cc`, built by
+//! `scripts/build-tvmffi-harness`); docs/tvmffi-tied.md "What each step
+//! runs" has the full table.
+//!
 //! | step | how |
 //! |---|---|
 //! | `new V plain` / `dict` | `Node()` / `DictNode()`: `tvm_ffi.dataclasses.py_class` types with a mutable `x: Optional[Object]` field; `DictNode` instances have a `__dict__` |
-//! | `new V legacy` | `pytie.tvmffi.new_legacy(type_index)`: a function registered from Rust that does what an extension built against the published (pre-tying) headers does: a `Node`-layout object from plain `malloc`, no allocation prefix (contract §2.1), returned through the library's return path |
-//! | `weak W V` / `unweak W` | `Object::IncWeakRef` / `DecWeakRef` (object.h) on `v.__chandle__()`, as a C++ `WeakObjectPtr` does |
-//! | `lock V W` | `pytie.tvmffi.lock(addr)`: a registered function returning `WeakObjectPtr::lock()` (`TryPromoteWeakPtr`, object.h 274-302): the object, or None |
-//! | `ret V H` | `pytie.tvmffi.ret(addr)`: an FFI function registered from Rust with `TVMFFIFunctionCreate`; it IncRefs the held object and returns it, so it reaches Python through the library's return path (`make_ret_object`) |
+//! | `new V legacy` | `pytie.tvmffi.new_legacy(type_index)` (harness.cc): what an extension built against the published (pre-tying) headers does: a `Node`-layout object from plain `calloc`, no allocation prefix (contract §2.1), its own deleter, returned through the library's return path |
+//! | `weak W V` / `unweak W` | a C++ `WeakObjectPtr<Object>` made from `ObjectPtr<Object>` / destroyed (object.h `IncWeakRef` / `DecWeakRef`) |
+//! | `lock V W` | `pytie.tvmffi.lock(w)`: a typed `ffi::Function` returning `WeakObjectPtr::lock()` (object.h `TryPromoteWeakPtr`): the object, or None |
+//! | `ret V H` | `pytie.tvmffi.ret(h)`: a typed `ffi::Function` returning a copy of the holder's `ObjectRef`, so the object reaches Python through the library's return path (`make_ret_object`) |
 //! | `echo V U` | `testing.echo(u)` |
 //! | `get`/`set`/`unset` | `u.x`, `u.x = v`, `u.x = None` |
-//! | `hold H V` / `release H` | `TVMFFIObjectIncRef` / `TVMFFIObjectDecRef` on `v.__chandle__()` |
-//! | `move H V` | `pytie.tvmffi.take(v._move())`, a function registered from Rust that takes its argument with `TVMFFIAnyViewToOwnedAny` (which steals an rvalue ref's +1 and NULLs the wrapper's handle) into the holder |
-//! | `release_foreign H` | `TVMFFIObjectDecRef` on a new OS thread, without the GIL |
+//! | `hold H V` / `release H` | a C++ `ObjectRef` made from `v.__chandle__()` (object.h `IncRef`) / destroyed (`DecRef`, the deleter) |
+//! | `move H V` | `pytie.tvmffi.take(v._move())`: a typed `ffi::Function` with an `Any` parameter (any.h: an rvalue ref's +1 is stolen and the wrapper's handle NULLed) that keeps it in a new `ObjectRef` holder |
+//! | `release_foreign H` | the holder's `ObjectRef` destroyed on a new `std::thread`, the interpreter's thread having let go of the GIL |
 //! | `clone`/`drop`/`cycle`/`collect` | plain Python |
 //!
 //! Not expressible, declared unsupported (the executor skips them and says
@@ -24,9 +29,10 @@
 //! be undone for the next program (a forked child would still have to run
 //! Python after `Py_FinalizeEx`).
 //!
-//! Observation: handles by address; strong and weak counts read from the
-//! object header (`combined_ref_count`, c_api.h); fields read from the
-//! object at the offset the reflection table gives; vars' wrappers by
+//! Observation: handles by address; strong and weak counts through the
+//! harness (`Object::use_count()`, the header's weak half); fields read
+//! (the `Any` at the offset the reflection table gives) and, at teardown,
+//! cleared (`obj->x = nullptr`) by the harness; vars' wrappers by
 //! address and `__chandle__()` (0: moved-from). The observer holds no
 //! reference: it puts a pass-through deleter in each object's header
 //! ([`capi::watch`]) and so learns when (and on which thread, with or
@@ -37,7 +43,7 @@
 //! bindings too: every object but a legacy one has the tied prefix, and
 //! its tag word (body - 16) is read while its storage is allocated: NULL
 //! Detached, `W` Active, `W|1` Inactive, transit or lock bits between
-//! steps a violation (§3.1). Not observable: whether a wrapper's memory is
+//! steps a violation (§3.1), read by upstream's `TVMFFIPyPeekWord`. Not observable: whether a wrapper's memory is
 //! freed, world totals.
 //!
 //! Tying: detected at start-up (a second return of the same object is the
@@ -59,6 +65,7 @@
 mod capi;
 mod findings;
 mod glue;
+mod harness;
 mod signals;
 mod venv;
 
@@ -77,8 +84,9 @@ use pytie_core::state::{
     WrapperLife, WrapperNo, WrapperState,
 };
 
-use capi::{FfiAny, K_STATIC_OBJECT_BEGIN, TAKEN, Watch};
+use capi::{K_STATIC_OBJECT_BEGIN, Watch};
 use glue::{Lib, chandle};
+use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
@@ -107,10 +115,12 @@ pub struct TvmFfiBackend {
     vars: [Option<Py<PyAny>>; VARS],
     /// The wrapper number of each var holding an object.
     var_wr: [Option<WrapperNo>; VARS],
-    /// Holders: (object address, handle number); each owns a strong ref.
-    holders: [Option<(usize, HandleNo)>; HOLDERS],
-    /// Weak slots: (object address, handle number); each owns a weak ref.
-    weaks: [Option<(usize, HandleNo)>; WEAKS],
+    /// Holders: a C++ `ObjectRef` each (harness.cc) and the handle number
+    /// of the object it keeps.
+    holders: [Option<(Holder, HandleNo)>; HOLDERS],
+    /// Weak slots: a C++ `WeakObjectPtr<Object>` each and the handle
+    /// number of its object.
+    weaks: [Option<(Weak, HandleNo)>; WEAKS],
     /// Per handle number: made by `new V legacy` (no allocation prefix:
     /// nothing before its body may be read, contract §2.1).
     legacy: Vec<bool>,
@@ -228,8 +238,8 @@ impl TvmFfiBackend {
         let prefixed = self.lib.tying && !self.legacy[n];
         let addr = self.storage(n).filter(|_| prefixed)?;
         // SAFETY: the storage is allocated (its deleter has not freed it)
-        // and has the tied prefix: the tag word is at body - 16.
-        Some(unsafe { std::ptr::read((addr - 16) as *const usize) })
+        // and has the tied prefix.
+        Some(unsafe { harness::tag_word(addr) })
     }
 
     /// The handle a wrapper points to; `None` when moved-from.
@@ -300,11 +310,13 @@ impl TvmFfiBackend {
     }
 
     /// Holders: store first, release the old reference after.
-    fn store_holder(&mut self, h: usize, addr: usize) {
-        let old = self.holders[h].replace((addr, self.handle_no(addr)));
-        if let Some((a, _)) = old {
-            // SAFETY: the reference the holder owned.
-            unsafe { capi::dec_ref(a) };
+    fn store_holder(&mut self, h: usize, new: Holder) {
+        // SAFETY: a holder just made, not released.
+        let addr = unsafe { harness::held(new) };
+        let old = self.holders[h].replace((new, self.handle_no(addr)));
+        if let Some((old, _)) = old {
+            // SAFETY: the holder the slot owned, not used after.
+            unsafe { harness::release(old) };
         }
     }
 
@@ -335,8 +347,8 @@ impl TvmFfiBackend {
                 self.assign(v, o)?;
             }
             Op::Ret { v, h } => {
-                if let Some((addr, _)) = self.holders[h.idx()] {
-                    let o = lib.ret.bind(py).call1((addr,))?;
+                if let Some((holder, _)) = self.holders[h.idx()] {
+                    let o = lib.ret.bind(py).call1((holder.0,))?;
                     self.assign(v, o)?;
                 }
             }
@@ -394,17 +406,15 @@ impl TvmFfiBackend {
                     if addr == 0 {
                         return Ok(StepResult::Moved);
                     }
-                    // SAFETY: `src` keeps the object alive; the new ref
-                    // is the holder's.
-                    unsafe { capi::inc_ref(addr) };
+                    // SAFETY: `src` keeps the object alive for the call.
+                    let new = unsafe { harness::hold(addr) };
                     drop(src);
-                    self.store_holder(h.idx(), addr);
+                    self.store_holder(h.idx(), new);
                 }
             }
             Op::Move { h, v } => {
                 if let Some(src) = self.source(py, v) {
                     let was_moved = chandle(&src)? == 0;
-                    TAKEN.store(0, Ordering::SeqCst);
                     let rv = src.call_method0(pyo3::intern!(py, "_move"))?;
                     let r = lib.take.bind(py).call1((rv,));
                     drop(src);
@@ -416,34 +426,27 @@ impl TvmFfiBackend {
                             self.violations
                                 .push(format!("`{op}`: moving a moved-from object did not fail"));
                         }
-                        Ok(_) => {}
-                    }
-                    let addr = TAKEN.swap(0, Ordering::SeqCst);
-                    if addr == 0 {
-                        self.violations
-                            .push(format!("`{op}`: the FFI function received no object"));
-                    } else {
-                        self.store_holder(h.idx(), addr);
+                        Ok(new) => {
+                            // `take` returns the C++ holder it made.
+                            let new: usize = new.extract()?;
+                            self.store_holder(h.idx(), Holder(new));
+                        }
                     }
                 }
             }
             Op::Release { h } => {
-                if let Some((addr, _)) = self.holders[h.idx()].take() {
-                    // SAFETY: the reference the holder owned.
-                    unsafe { capi::dec_ref(addr) };
+                if let Some((holder, _)) = self.holders[h.idx()].take() {
+                    // SAFETY: the holder the slot owned, not used after.
+                    unsafe { harness::release(holder) };
                 }
             }
             Op::ReleaseForeign { h } => {
-                if let Some((addr, _)) = self.holders[h.idx()].take() {
-                    // The interpreter's thread lets go of the GIL while the
-                    // other thread releases (contract §3 "Threads").
-                    py.detach(move || {
-                        // SAFETY: the reference the holder owned, given
-                        // up on the other thread.
-                        std::thread::spawn(move || unsafe { capi::dec_ref(addr) })
-                            .join()
-                            .expect("the releasing thread finishes")
-                    });
+                if let Some((holder, _)) = self.holders[h.idx()].take() {
+                    // The interpreter's thread lets go of the GIL while a
+                    // C++ thread drops the holder (contract §3 "Threads").
+                    let holder = holder.0;
+                    // SAFETY: the holder the slot owned, not used after.
+                    py.detach(move || unsafe { harness::release_foreign(Holder(holder)) });
                 }
             }
             Op::Cycle { v } => {
@@ -468,26 +471,25 @@ impl TvmFfiBackend {
                     if addr == 0 {
                         return Ok(StepResult::Moved);
                     }
-                    // SAFETY: `src` keeps the object alive; the new weak
-                    // ref is the slot's.
-                    unsafe { capi::inc_weak(addr) };
+                    // SAFETY: `src` keeps the object alive for the call.
+                    let new = unsafe { harness::weak(addr) };
                     drop(src);
-                    let old = self.weaks[w.idx()].replace((addr, self.handle_no(addr)));
-                    if let Some((a, _)) = old {
-                        // SAFETY: the weak reference the slot owned.
-                        unsafe { capi::dec_weak(a) };
+                    let old = self.weaks[w.idx()].replace((new, self.handle_no(addr)));
+                    if let Some((old, _)) = old {
+                        // SAFETY: the weak slot the var owned, not used after.
+                        unsafe { harness::unweak(old) };
                     }
                 }
             }
             Op::Unweak { w } => {
-                if let Some((addr, _)) = self.weaks[w.idx()].take() {
-                    // SAFETY: the weak reference the slot owned.
-                    unsafe { capi::dec_weak(addr) };
+                if let Some((weak, _)) = self.weaks[w.idx()].take() {
+                    // SAFETY: the weak slot the var owned, not used after.
+                    unsafe { harness::unweak(weak) };
                 }
             }
             Op::Lock { v, w } => {
-                if let Some((addr, _)) = self.weaks[w.idx()] {
-                    let o = lib.lock.bind(py).call1((addr,))?;
+                if let Some((weak, _)) = self.weaks[w.idx()] {
+                    let o = lib.lock.bind(py).call1((weak.0,))?;
                     self.assign(v, o)?;
                 }
             }
@@ -505,7 +507,7 @@ impl TvmFfiBackend {
             return HandleState::FREED;
         };
         // SAFETY: the storage is allocated (its deleter has not freed it).
-        let (strong, weak) = unsafe { capi::counts(addr) };
+        let (strong, weak) = unsafe { harness::counts(addr) };
         // SAFETY: strong > 0: alive, a Node or DictNode (new_object).
         let field = (strong > 0).then(|| unsafe { self.field(addr) }).flatten();
         HandleState {
@@ -554,10 +556,10 @@ impl TvmFfiBackend {
     unsafe fn field(&self, addr: usize) -> Option<HandleNo> {
         // SAFETY: the caller's contract; field `x` is an `Any` at
         // `field_offset` (reflection table).
-        let any = unsafe { std::ptr::read((addr + self.lib.field_offset) as *const FfiAny) };
-        match any.type_index {
+        let (t, o) = unsafe { harness::field(addr, self.lib.field_offset) };
+        match t {
             0 => None,
-            t if t >= K_STATIC_OBJECT_BEGIN => Some(self.handle_no(any.v as usize)),
+            t if t >= K_STATIC_OBJECT_BEGIN => Some(self.handle_no(o)),
             _ => Some(DANGLING),
         }
     }
@@ -641,7 +643,6 @@ impl Backend for TvmFfiBackend {
         self.result = StepResult::Ok;
         self.violations.clear();
         self.worked_around = None;
-        TAKEN.store(0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -756,13 +757,13 @@ impl Backend for TvmFfiBackend {
                 continue;
             };
             // SAFETY: the storage is allocated.
-            if unsafe { capi::counts(addr) }.0 == 0 {
+            if unsafe { harness::counts(addr) }.0 == 0 {
                 continue;
             }
             // SAFETY: strong > 0: a live Node/DictNode or legacy object
             // (all `Node` layout); its field is the `Any` at field_offset,
             // which nothing else touches now (the GIL-holding thread only).
-            unsafe { capi::release_field((addr + self.lib.field_offset) as *mut FfiAny) };
+            unsafe { harness::clear_field(addr, self.lib.field_offset) };
         }
     }
 
@@ -773,7 +774,7 @@ impl Backend for TvmFfiBackend {
             .filter_map(|i| {
                 let a = self.storage(i)?;
                 // SAFETY: the storage is allocated.
-                let s = unsafe { capi::counts(a) }.0;
+                let s = unsafe { harness::counts(a) }.0;
                 (s > 0).then(|| format!("obj#{i} (strong {s})"))
             })
             .collect();
@@ -794,15 +795,15 @@ impl Backend for TvmFfiBackend {
             }
         });
         for h in &mut self.holders {
-            if let Some((addr, _)) = h.take() {
-                // SAFETY: the reference the holder owned.
-                unsafe { capi::dec_ref(addr) };
+            if let Some((holder, _)) = h.take() {
+                // SAFETY: the holder the slot owned, not used after.
+                unsafe { harness::release(holder) };
             }
         }
         for w in &mut self.weaks {
-            if let Some((addr, _)) = w.take() {
-                // SAFETY: the weak reference the slot owned.
-                unsafe { capi::dec_weak(addr) };
+            if let Some((weak, _)) = w.take() {
+                // SAFETY: the weak slot the var owned, not used after.
+                unsafe { harness::unweak(weak) };
             }
         }
         self.var_wr = [None; VARS];

@@ -1,0 +1,193 @@
+// pytie's C++ harness for the tvm-ffi backends (issue 23, part 1).
+//
+// Compiled by scripts/build-tvmffi-harness against the headers of the very
+// build it drives (tvm_ffi.libinfo.include_paths() of the venv: the published
+// wheel's, the activated build's, the ASan build's), with that library's
+// compiler and flags, and linked against the venv's libtvm_ffi.so. So every
+// step below runs upstream's own inline C++, compiled from upstream's headers:
+//
+//   hold / move (the holder)  ObjectRef (ObjectPtr<Object> copy: Object::IncRef)
+//   release                   ~ObjectRef (ObjectPtr::reset: Object::DecRef)
+//   release_foreign           ~ObjectRef on a std::thread, without the GIL
+//   weak                      WeakObjectPtr<Object>(const ObjectPtr&) (IncWeakRef)
+//   unweak                    ~WeakObjectPtr (DecWeakRef)
+//   lock                      WeakObjectPtr::lock() (TryPromoteWeakPtr)
+//   ret                       an ObjectRef returned by a typed ffi::Function
+//   take (move's callee)      a typed ffi::Function with an `Any` parameter
+//                             (AnyView -> Any: an RValueRef is stolen)
+//   teardown's `obj->x = nullptr`   Any::operator=(Any&&) on the field
+//   observation               Object::use_count(), Object::type_index(),
+//                             TVMFFIPyPeekWord(TVMFFIPyHeader(body))
+//
+// The Rust side (harness.rs) calls the `extern "C"` functions; Python calls
+// the `pytie.tvmffi.*` global functions registered at load. Nothing here
+// takes the GIL: the Rust caller holds it where the step is Python's, and
+// releases it around `pytie_holder_free_foreign`.
+#include <Python.h>
+
+#define __PYX_EXTERN_C extern "C"
+
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/c_api.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/memory.h>
+#include <tvm/ffi/object.h>
+#include <tvm/ffi/reflection/registry.h>
+#include <tvm_ffi_python_object.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <thread>
+
+#define PYTIE_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+using tvm::ffi::Any;
+using tvm::ffi::Object;
+using tvm::ffi::ObjectPtr;
+using tvm::ffi::ObjectRef;
+using tvm::ffi::WeakObjectPtr;
+using tvm::ffi::detail::ObjectUnsafe;
+
+Object* AsObject(void* body) { return static_cast<Object*>(body); }
+
+// A strong reference to `body`, as C++ code takes one from a raw pointer it
+// was handed while someone else keeps the object alive.
+ObjectRef RefTo(void* body) {
+  return ObjectRef(ObjectUnsafe::ObjectPtrFromUnowned<Object>(AsObject(body)));
+}
+
+// The field `x` of a `Node`-layout object: an `Any` at the reflected offset.
+Any* FieldAt(void* body, uint64_t offset) {
+  return reinterpret_cast<Any*>(static_cast<char*>(body) + offset);
+}
+
+// Offset of `x` in a legacy-layout object (`Node`'s), set at load.
+std::atomic<uint64_t> legacy_field_offset{0};
+
+// A legacy-layout object's deleter: what an extension built against the
+// published (pre-tying) headers ships. Strong: destroy the field (the Any's
+// own destructor). Weak: free the body, which has no allocation prefix.
+void LegacyDeleter(void* self, int flags) {
+  if (flags & kTVMFFIObjectDeleterFlagBitMaskStrong) {
+    FieldAt(self, legacy_field_offset.load(std::memory_order_relaxed))->~Any();
+  }
+  if (flags & kTVMFFIObjectDeleterFlagBitMaskWeak) {
+    std::free(self);
+  }
+}
+
+}  // namespace
+
+// ---- holders: a C++ `ObjectRef` each, boxed; the Rust side keeps the box.
+
+// A new holder of the object at `body` (a strong reference of its own).
+PYTIE_EXPORT void* pytie_holder_new(void* body) { return new ObjectRef(RefTo(body)); }
+
+// The object a holder keeps.
+PYTIE_EXPORT void* pytie_holder_get(void* holder) {
+  return const_cast<Object*>(static_cast<ObjectRef*>(holder)->get());
+}
+
+// Drop a holder on this thread.
+PYTIE_EXPORT void pytie_holder_free(void* holder) { delete static_cast<ObjectRef*>(holder); }
+
+// Drop a holder on a new C++ thread, and wait for it: the caller has let go
+// of the GIL, as a C++ worker releasing its last reference would find it.
+PYTIE_EXPORT void pytie_holder_free_foreign(void* holder) {
+  std::thread t([holder] { delete static_cast<ObjectRef*>(holder); });
+  t.join();
+}
+
+// ---- weak slots: a C++ `WeakObjectPtr<Object>` each, boxed.
+
+PYTIE_EXPORT void* pytie_weak_new(void* body) {
+  ObjectPtr<Object> strong = ObjectUnsafe::ObjectPtrFromUnowned<Object>(AsObject(body));
+  return new WeakObjectPtr<Object>(strong);
+}
+
+PYTIE_EXPORT void pytie_weak_free(void* weak) { delete static_cast<WeakObjectPtr<Object>*>(weak); }
+
+// ---- observation (the caller keeps the storage allocated for the call).
+
+// Strong count (Object::use_count) and weak count (the header's high half).
+PYTIE_EXPORT void pytie_counts(void* body, uint32_t* strong, uint32_t* weak) {
+  *strong = static_cast<uint32_t>(AsObject(body)->use_count());
+  uint64_t combined =
+      __atomic_load_n(&ObjectUnsafe::GetHeader(AsObject(body))->combined_ref_count, __ATOMIC_ACQUIRE);
+  *weak = static_cast<uint32_t>(combined >> 32);
+}
+
+PYTIE_EXPORT int32_t pytie_type_index(void* body) { return AsObject(body)->type_index(); }
+
+// The tag word of an object with the Python allocator's prefix, as upstream
+// reads it between steps (TVMFFIPyPeekWord).
+PYTIE_EXPORT uintptr_t pytie_tag_word(void* body) {
+  return reinterpret_cast<uintptr_t>(TVMFFIPyPeekWord(TVMFFIPyHeader(body)));
+}
+
+// The `Any` field at `offset` of a live object: its type index, and the
+// object it holds (NULL unless an object).
+PYTIE_EXPORT int32_t pytie_field(void* body, uint64_t offset, void** object) {
+  const TVMFFIAny* any = reinterpret_cast<const TVMFFIAny*>(FieldAt(body, offset));
+  *object = any->type_index >= kTVMFFIStaticObjectBegin ? any->v_obj : nullptr;
+  return any->type_index;
+}
+
+// `obj->x = nullptr`, as C++ does it.
+PYTIE_EXPORT void pytie_clear_field(void* body, uint64_t offset) { *FieldAt(body, offset) = Any(); }
+
+// The deleter slot of an object's header (the observer interposes on it).
+PYTIE_EXPORT void* pytie_deleter_slot(void* body) {
+  return &ObjectUnsafe::GetHeader(AsObject(body))->deleter;
+}
+
+PYTIE_EXPORT void pytie_set_legacy_field_offset(uint64_t offset) {
+  legacy_field_offset.store(offset, std::memory_order_relaxed);
+}
+
+// ---- the FFI functions Python calls (registered when the library loads).
+
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::GlobalDef()
+      // `ret V H`: a C++ function returning the object a holder keeps; the
+      // caller receives a new strong reference through the return path.
+      .def("pytie.tvmffi.ret",
+           [](int64_t holder) -> ObjectRef { return *reinterpret_cast<ObjectRef*>(holder); })
+      // `move H V`: a C++ callee that keeps its argument in a new holder;
+      // with an rvalue ref (`x._move()`) the conversion steals the
+      // wrapper's reference and NULLs its handle. Returns the holder.
+      .def("pytie.tvmffi.take",
+           [](Any x) -> int64_t {
+             if (x.type_index() < kTVMFFIStaticObjectBegin) {
+               TVM_FFI_THROW(TypeError) << "pytie.tvmffi.take takes an object";
+             }
+             return reinterpret_cast<int64_t>(new ObjectRef(x.cast<ObjectRef>()));
+           })
+      // `lock V W`: WeakObjectPtr::lock() of a weak slot: the object with a
+      // new strong reference, or None once it died.
+      .def("pytie.tvmffi.lock",
+           [](int64_t weak) -> Any {
+             ObjectPtr<Object> p = reinterpret_cast<WeakObjectPtr<Object>*>(weak)->lock();
+             if (p == nullptr) return Any();
+             return ObjectRef(std::move(p));
+           })
+      // `new V legacy`: a `Node`-layout object from plain calloc, no
+      // allocation prefix (contract §2.1), strong 1 and weak 1, its own
+      // deleter; Python receives its one strong reference.
+      .def("pytie.tvmffi.new_legacy", [](int32_t type_index) -> ObjectRef {
+        uint64_t off = legacy_field_offset.load(std::memory_order_relaxed);
+        void* p = std::calloc(1, off + sizeof(Any));
+        if (p == nullptr) throw std::bad_alloc();
+        TVMFFIObject* h = static_cast<TVMFFIObject*>(p);
+        h->combined_ref_count = 1 | (uint64_t{1} << 32);
+        h->type_index = type_index;
+        h->deleter = LegacyDeleter;
+        new (FieldAt(p, off)) Any();
+        return ObjectRef(ObjectUnsafe::ObjectPtrFromOwned<Object>(static_cast<Object*>(p)));
+      });
+}
