@@ -19,6 +19,9 @@ use super::harness;
 pub(super) const K_STATIC_OBJECT_BEGIN: i32 = 64;
 /// The size of a `TVMFFIAny` (c_api.h): a field holding any value.
 pub(super) const ANY_SIZE: usize = 16;
+/// Deleter flag (c_api.h `kTVMFFIObjectDeleterFlagBitMaskStrong`):
+/// destroy the object.
+const DELETE_STRONG: i32 = 1;
 /// Deleter flag (c_api.h `kTVMFFIObjectDeleterFlagBitMaskWeak`): free the
 /// storage.
 const DELETE_WEAK: i32 = 2;
@@ -88,6 +91,8 @@ pub(super) struct Watch {
     pub(super) freed: AtomicBool,
     /// ... on a thread that did not hold the GIL.
     pub(super) freed_without_gil: AtomicBool,
+    /// The deleter's strong phase ran (the object is destroyed).
+    destroyed: AtomicBool,
 }
 
 /// The original deleter of each watched object and its [`Watch`], by
@@ -99,20 +104,53 @@ fn watched() -> std::sync::MutexGuard<'static, Vec<(usize, ObjDeleter, Arc<Watch
     WATCHED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A deleter call the observer did not pass on, because passing it on
+/// would destroy or free memory a second time: the library's own fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stray {
+    /// The deleter ran for an address whose storage was already freed (no
+    /// watched object is there): a use after free.
+    AfterFree { addr: usize, flags: i32 },
+    /// The strong phase ran a second time on a destroyed object.
+    DestroyedTwice { addr: usize },
+}
+
+static STRAY: Mutex<Vec<Stray>> = Mutex::new(Vec::new());
+
+/// The deleter calls not passed on since the last call.
+pub(super) fn take_stray() -> Vec<Stray> {
+    std::mem::take(&mut *STRAY.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn stray(s: Stray) {
+    STRAY.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+}
+
 /// The deleter the observer puts in a watched object's header: records
-/// the event, then calls the object's own deleter with the same flags.
+/// the event, then calls the object's own deleter with the same flags. A
+/// call that would destroy a destroyed object, or reach a freed one, is
+/// recorded ([`take_stray`]) and not passed on, so the fault is reported at
+/// the step that made it rather than as a crash.
 ///
 /// # Safety
 /// Called by the library (object.h `DecRef`/`DecWeakRef`) with a watched
 /// object's header and the deleter flags.
-unsafe extern "C" fn watching_deleter(obj: *mut c_void, flags: i32) {
+unsafe extern "C" fn watching_deleter(obj: *mut c_void, mut flags: i32) {
     let addr = obj as usize;
     let (orig, w) = {
         let mut t = watched();
-        let i = t
-            .iter()
-            .position(|e| e.0 == addr)
-            .expect("a watched object's deleter is in the table");
+        let Some(i) = t.iter().position(|e| e.0 == addr) else {
+            drop(t);
+            stray(Stray::AfterFree { addr, flags });
+            return;
+        };
+        if flags & DELETE_STRONG != 0 && t[i].2.destroyed.swap(true, Ordering::SeqCst) {
+            stray(Stray::DestroyedTwice { addr });
+            flags &= !DELETE_STRONG;
+            if flags == 0 {
+                return;
+            }
+        }
         if flags & DELETE_WEAK != 0 {
             let (_, d, w) = t.swap_remove(i);
             (d, Some(w))

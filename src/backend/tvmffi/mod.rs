@@ -84,7 +84,7 @@ use pytie_core::state::{
     WrapperLife, WrapperNo, WrapperState,
 };
 
-use capi::{K_STATIC_OBJECT_BEGIN, Watch};
+use capi::{K_STATIC_OBJECT_BEGIN, Stray, Watch};
 use glue::{Lib, chandle};
 use harness::{Holder, Weak};
 
@@ -636,6 +636,9 @@ impl Backend for TvmFfiBackend {
                 "tvm-ffi backend: vars, holders or weak slots left by the last program".into(),
             );
         }
+        // A failed program's teardown is not judged: what its deleters did
+        // wrong is its own fault, already reported.
+        capi::take_stray();
         self.release_observers();
         self.var_wr = [None; VARS];
         self.wrappers.clear();
@@ -735,6 +738,32 @@ impl Backend for TvmFfiBackend {
     }
 
     fn violations(&mut self) -> Vec<String> {
+        for st in capi::take_stray() {
+            let (addr, what) = match st {
+                Stray::AfterFree { addr, flags } => (
+                    addr,
+                    format!(
+                        "the deleter ran (flags {flags}) after the storage was freed: a use after \
+                         free in the library (not passed on)"
+                    ),
+                ),
+                Stray::DestroyedTwice { addr } => (
+                    addr,
+                    "the deleter's strong phase ran a second time: the object was destroyed \
+                     twice (not passed on)"
+                        .to_string(),
+                ),
+            };
+            let who = self
+                .handles
+                .iter()
+                .rposition(|(a, _)| *a == addr)
+                .map_or_else(
+                    || format!("the object at {addr:#x}"),
+                    |n| format!("obj#{n}"),
+                );
+            self.violations.push(format!("{who}: {what}"));
+        }
         std::mem::take(&mut self.violations)
     }
 
@@ -778,8 +807,15 @@ impl Backend for TvmFfiBackend {
                 (s > 0).then(|| format!("obj#{i} (strong {s})"))
             })
             .collect();
+        // Deleter calls not passed on during teardown are this program's.
+        let stray = self.violations();
         self.release_observers();
-        (!alive.is_empty()).then(|| format!("live tvm-ffi objects: {}", alive.join(", ")))
+        let mut out = Vec::new();
+        if !alive.is_empty() {
+            out.push(format!("live tvm-ffi objects: {}", alive.join(", ")));
+        }
+        out.extend(stray);
+        (!out.is_empty()).then(|| out.join("; "))
     }
 
     /// A failed program's world is torn down through the library (nothing
