@@ -9,7 +9,7 @@ use std::time::Duration;
 use pytie_core::exec::Failure;
 use pytie_core::exhaust::{self, Bounds, Progress, Stop, Summary};
 use pytie_core::model::{Design, Model};
-use pytie_core::program::text;
+use pytie_core::program::{ObjKind, text};
 
 use crate::harness::{Target, with_executor};
 
@@ -33,7 +33,12 @@ pub fn run<B: Target>(
 ) -> Result<Ended, String> {
     with_executor::<B, _>(|ex| {
         B::for_campaign(&mut ex.backend);
-        let kinds = ex.caps().steps;
+        let caps = ex.caps();
+        let kinds = caps.steps;
+        let b = &Bounds {
+            kinds: b.kinds_or(caps.kinds),
+            ..*b
+        };
         let saved = ex.model.clone();
         let mut model = Model::new(design);
         if !saved.tying() {
@@ -95,8 +100,18 @@ pub fn progress_line(p: &Progress) -> String {
 /// The summary line(s).
 pub fn summary_text(s: &Summary, b: &Bounds) -> String {
     let levels: Vec<String> = s.levels.iter().map(|n| n.to_string()).collect();
+    let kinds = if b.kinds.is_empty() {
+        "the backend's kinds".to_string()
+    } else {
+        b.kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     format!(
-        "bounds: {} vars, {} holders, {} weak slots, {} handles, depth {}\n\
+        "bounds: {} vars, {} holders, {} weak slots, {} handles, depth {}, kinds: {kinds} \
+         (at most {} object(s) of kinds other than plain, dict, untied, legacy)\n\
          {} states (by depth: {}), {} programs checked ({} steps within the bounds), \
          depth reached {}, {}",
         b.vars,
@@ -104,6 +119,7 @@ pub fn summary_text(s: &Summary, b: &Bounds) -> String {
         b.weaks,
         b.handles,
         b.depth,
+        b.extra_kind_objects,
         s.states,
         levels.join(" "),
         s.transitions,
@@ -139,6 +155,18 @@ pub enum BackendArg {
     TvmFfi,
 }
 
+/// The object kinds `new` takes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindsArg {
+    /// Those the backend makes through paths of their own (pytie's
+    /// runtime: the four classic ones; tvm-ffi: all eleven).
+    Backend,
+    /// One per class the model tells apart: plain, dict, untied, legacy.
+    Classic,
+    /// Every kind of the language.
+    All,
+}
+
 /// The model's design.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DesignArg {
@@ -164,6 +192,13 @@ pub struct ExhaustArgs {
     /// The longest program.
     #[arg(long, default_value_t = Bounds::default().depth)]
     pub depth: usize,
+    /// The object kinds `new` takes.
+    #[arg(long, value_enum, default_value = "backend")]
+    pub kinds: KindsArg,
+    /// Objects of kinds other than plain, dict, untied and legacy one
+    /// program may make.
+    #[arg(long, default_value_t = Bounds::default().extra_kind_objects)]
+    pub extra_kind_objects: u32,
     /// Stop (exit 2) when more distinct states than this are found.
     #[arg(long, default_value_t = Bounds::default().max_states)]
     pub max_states: usize,
@@ -192,6 +227,12 @@ pub fn command(a: &ExhaustArgs) -> std::process::ExitCode {
         weaks: a.weaks,
         handles: a.handles,
         depth: a.depth,
+        kinds: match a.kinds {
+            KindsArg::Backend => &[],
+            KindsArg::Classic => &ObjKind::CLASSIC,
+            KindsArg::All => &ObjKind::ALL,
+        },
+        extra_kind_objects: a.extra_kind_objects,
         max_states: a.max_states,
     };
     if let Err(e) = b.validate() {

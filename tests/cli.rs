@@ -74,7 +74,7 @@ fn unknown_steps_and_wrong_slots_give_line_and_column() {
         (b"new v9\n", ":1:5: expected a var (v0..v7), found \"v9\""),
         (
             b"new v0 big\n",
-            ":1:8: expected plain, dict, untied or legacy, found \"big\"",
+            ":1:8: expected plain, dict, untied, legacy, cpp, list, map, del, weakref, sub or derived, found \"big\"",
         ),
         (b"# only a comment\n", ":2:1: empty program"),
     ] {

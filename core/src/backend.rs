@@ -2,7 +2,7 @@
 //! kinds it can express and the parts of the abstract state it can see;
 //! the generator, the replayer and the comparison respect both.
 
-use crate::program::{Op, StepSet, Var};
+use crate::program::{ObjKind, Op, StepSet, Var};
 use crate::state::{
     AbstractState, Binding, HandleState, StepResult, Totals, WrapperNo, WrapperState,
 };
@@ -81,6 +81,9 @@ impl Observes {
 pub struct Caps {
     pub steps: StepSet,
     pub observes: Observes,
+    /// The object kinds the backend makes through paths of its own (the
+    /// others it makes as one of these): what `pytie exhaust` enumerates.
+    pub kinds: &'static [ObjKind],
 }
 
 /// An implementation of PyObject tying the executor can drive. Calls come

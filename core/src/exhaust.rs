@@ -24,9 +24,7 @@ use crate::exec::Failure;
 use crate::exec::coverage::{Combo, ComboSet, for_each_transition};
 use crate::model::Model;
 use crate::model::canon::Canon;
-use crate::program::{
-    HOLDERS, ObjKind, Op, Operand, Program, Sort, StepKind, StepSet, VARS, WEAKS,
-};
+use crate::program::{HOLDERS, ObjKind, Op, Operand, Program, Sort, StepSet, VARS, WEAKS};
 
 /// The bounds of the search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +36,15 @@ pub struct Bounds {
     pub handles: u32,
     /// Longest program.
     pub depth: usize,
+    /// The object kinds `new` takes (default: [`ObjKind::CLASSIC`]; on a
+    /// backend, `pytie exhaust` takes those the backend makes through
+    /// paths of their own, [`crate::backend::Caps::kinds`]).
+    pub kinds: &'static [ObjKind],
+    /// Objects of kinds outside [`ObjKind::CLASSIC`] one program may make
+    /// (a `new` of such a kind that would make more is not taken): each of
+    /// them meets every state the classic kinds reach, without the product
+    /// of eleven kinds per handle.
+    pub extra_kind_objects: u32,
     /// Stop (with [`Stop::TooManyStates`]) when more states than this are
     /// found.
     pub max_states: usize,
@@ -52,12 +59,24 @@ impl Default for Bounds {
             weaks: 1,
             handles: 3,
             depth: 7,
+            kinds: &ObjKind::CLASSIC,
+            extra_kind_objects: 1,
             max_states: 2_000_000,
         }
     }
 }
 
 impl Bounds {
+    /// [`Bounds::kinds`], or `backend`'s when it is empty (the default of
+    /// `pytie exhaust`: the kinds the backend makes through paths of their
+    /// own).
+    pub fn kinds_or(&self, backend: &'static [ObjKind]) -> &'static [ObjKind] {
+        if self.kinds.is_empty() {
+            backend
+        } else {
+            self.kinds
+        }
+    }
     /// Bad bounds, said plainly (the program language has `VARS` vars,
     /// `HOLDERS` holders, `WEAKS` weak slots).
     pub fn validate(&self) -> Result<(), String> {
@@ -89,7 +108,7 @@ pub fn steps(b: &Bounds, kinds: StepSet) -> Vec<Op> {
             Sort::Var => (0..b.vars).collect(),
             Sort::Holder => (0..b.holders).collect(),
             Sort::Weak => (0..b.weaks).collect(),
-            Sort::Kind => ObjKind::ALL.iter().map(|k| k.to_byte()).collect(),
+            Sort::Kind => b.kinds.iter().map(|k| k.to_byte()).collect(),
         }
     };
     let mut out = Vec::new();
@@ -238,9 +257,19 @@ fn explore_with(
             }
             prog.ops.reverse();
             let can_new = (m.handle_count() as u64) < u64::from(b.handles);
+            let extra = m
+                .kinds()
+                .iter()
+                .filter(|k| !ObjKind::CLASSIC.contains(k))
+                .count();
+            let can_new_extra = (extra as u64) < u64::from(b.extra_kind_objects);
             for op in &ops {
-                if op.kind() == Some(StepKind::New) && !can_new {
-                    continue;
+                match *op {
+                    Op::New { .. } if !can_new => continue,
+                    Op::New { kind, .. } if !can_new_extra && !ObjKind::CLASSIC.contains(&kind) => {
+                        continue;
+                    }
+                    _ => {}
                 }
                 let mut m2 = m.clone();
                 m2.apply(op);

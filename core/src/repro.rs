@@ -14,7 +14,7 @@
 use std::fmt::Write;
 
 use crate::model::{Design, Model};
-use crate::program::{Holds, Op, Program, SourceRule, VARS, Var};
+use crate::program::{Holds, ObjKind, Op, Program, SourceRule, VARS, Var};
 use crate::state::{AbstractState, VarState};
 use crate::tvmffi;
 
@@ -26,11 +26,12 @@ from typing import Optional
 
 import tvm_ffi
 from tvm_ffi import Object
-from tvm_ffi.dataclasses import py_class
+from tvm_ffi.dataclasses import c_class, py_class
 
 gc.disable()  # reference cycles die at `collect` steps only
 
 
+# ---- the object kinds (pytie's contract §2.2) ----
 @py_class("repro.Node")
 class Node(Object):
     x: Optional[Object] = None
@@ -40,6 +41,103 @@ class Node(Object):
 class DictNode(Object):
     __slots__ = ("__dict__",)
     x: Optional[Object] = None
+
+
+@py_class("repro.DelNode")
+class DelNode(Object):  # a finalizer: never cached, one __del__ per drop
+    x: Optional[Object] = None
+
+    def __del__(self):
+        pass
+
+
+@py_class("repro.WeakrefNode")
+class WeakrefNode(Object):
+    __slots__ = ("__weakref__",)
+    x: Optional[Object] = None
+
+
+class SubNode(Node):  # a subclass the library never registered
+    __slots__ = ()
+
+
+@py_class("repro.DerivedNode")
+class DerivedNode(Node):  # a registered subclass
+    pass
+
+
+# `new V cpp`: an object made in C++ by make_object and returned the first
+# time. Compiled here against this tvm_ffi's own headers (needs a C++17
+# compiler: $CXX, default g++).
+CPP_NODE = r"""
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/memory.h>
+#include <tvm/ffi/object.h>
+#include <tvm/ffi/reflection/registry.h>
+class ReproCppNodeObj : public tvm::ffi::Object {
+ public:
+  tvm::ffi::Any x;
+  static constexpr bool _type_mutable = true;
+  TVM_FFI_DECLARE_OBJECT_INFO_FINAL("repro.CppNode", ReproCppNodeObj, tvm::ffi::Object);
+};
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::ObjectDef<ReproCppNodeObj>().def_rw("x", &ReproCppNodeObj::x);
+  refl::GlobalDef().def("repro.new_cpp", []() -> tvm::ffi::ObjectRef {
+    return tvm::ffi::ObjectRef(tvm::ffi::make_object<ReproCppNodeObj>());
+  });
+}
+"""
+_NEW_CPP = []
+
+
+def new_cpp():
+    if not _NEW_CPP:
+        import os
+        import subprocess
+        import tempfile
+        import tvm_ffi.libinfo as li
+        d = tempfile.mkdtemp(prefix="repro-cpp-")
+        src, lib = os.path.join(d, "cpp_node.cc"), os.path.join(d, "libcpp_node.so")
+        with open(src, "w") as f:
+            f.write(CPP_NODE)
+        libdir = os.path.dirname(li.find_libtvm_ffi())
+        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
+                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
+                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
+        ctypes.CDLL(lib)
+
+        @c_class("repro.CppNode")
+        class CppNode(Object):
+            x: Optional[Object]
+
+        _NEW_CPP.append((CppNode, tvm_ffi.get_global_func("repro.new_cpp")))
+    return _NEW_CPP[0][1]()
+
+
+CTORS = {
+    "plain": Node, "dict": DictNode, "del": DelNode, "weakref": WeakrefNode,
+    "sub": SubNode, "derived": DerivedNode, "cpp": new_cpp,
+    "list": lambda: tvm_ffi.List([None]), "map": lambda: tvm_ffi.Dict({"x": None}),
+}
+
+
+def getx(o):  # the object's one field: o.x, o[0] (a List), o["x"] (a Dict)
+    if isinstance(o, tvm_ffi.List):
+        return o[0]
+    if isinstance(o, tvm_ffi.Dict):
+        return o["x"]
+    return o.x
+
+
+def setx(o, v):
+    if isinstance(o, tvm_ffi.List):
+        o[0] = v
+    elif isinstance(o, tvm_ffi.Dict):
+        o["x"] = v
+    else:
+        o.x = v
 
 
 # ---- the C++ side, through tvm-ffi's C API (include/tvm/ffi/c_api.h) ----
@@ -313,7 +411,7 @@ print("teardown: clear every field, release the holders, drop the vars, collect"
 for n, addr in enumerate(OBJ):
     if strong_count(n) > 0:
         _w = ret(addr)
-        _w.x = None
+        setx(_w, None)
         del _w
 for h in range(len(HOLDERS)):
     release(h)
@@ -338,18 +436,18 @@ fn q(v: Var) -> String {
 fn statement(op: &Op) -> String {
     match *op {
         Op::New { v, kind } => {
-            let cls = match kind {
-                crate::program::ObjKind::Dict => "DictNode",
-                crate::program::ObjKind::Legacy => "new_legacy",
-                _ => "Node",
+            let make = match kind {
+                ObjKind::Legacy => "new_legacy()".to_string(),
+                ObjKind::Untied => "Node()".to_string(),
+                k => format!("CTORS[\"{}\"]()", k.name()),
             };
-            format!("_o = {cls}()\nobserve(_o)\n{} = _o\ndel _o", q(v))
+            format!("_o = {make}\nobserve(_o)\n{} = _o\ndel _o", q(v))
         }
         Op::Ret { v, h } => format!("{} = ret(HOLDERS[{}])", q(v), h.0),
         Op::Echo { v, u } => format!("{} = echo({})", q(v), q(u)),
-        Op::Get { v, u } => format!("{} = {}.x", q(v), q(u)),
-        Op::Set { u, v } => format!("{}.x = {}", q(u), q(v)),
-        Op::Unset { u } => format!("{}.x = None", q(u)),
+        Op::Get { v, u } => format!("{} = getx({})", q(v), q(u)),
+        Op::Set { u, v } => format!("setx({}, {})", q(u), q(v)),
+        Op::Unset { u } => format!("setx({}, None)", q(u)),
         Op::Clone { v, u } => format!("{} = {}", q(v), q(u)),
         Op::Drop { v } => format!("del {}", q(v)),
         Op::Hold { h, v } => format!("hold({}, {})", h.0, q(v)),
@@ -371,9 +469,9 @@ fn statement(op: &Op) -> String {
 fn moved_call(op: &Op) -> String {
     match *op {
         Op::Echo { u, .. } => format!("echo({})", q(u)),
-        Op::Get { u, .. } => format!("{}.x", q(u)),
-        Op::Set { u, v } => format!("setattr({}, \"x\", {})", q(u), q(v)),
-        Op::Unset { u } => format!("setattr({}, \"x\", None)", q(u)),
+        Op::Get { u, .. } => format!("getx({})", q(u)),
+        Op::Set { u, v } => format!("setx({}, {})", q(u), q(v)),
+        Op::Unset { u } => format!("setx({}, None)", q(u)),
         Op::Hold { h, v } => format!("hold({}, {})", h.0, q(v)),
         Op::Move { h, v } => format!("move({}, {})", h.0, q(v)),
         Op::Weak { w, v } => format!("weak({}, {})", w.0, q(v)),

@@ -27,7 +27,7 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 45);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
@@ -62,9 +62,9 @@ fn all_zero_header_enables_everything() {
     assert_eq!(cfg.kinds, StepSet::ALL);
     // Opcodes then range over all 18 kinds by weight (total 45): 5 is in
     // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x2d = 45 wraps to 0,
-    // new; kind 9 % 4 = 1 is plain.
+    // new; kind 9 % 16 = 9 is list.
     assert_eq!(decode(&hex("00 00 00 00 | 05 07 09")), text("ret v0 h0"));
-    assert_eq!(decode(&hex("00 00 00 00 | 2d 07 09")), text("new v0"));
+    assert_eq!(decode(&hex("00 00 00 00 | 2d 07 09")), text("new v0 list"));
     // The last opcode of each kind's range, and the one after it.
     assert_eq!(
         decode(&hex("00 00 00 00 | 2b | 2c")),
@@ -135,18 +135,46 @@ fn new_kind_indexes_plain_plain_dict_untied() {
 
 #[test]
 fn new_kind_table_has_eight_entries_the_last_legacy() {
-    // Version 3: indices 4..=7 are plain, plain, dict, legacy; 8 wraps.
+    // Version 3's entries keep their places: 4..=7 are plain, plain, dict,
+    // legacy.
     let p = decode(&hex(
-        "00 00 00 07 | 00 00 04 | 00 01 05 | 00 02 06 | 00 03 07 | 00 04 08",
+        "00 00 00 07 | 00 00 04 | 00 01 05 | 00 02 06 | 00 03 07",
     ));
-    assert_eq!(
-        p,
-        text("new v0\nnew v1\nnew v2 dict\nnew v3 legacy\nnew v4")
-    );
+    assert_eq!(p, text("new v0\nnew v1\nnew v2 dict\nnew v3 legacy"));
     assert_eq!(
         encode(&text("new v0 legacy")),
         hex("01 00 00 00 | 00 00 07")
     );
+}
+
+#[test]
+fn new_kind_table_has_sixteen_entries_the_kinds_of_issue_23_after_version_3s() {
+    // Version 4: 8..=15 are cpp, list, map, del, weakref, sub, derived,
+    // cpp; 16 wraps to plain.
+    let p = decode(&hex(
+        "00 00 00 07 | 00 00 08 | 00 01 09 | 00 02 0a | 00 03 0b | 00 04 0c | 00 05 0d | \
+         00 06 0e | 00 07 0f | 00 00 10",
+    ));
+    assert_eq!(
+        p,
+        text(
+            "new v0 cpp\nnew v1 list\nnew v2 map\nnew v3 del\nnew v4 weakref\nnew v5 sub\n\
+             new v6 derived\nnew v7 cpp\nnew v0"
+        )
+    );
+    for (k, i) in [
+        ("cpp", 8),
+        ("list", 9),
+        ("map", 10),
+        ("del", 11),
+        ("weakref", 12),
+        ("sub", 13),
+        ("derived", 14),
+    ] {
+        let mut want = hex("01 00 00 00 | 00 00");
+        want.push(i);
+        assert_eq!(encode(&text(&format!("new v0 {k}"))), want, "{k}");
+    }
 }
 
 // ---- steps ----

@@ -284,11 +284,11 @@ fn missing_token_reports_end_of_line() {
 fn bad_object_kind() {
     assert_eq!(
         err("new   v0    big"),
-        r#"1:13: expected plain, dict, untied or legacy, found "big""#
+        r#"1:13: expected plain, dict, untied, legacy, cpp, list, map, del, weakref, sub or derived, found "big""#
     );
     assert_eq!(
         err("new v0 Dict"),
-        r#"1:8: expected plain, dict, untied or legacy, found "Dict""#
+        r#"1:8: expected plain, dict, untied, legacy, cpp, list, map, del, weakref, sub or derived, found "Dict""#
     );
 }
 
@@ -363,7 +363,7 @@ fn non_ascii_and_long_lines() {
     // Columns count characters.
     assert_eq!(
         err("new v0 é"),
-        r#"1:8: expected plain, dict, untied or legacy, found "é""#
+        r#"1:8: expected plain, dict, untied, legacy, cpp, list, map, del, weakref, sub or derived, found "é""#
     );
     assert_eq!(
         err("ñew v0"),

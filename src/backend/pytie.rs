@@ -10,7 +10,7 @@ use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
 use crate::watchdog::{self, Phase, Side};
 use crate::wrapper::{self, Moved};
 use pytie_core::backend::{Backend, Caps, Observes};
-use pytie_core::program::{HOLDERS, Holder, Op, StepSet, VARS, Var, WEAKS};
+use pytie_core::program::{HOLDERS, Holder, ObjKind, Op, StepSet, VARS, Var, WEAKS};
 use pytie_core::program::{Holds, SourceRule};
 use pytie_core::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
 
@@ -234,6 +234,8 @@ impl Backend for PytieBackend {
         Caps {
             steps: StepSet::ALL,
             observes: Observes::ALL,
+            // The other kinds are made as plain or dict objects (docs/contract.md §2.2).
+            kinds: &ObjKind::CLASSIC,
         }
     }
 

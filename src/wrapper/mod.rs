@@ -42,11 +42,30 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
     types::init(py)
 }
 
-/// `new`: C++ constructs an object and returns it to Python.
+/// `new`: C++ constructs an object and returns it to Python. This runtime
+/// has one eligible and one ineligible wrapper type and one object
+/// allocator, so every other kind is made as the classic kind the model
+/// takes it for (docs/contract.md §2.2): the C++-made, container and
+/// registered-subclass kinds as plain objects, the finalizer kind as a dict
+/// one; a `sub` object is a plain object whose first wrapper has the
+/// ineligible type, as a constructor of an unregistered subclass makes it.
 pub fn new_object(py: Python<'_>, kind: ObjKind) -> PyResult<Bound<'_, PyAny>> {
     let h = match kind {
-        ObjKind::Plain => HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space),
-        ObjKind::Dict => HandleRef::new_tied(TYPE_DICT, tying::py_delete_space),
+        ObjKind::Plain
+        | ObjKind::Cpp
+        | ObjKind::List
+        | ObjKind::Map
+        | ObjKind::Weakref
+        | ObjKind::Derived => HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space),
+        ObjKind::Sub => {
+            let h = HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space);
+            // SAFETY: GIL held (py); the +1 of `h` is handed over.
+            return unsafe {
+                let w = tying::make_new_as(h.into_raw(), types::dict_type());
+                Bound::from_owned_ptr_or_err(py, w)
+            };
+        }
+        ObjKind::Dict | ObjKind::Del => HandleRef::new_tied(TYPE_DICT, tying::py_delete_space),
         ObjKind::Untied => HandleRef::new_untied(TYPE_PLAIN),
         ObjKind::Legacy => HandleRef::new_legacy(TYPE_PLAIN),
     };

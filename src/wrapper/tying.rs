@@ -233,6 +233,23 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
     }
 }
 
+/// `new` through a constructor of wrapper type `tp` (not the object's
+/// registered one): a fresh wrapper of `tp` owning the caller's +1, bound
+/// Active as `make_ret` binds a Detached object's first wrapper.
+///
+/// # Safety
+/// GIL held; `obj` a new object (Detached or untied) with the caller's +1;
+/// `tp` one of our wrapper types.
+pub unsafe fn make_new_as(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
+    // SAFETY: GIL held, +1 handed over, `tp` ours.
+    let w = unsafe { fresh_wrapper_of(obj, tp) };
+    // SAFETY: live body (the wrapper's +1).
+    if let (false, Some(tag)) = (w.is_null(), unsafe { tag_of(obj) }) {
+        seams::attach(tag, w);
+    }
+    w
+}
+
 /// A new wrapper of the object's wrapper type owning the caller's +1.
 ///
 /// # Safety
@@ -240,7 +257,16 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
 unsafe fn fresh_wrapper(obj: *mut Object) -> *mut ffi::PyObject {
     // SAFETY: live body.
     let type_index = unsafe { (*obj).header.type_index };
-    let tp = types::wrapper_type_for(type_index);
+    // SAFETY: the caller's contract; the type is the object's own.
+    unsafe { fresh_wrapper_of(obj, types::wrapper_type_for(type_index)) }
+}
+
+/// A new wrapper of type `tp` owning the caller's +1.
+///
+/// # Safety
+/// GIL held; the caller hands over +1 on `obj`; `tp` one of our wrapper
+/// types.
+unsafe fn fresh_wrapper_of(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
     // SAFETY: GIL held; `tp` is one of our heap types.
     let w = unsafe { types::wrapper_alloc(tp, 0) };
     if w.is_null() {

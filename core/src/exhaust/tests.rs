@@ -1,6 +1,7 @@
 use super::*;
 use crate::exec::FailureKind;
 use crate::model::Design;
+use crate::program::StepKind;
 use crate::program::{Holder, Var, text};
 use crate::state::AbstractState;
 
@@ -11,6 +12,8 @@ fn bounds(vars: u8, holders: u8, weaks: u8, handles: u32, depth: usize) -> Bound
         weaks,
         handles,
         depth,
+        kinds: &crate::program::ObjKind::CLASSIC,
+        extra_kind_objects: 1,
         max_states: 1_000_000,
     }
 }

@@ -125,12 +125,7 @@ impl Canon {
                 } else {
                     ObjKind::Untied
                 };
-                out.push(match kind {
-                    ObjKind::Plain => 0,
-                    ObjKind::Dict => 1,
-                    ObjKind::Untied => 2,
-                    ObjKind::Legacy => 3,
-                });
+                out.push(kind as u8);
                 match hs.binding {
                     Binding::Untied => out.push(0),
                     Binding::Detached => out.push(1),
@@ -153,6 +148,8 @@ impl Canon {
                     WrapperLife::Leaked => 2,
                 });
                 num(out, ws.refs);
+                // With tying off no wrapper is ever cached, whatever its type.
+                out.push(u8::from(m.tying && m.eligible[n as usize]));
                 self.opt_handle(out, ws.chandle);
             }
         }

@@ -57,6 +57,9 @@ pub struct Model {
     kinds: Vec<ObjKind>,
     /// Indexed by `WrapperNo` (creation order of fresh wrappers).
     wrappers: Vec<WrapperState>,
+    /// Indexed by `WrapperNo`: its type may be cached Inactive (§2.2; the
+    /// wrapper `new` makes of a `sub` object is not, later ones are).
+    eligible: Vec<bool>,
     /// The handles and wrappers not freed, in number order (pruned after
     /// every step): what `observe` walks, so that its cost is in live
     /// objects. Freed is final in the model.
@@ -90,6 +93,7 @@ impl Model {
             handles: Vec::new(),
             kinds: Vec::new(),
             wrappers: Vec::new(),
+            eligible: Vec::new(),
             open_handles: Vec::new(),
             open_wrappers: Vec::new(),
             cycles: Vec::new(),
@@ -130,6 +134,7 @@ impl Model {
         self.handles.clear();
         self.kinds.clear();
         self.wrappers.clear();
+        self.eligible.clear();
         self.open_handles.clear();
         self.open_wrappers.clear();
         self.freed = 0;
@@ -196,7 +201,10 @@ impl Model {
             Op::Mark { .. } | Op::Expect(_) => {}
             Op::New { v, kind } => {
                 let h = self.new_handle(kind);
-                self.ret_into(v, h);
+                let w = self.make_ret(h);
+                // The constructor's wrapper has the kind's own type.
+                self.eligible[w as usize] = kind.constructed_eligible();
+                self.assign(v, Val::W(w));
             }
             Op::Ret { v, h } => {
                 if let Some(h) = self.holders[h.idx()] {
@@ -497,8 +505,10 @@ impl Model {
         }
     }
 
+    /// A fresh wrapper of the object's registered type (a return's).
     fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
         let w = self.wrappers.len() as WrapperNo;
+        self.eligible.push(self.kinds[h as usize].is_eligible());
         self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,
@@ -524,7 +534,7 @@ impl Model {
         };
         let hs = &self.handles[h as usize];
         let canonical = hs.binding == Binding::Active(w);
-        let eligible = self.kinds[h as usize] == ObjKind::Plain;
+        let eligible = self.eligible[w as usize];
         if canonical && eligible {
             // Row "W eligible, Active -> Inactive": another owner keeps H alive.
             let others_keep_h = hs.strong > 1;

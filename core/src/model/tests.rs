@@ -880,3 +880,72 @@ fn cascades_and_teardown_are_told_apart() {
             .all(|t| t.cause.step.is_none() && t.cause.after_shutdown)
     );
 }
+
+// ---- object kinds (contract §2.2) --------------------------------------------
+
+/// The observed states of `script` after every step, in both designs.
+fn trace(script: &str) -> Vec<AbstractState> {
+    let mut out = Vec::new();
+    for design in [Design::S, Design::U] {
+        let mut m = Model::new(design);
+        for line in script.split([';', '\n']).map(str::trim) {
+            if !line.is_empty() {
+                m.apply(&parse(line));
+                check_invariants(&m);
+                out.push(st(&m));
+            }
+        }
+    }
+    out
+}
+
+/// Every kind but `sub` is, to the model, the classic kind of its class:
+/// the same states after every step of a program that caches, revives,
+/// detaches, holds weakly and cascades through the field.
+#[test]
+fn each_new_kind_behaves_as_its_classic_kind() {
+    use crate::program::ObjKind;
+    let program = |k: &str| {
+        format!(
+            "new v0 {k}; new v1; set v0 v1; hold h0 v0; weak w0 v0; drop v0; ret v2 h0; \
+             get v3 v2; drop v2; lock v4 w0; drop v4; release h0; drop v1; drop v3; unweak w0"
+        )
+    };
+    for k in ObjKind::ALL {
+        let classic = match k {
+            ObjKind::Sub => continue,
+            k if !k.is_tied() => k,
+            k if k.is_eligible() => ObjKind::Plain,
+            _ => ObjKind::Dict,
+        };
+        assert_eq!(
+            trace(&program(k.name())),
+            trace(&program(classic.name())),
+            "{} against {}",
+            k.name(),
+            classic.name()
+        );
+    }
+}
+
+/// `sub`: the wrapper `new` makes is never cached (Detached at its drop);
+/// a later return makes a wrapper of the object's registered type, which
+/// is cached and revived.
+#[test]
+fn a_sub_objects_first_wrapper_is_ineligible_and_later_ones_are_not() {
+    for design in [Design::S, Design::U] {
+        let mut m = Model::new(design);
+        run(&mut m, "new v0 sub; hold h0 v0; drop v0");
+        assert_eq!(st(&m).handles[0].binding, Binding::Detached);
+        run(&mut m, "ret v1 h0; drop v1");
+        assert_eq!(st(&m).handles[0].binding, Binding::Inactive(1));
+        run(&mut m, "ret v2 h0");
+        assert_eq!(st(&m).vars[2], VarState::Wrapper(1), "revived");
+        // A `dict` object's wrappers are never cached, first or later.
+        run(
+            &mut m,
+            "new v3 dict; hold h1 v3; drop v3; ret v4 h1; drop v4",
+        );
+        assert_eq!(st(&m).handles[1].binding, Binding::Detached);
+    }
+}

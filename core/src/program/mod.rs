@@ -83,7 +83,10 @@ impl fmt::Display for Mark {
     }
 }
 
-/// What `new` constructs (contract §4.1).
+/// What `new` constructs (contract §4.1, §2.2): where the object is
+/// allocated and what its wrapper's type is. The model knows each kind only
+/// by [`ObjKind::is_tied`] and [`ObjKind::is_eligible`]; the backends make
+/// each through its own path (docs/tvmffi-tied.md "Object kinds").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjKind {
     /// Tied allocation, eligible wrapper type.
@@ -96,25 +99,84 @@ pub enum ObjKind {
     /// pre-tying headers, with no allocation prefix at all; nothing may
     /// read before its body. Never binds (L1), as an untied object.
     Legacy,
+    /// Made by C++ (`make_object`, the library's object allocator) and
+    /// returned to Python for the first time; eligible wrapper type.
+    Cpp,
+    /// A container that owns its one element (tvm-ffi `List`): the element
+    /// is its field, released when the container dies. Eligible.
+    List,
+    /// A mutable map that owns its one value, under the key `"x"` (tvm-ffi
+    /// `Dict`): the value is its field. Eligible.
+    Map,
+    /// Wrapper type with a finalizer (`__del__`): ineligible (a genuine
+    /// free and one `__del__` per drop).
+    Del,
+    /// Wrapper type with `__slots__ = ("__weakref__",)`: eligible.
+    Weakref,
+    /// Constructed through a Python subclass of the plain wrapper type that
+    /// the library never registered: the wrapper `new` makes has CPython's
+    /// `tp_free` (ineligible); the object's type is the plain one, so every
+    /// later fresh wrapper is a plain one (eligible).
+    Sub,
+    /// A subclass of the plain wrapper type registered with the library
+    /// (its own type key): eligible.
+    Derived,
 }
 
 impl ObjKind {
-    pub const ALL: [ObjKind; 4] = [
+    /// The kinds of layout version 3, one for each way the model can tell
+    /// objects apart (tied and eligible, tied and ineligible, untied,
+    /// legacy): every other kind is, to the model, one of these. What
+    /// `pytie exhaust` takes on a backend that makes no kind through a path
+    /// of its own (pytie's runtime).
+    pub const CLASSIC: [ObjKind; 4] = [
         ObjKind::Plain,
         ObjKind::Dict,
         ObjKind::Untied,
         ObjKind::Legacy,
     ];
-    pub fn name(self) -> &'static str {
+    pub const ALL: [ObjKind; 11] = [
+        ObjKind::Plain,
+        ObjKind::Dict,
+        ObjKind::Untied,
+        ObjKind::Legacy,
+        ObjKind::Cpp,
+        ObjKind::List,
+        ObjKind::Map,
+        ObjKind::Del,
+        ObjKind::Weakref,
+        ObjKind::Sub,
+        ObjKind::Derived,
+    ];
+    pub const fn name(self) -> &'static str {
         match self {
             ObjKind::Plain => "plain",
             ObjKind::Dict => "dict",
             ObjKind::Untied => "untied",
             ObjKind::Legacy => "legacy",
+            ObjKind::Cpp => "cpp",
+            ObjKind::List => "list",
+            ObjKind::Map => "map",
+            ObjKind::Del => "del",
+            ObjKind::Weakref => "weakref",
+            ObjKind::Sub => "sub",
+            ObjKind::Derived => "derived",
         }
     }
+    /// Allocated with the tied prefix: it binds (with tying on).
     pub fn is_tied(self) -> bool {
-        matches!(self, ObjKind::Plain | ObjKind::Dict)
+        !matches!(self, ObjKind::Untied | ObjKind::Legacy)
+    }
+    /// Tied, and the wrappers a return makes for it (of the object's
+    /// registered type) may be cached Inactive and revived (contract §2.2:
+    /// no instance dict, no finalizer, the library's `tp_free`).
+    pub fn is_eligible(self) -> bool {
+        self.is_tied() && !matches!(self, ObjKind::Dict | ObjKind::Del)
+    }
+    /// The same for the wrapper `new` makes (of the constructor's type):
+    /// differs only for `sub`.
+    pub fn constructed_eligible(self) -> bool {
+        self.is_eligible() && self != ObjKind::Sub
     }
 }
 

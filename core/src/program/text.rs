@@ -268,9 +268,18 @@ impl<'s> Line<'s> {
         if self.peek().is_none() {
             return Ok(ObjKind::Plain);
         }
+        const NAMES: [&str; ObjKind::ALL.len()] = {
+            let mut n = [""; ObjKind::ALL.len()];
+            let mut i = 0;
+            while i < n.len() {
+                n[i] = ObjKind::ALL[i].name();
+                i += 1;
+            }
+            n
+        };
         let i = self.keyword(
-            &["plain", "dict", "untied", "legacy"],
-            "plain, dict, untied or legacy",
+            &NAMES,
+            "plain, dict, untied, legacy, cpp, list, map, del, weakref, sub or derived",
         )?;
         Ok(ObjKind::ALL[i])
     }

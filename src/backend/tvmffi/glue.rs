@@ -11,17 +11,21 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::capi::{self, ANY_SIZE};
-use super::harness;
+use super::harness::{self, Slot};
 use super::signals::{set_sigsegv, sigsegv};
 use super::venv::{site_packages, venv_dir};
+use pytie_core::program::ObjKind;
 
 /// The Python side, defined once per process (a type key registers once).
+/// One constructor per object kind (`CTORS`, by kind name; legacy and
+/// untied are made by the backend) and, for the kinds with an attribute
+/// field, the type whose reflected field `x` the backend reads.
 const GLUE: &CStr = cr#"
 from typing import Optional
 import gc
 import tvm_ffi
 from tvm_ffi import Object
-from tvm_ffi.dataclasses import py_class
+from tvm_ffi.dataclasses import c_class, py_class
 
 @py_class("pytie.tvmffi.Node")
 class Node(Object):
@@ -31,12 +35,71 @@ class Node(Object):
 class DictNode(Object):
     __slots__ = ("__dict__",)
     x: Optional[Object] = None
+
+# A finalizer: ineligible (tp_finalize), one __del__ per drop, counted.
+DELS = [0]
+@py_class("pytie.tvmffi.DelNode")
+class DelNode(Object):
+    x: Optional[Object] = None
+    def __del__(self):
+        DELS[0] += 1
+
+@py_class("pytie.tvmffi.WeakrefNode")
+class WeakrefNode(Object):
+    __slots__ = ("__weakref__",)
+    x: Optional[Object] = None
+
+# A Python subclass the library never registered: CPython's tp_free.
+class SubNode(Node):
+    __slots__ = ()
+
+# A registered subclass: its own type key, the library's slots.
+@py_class("pytie.tvmffi.DerivedNode")
+class DerivedNode(Node):
+    pass
+
+# Defined in C++ (harness.cc), made there by make_object.
+@c_class("pytie.tvmffi.CppNode")
+class CppNode(Object):
+    x: Optional[Object]
+new_cpp = tvm_ffi.get_global_func("pytie.tvmffi.new_cpp")
+
+CTORS = {
+    "plain": Node,
+    "untied": Node,
+    "dict": DictNode,
+    "cpp": new_cpp,
+    "list": lambda: tvm_ffi.List([None]),
+    "map": lambda: tvm_ffi.Dict({"x": None}),
+    "del": DelNode,
+    "weakref": WeakrefNode,
+    "sub": SubNode,
+    "derived": DerivedNode,
+}
+def field_offset(cls):
+    # A subclass's type info lists its own fields; `x` is its base's.
+    for c in cls.__mro__:
+        info = c.__dict__.get("__tvm_ffi_type_info__")
+        for f in (info.fields if info is not None else []):
+            if f.name == "x":
+                return f.offset, f.size
+    raise TypeError(f"{cls.__name__} has no reflected field x")
+OFFSETS = {
+    "plain": field_offset(Node),
+    "untied": field_offset(Node),
+    "legacy": field_offset(Node),
+    "dict": field_offset(DictNode),
+    "del": field_offset(DelNode),
+    "weakref": field_offset(WeakrefNode),
+    "sub": field_offset(Node),
+    "derived": field_offset(DerivedNode),
+    "cpp": field_offset(CppNode),
+}
 echo = tvm_ffi.get_global_func("testing.echo")
 ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
 take = tvm_ffi.get_global_func("pytie.tvmffi.take")
 lock = tvm_ffi.get_global_func("pytie.tvmffi.lock")
 new_legacy = tvm_ffi.get_global_func("pytie.tvmffi.new_legacy")
-field_x = [f for f in Node.__tvm_ffi_type_info__.fields if f.name == "x"][0]
 version = tvm_ffi.__version__
 gc.disable()
 "#;
@@ -46,13 +109,10 @@ pub(super) struct Lib {
     pub(super) version: String,
     /// A second return of the same object gave the same wrapper.
     pub(super) tying: bool,
-    /// Strong references one store of an object into a field leaks (the
-    /// start-up probe of [`super::LEAK_FINDING`]).
-    pub(super) leak_per_store: u32,
-    /// Offset of `x` (an `Any`) in a `Node`/`DictNode` object.
-    pub(super) field_offset: usize,
+    /// Per object kind (`ObjKind as usize`): how it is made, where it
+    /// keeps its field, what a store into it leaks.
+    pub(super) kinds: Vec<KindPath>,
     pub(super) node: Py<PyAny>,
-    pub(super) dict_node: Py<PyAny>,
     pub(super) echo: Py<PyAny>,
     pub(super) ret: Py<PyAny>,
     pub(super) take: Py<PyAny>,
@@ -64,6 +124,37 @@ pub(super) struct Lib {
     /// (`scripts/setup-tvmffi-tied --asan` marks the venv so).
     pub(super) asan: bool,
     pub(super) gc_collect: Py<PyAny>,
+}
+
+/// How the backend makes one object kind and reaches its field.
+pub(super) struct KindPath {
+    /// Called with no arguments, returns a new object of the kind (None:
+    /// made by the backend itself, `new V legacy`).
+    pub(super) ctor: Option<Py<PyAny>>,
+    /// Where the object keeps its field (harness.cc `Slot`).
+    pub(super) slot: Slot,
+    /// How Python reaches the field.
+    pub(super) access: Access,
+    /// Strong refs one store into the field leaks, as measured at start-up
+    /// (the py_class setter: [`super::LEAK_FINDING`]).
+    pub(super) leak_per_store: u32,
+}
+
+/// How Python reaches an object's field.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Access {
+    /// `o.x`
+    Attr,
+    /// `o[0]`
+    Item0,
+    /// `o["x"]`
+    KeyX,
+}
+
+impl Lib {
+    pub(super) fn kind(&self, k: ObjKind) -> &KindPath {
+        &self.kinds[k as usize]
+    }
 }
 
 static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
@@ -109,20 +200,51 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
             .flatten()
             .ok_or_else(|| format!("tvm-ffi glue: {k} missing"))
     };
-    let field = get("field_x")?;
-    let offset: usize = field
-        .getattr("offset")
-        .and_then(|o| o.extract())
-        .map_err(e("field offset"))?;
-    let size: usize = field
-        .getattr("size")
-        .and_then(|o| o.extract())
-        .map_err(e("field size"))?;
-    if size != ANY_SIZE {
-        return Err(format!("tvm-ffi: field x has size {size}, not an Any"));
+    let ctors = get("CTORS")?;
+    let offsets = get("OFFSETS")?;
+    let mut kinds = Vec::new();
+    for k in ObjKind::ALL {
+        let (slot, access) = match k {
+            ObjKind::List => (Slot::ListItem, Access::Item0),
+            ObjKind::Map => (Slot::DictValue, Access::KeyX),
+            k => {
+                let (offset, size): (usize, usize) = offsets
+                    .get_item(k.name())
+                    .and_then(|o| o.extract())
+                    .map_err(e("field offsets"))?;
+                if size != ANY_SIZE {
+                    return Err(format!(
+                        "tvm-ffi: field x of the {} kind has size {size}, not an Any",
+                        k.name()
+                    ));
+                }
+                (Slot::AnyAt(offset), Access::Attr)
+            }
+        };
+        let ctor = match k {
+            ObjKind::Legacy => None,
+            k => Some(
+                ctors
+                    .get_item(k.name())
+                    .map_err(e("constructors"))?
+                    .unbind(),
+            ),
+        };
+        kinds.push(KindPath {
+            ctor,
+            slot,
+            access,
+            leak_per_store: 0,
+        });
+    }
+    // Where the harness's own type keeps `x`: reflection must agree.
+    if kinds[ObjKind::Cpp as usize].slot != Slot::AnyAt(harness::cpp_field_offset()) {
+        return Err("tvm-ffi: the C++ type's field offset differs from its reflection".into());
     }
     // A legacy object (`pytie.tvmffi.new_legacy`) has `Node`'s layout.
-    harness::set_legacy_field_offset(offset);
+    if let Slot::AnyAt(off) = kinds[ObjKind::Legacy as usize].slot {
+        harness::set_legacy_field_offset(off);
+    }
     let gc_collect = py
         .import("gc")
         .and_then(|g| g.getattr("collect"))
@@ -130,10 +252,8 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
     let mut lib = Lib {
         version: get("version")?.extract().map_err(e("version"))?,
         tying: false,
-        leak_per_store: 0,
-        field_offset: offset,
+        kinds,
         node: get("Node")?.unbind(),
-        dict_node: get("DictNode")?.unbind(),
         echo: get("echo")?.unbind(),
         ret: get("ret")?.unbind(),
         take: get("take")?.unbind(),
@@ -193,7 +313,13 @@ fn chandle_slow(o: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// is 0 once one is moved from. Not found: `chandle` keeps asking Python.
 fn find_chandle(py: Python<'_>, lib: &Lib, object: &Bound<'_, PyAny>) -> PyResult<()> {
     let a = lib.node.bind(py).call0()?;
-    let b = lib.dict_node.bind(py).call0()?;
+    let b = lib
+        .kind(ObjKind::Dict)
+        .ctor
+        .as_ref()
+        .expect("dict kind has a constructor")
+        .bind(py)
+        .call0()?;
     let word = |o: &Bound<'_, PyAny>, off: usize| {
         // SAFETY: offsets below the wrapper's basic size (checked by the
         // caller's loop bound), of a live object.
@@ -216,6 +342,34 @@ fn find_chandle(py: Python<'_>, lib: &Lib, object: &Bound<'_, PyAny>) -> PyResul
     Ok(())
 }
 
+/// `o.x = v`, `o[0] = v` or `o["x"] = v` (None: `= None`).
+pub(super) fn store(
+    o: &Bound<'_, PyAny>,
+    access: Access,
+    v: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = o.py();
+    let v = v.cloned().unwrap_or_else(|| py.None().into_bound(py));
+    match access {
+        Access::Attr => o.setattr(pyo3::intern!(py, "x"), v),
+        Access::Item0 => o.set_item(0, v),
+        Access::KeyX => o.set_item(pyo3::intern!(py, "x"), v),
+    }
+}
+
+/// `o.x`, `o[0]` or `o["x"]`.
+pub(super) fn load_field<'py>(
+    o: &Bound<'py, PyAny>,
+    access: Access,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = o.py();
+    match access {
+        Access::Attr => o.getattr(pyo3::intern!(py, "x")),
+        Access::Item0 => o.get_item(0),
+        Access::KeyX => o.get_item(pyo3::intern!(py, "x")),
+    }
+}
+
 /// Start-up probes: is tying active (a second return of the same object is
 /// the same wrapper)? How many strong refs does a field store leak?
 fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
@@ -229,26 +383,39 @@ fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
     // SAFETY: the holder made above, not used after.
     unsafe { harness::release(h) };
 
-    let a = lib.node.bind(py).call0()?;
-    let b = lib.node.bind(py).call0()?;
-    let hb = chandle(&b)?;
-    // SAFETY: `b` keeps the object alive; the weak slot keeps the header
-    // readable until the `unweak` below.
-    let wb = unsafe { harness::weak(hb) };
-    // SAFETY: the weak slot above keeps the storage.
-    let before = unsafe { harness::counts(hb) }.0;
-    a.setattr("x", &b)?;
-    a.setattr("x", py.None())?;
-    // SAFETY: as above.
-    lib.leak_per_store = unsafe { harness::counts(hb) }.0.saturating_sub(before);
-    // Give back what the store leaked, so the probe itself leaks nothing
-    // (LeakSanitizer in the fuzz target would report it).
-    for _ in 0..lib.leak_per_store {
-        // SAFETY: the leaked references nobody owns; `b` still holds one.
-        unsafe { capi::dec_ref(hb) };
+    // What one store leaks, per kind with a constructor (a legacy object
+    // has `Node`'s type, so `Node`'s setter).
+    for k in ObjKind::ALL {
+        let path = lib.kind(if k == ObjKind::Legacy {
+            ObjKind::Plain
+        } else {
+            k
+        });
+        let (Some(ctor), access) = (&path.ctor, path.access) else {
+            continue;
+        };
+        let a = ctor.bind(py).call0()?;
+        let b = lib.node.bind(py).call0()?;
+        let hb = chandle(&b)?;
+        // SAFETY: `b` keeps the object alive; the weak slot keeps the
+        // header readable until the `unweak` below.
+        let wb = unsafe { harness::weak(hb) };
+        // SAFETY: the weak slot above keeps the storage.
+        let before = unsafe { harness::counts(hb) }.0;
+        store(&a, access, Some(&b))?;
+        store(&a, access, None)?;
+        // SAFETY: as above.
+        let leak = unsafe { harness::counts(hb) }.0.saturating_sub(before);
+        lib.kinds[k as usize].leak_per_store = leak;
+        // Give back what the store leaked, so the probe itself leaks
+        // nothing (LeakSanitizer in the fuzz target would report it).
+        for _ in 0..leak {
+            // SAFETY: the leaked references nobody owns; `b` still holds one.
+            unsafe { capi::dec_ref(hb) };
+        }
+        drop((a, b));
+        // SAFETY: the probe's own weak slot; `hb` is not read after.
+        unsafe { harness::unweak(wb) };
     }
-    drop((a, b));
-    // SAFETY: the probe's own weak slot; `hb` is not read after.
-    unsafe { harness::unweak(wb) };
     Ok(())
 }

@@ -15,6 +15,10 @@
 //   ret                       an ObjectRef returned by a typed ffi::Function
 //   take (move's callee)      a typed ffi::Function with an `Any` parameter
 //                             (AnyView -> Any: an RValueRef is stolen)
+//   new V cpp                 make_object<PytieCppNodeObj>() (memory.h's
+//                             object allocator), returned the first time
+//   the field of a List/Dict  SeqBaseObj::operator[], MapBaseObj::find;
+//                             cleared by List::Set / Dict::Set
 //   teardown's `obj->x = nullptr`   Any::operator=(Any&&) on the field
 //   observation               Object::use_count(), Object::type_index(),
 //                             TVMFFIPyPeekWord(TVMFFIPyHeader(body))
@@ -29,6 +33,8 @@
 
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/c_api.h>
+#include <tvm/ffi/container/dict.h>
+#include <tvm/ffi/container/list.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/memory.h>
 #include <tvm/ffi/object.h>
@@ -46,6 +52,11 @@
 namespace {
 
 using tvm::ffi::Any;
+using tvm::ffi::Dict;
+using tvm::ffi::List;
+using tvm::ffi::MapBaseObj;
+using tvm::ffi::SeqBaseObj;
+using tvm::ffi::String;
 using tvm::ffi::Object;
 using tvm::ffi::ObjectPtr;
 using tvm::ffi::ObjectRef;
@@ -63,6 +74,44 @@ ObjectRef RefTo(void* body) {
 // The field `x` of a `Node`-layout object: an `Any` at the reflected offset.
 Any* FieldAt(void* body, uint64_t offset) {
   return reinterpret_cast<Any*>(static_cast<char*>(body) + offset);
+}
+
+// `new V cpp`: an object type defined in C++, registered with reflection so
+// Python sees its field `x`, made by `make_object` (memory.h's allocator:
+// with tying on, the library's custom allocator) and handed to Python the
+// first time by a C++ function's return.
+class PytieCppNodeObj : public Object {
+ public:
+  Any x;
+  static constexpr bool _type_mutable = true;
+  TVM_FFI_DECLARE_OBJECT_INFO_FINAL("pytie.tvmffi.CppNode", PytieCppNodeObj, Object);
+};
+
+// Where an object kind keeps its one field (the `slot` argument below).
+enum Slot : int32_t {
+  // An `Any` at a byte offset (py_class types, the C++ type, legacy).
+  kAnyAt = 0,
+  // Element 0 of a `List`.
+  kListItem = 1,
+  // The value under the key "x" of a `Dict`.
+  kDictValue = 2,
+};
+
+// The field of a live object, read in place (no count changes).
+const Any* SlotAt(void* body, int32_t slot, uint64_t offset) {
+  switch (slot) {
+    case kListItem: {
+      const SeqBaseObj* seq = static_cast<const SeqBaseObj*>(AsObject(body));
+      return seq->size() > 0 ? &(*seq)[0] : nullptr;
+    }
+    case kDictValue: {
+      const MapBaseObj* map = static_cast<const MapBaseObj*>(AsObject(body));
+      auto it = map->find(Any(String("x")));
+      return it == map->end() ? nullptr : &(*it).second;
+    }
+    default:
+      return FieldAt(body, offset);
+  }
 }
 
 // Offset of `x` in a legacy-layout object (`Node`'s), set at load.
@@ -129,16 +178,46 @@ PYTIE_EXPORT uintptr_t pytie_tag_word(void* body) {
   return reinterpret_cast<uintptr_t>(TVMFFIPyPeekWord(TVMFFIPyHeader(body)));
 }
 
-// The `Any` field at `offset` of a live object: its type index, and the
-// object it holds (NULL unless an object).
-PYTIE_EXPORT int32_t pytie_field(void* body, uint64_t offset, void** object) {
-  const TVMFFIAny* any = reinterpret_cast<const TVMFFIAny*>(FieldAt(body, offset));
+// The field of a live object (`slot`, `offset`: see Slot): its type index
+// (kTVMFFINone when absent), and the object it holds (NULL unless one).
+PYTIE_EXPORT int32_t pytie_field(void* body, int32_t slot, uint64_t offset, void** object) {
+  const TVMFFIAny* any = reinterpret_cast<const TVMFFIAny*>(SlotAt(body, slot, offset));
+  if (any == nullptr) {
+    *object = nullptr;
+    return kTVMFFINone;
+  }
   *object = any->type_index >= kTVMFFIStaticObjectBegin ? any->v_obj : nullptr;
   return any->type_index;
 }
 
-// `obj->x = nullptr`, as C++ does it.
-PYTIE_EXPORT void pytie_clear_field(void* body, uint64_t offset) { *FieldAt(body, offset) = Any(); }
+// `obj->x = nullptr`, as C++ does it; for a List or Dict, through its own
+// mutator.
+PYTIE_EXPORT void pytie_clear_field(void* body, int32_t slot, uint64_t offset) {
+  switch (slot) {
+    case kListItem: {
+      List<Any> list = ObjectUnsafe::ObjectRefFromObjectPtr<List<Any>>(
+          ObjectUnsafe::ObjectPtrFromUnowned<Object>(AsObject(body)));
+      if (list.size() > 0) list.Set(0, Any());
+      break;
+    }
+    case kDictValue: {
+      Dict<Any, Any> dict = ObjectUnsafe::ObjectRefFromObjectPtr<Dict<Any, Any>>(
+          ObjectUnsafe::ObjectPtrFromUnowned<Object>(AsObject(body)));
+      dict.Set(String("x"), Any());
+      break;
+    }
+    default:
+      *FieldAt(body, offset) = Any();
+  }
+}
+
+// Where the C++ type keeps `x`.
+// (offsetof on a non-standard-layout type, as object.h's
+// GetObjectOffsetToSubclass does it.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+PYTIE_EXPORT uint64_t pytie_cpp_field_offset() { return offsetof(PytieCppNodeObj, x); }
+#pragma GCC diagnostic pop
 
 // The deleter slot of an object's header (the observer interposes on it).
 PYTIE_EXPORT void* pytie_deleter_slot(void* body) {
@@ -153,7 +232,11 @@ PYTIE_EXPORT void pytie_set_legacy_field_offset(uint64_t offset) {
 
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
+  refl::ObjectDef<PytieCppNodeObj>().def_rw("x", &PytieCppNodeObj::x);
   refl::GlobalDef()
+      // `new V cpp`: made in C++, returned to Python the first time.
+      .def("pytie.tvmffi.new_cpp",
+           []() -> ObjectRef { return ObjectRef(tvm::ffi::make_object<PytieCppNodeObj>()); })
       // `ret V H`: a C++ function returning the object a holder keeps; the
       // caller receives a new strong reference through the return path.
       .def("pytie.tvmffi.ret",

@@ -33,8 +33,9 @@ struct Fns {
     counts: unsafe extern "C" fn(Ptr, *mut u32, *mut u32),
     type_index: unsafe extern "C" fn(Ptr) -> i32,
     tag_word: unsafe extern "C" fn(Ptr) -> usize,
-    field: unsafe extern "C" fn(Ptr, u64, *mut Ptr) -> i32,
-    clear_field: unsafe extern "C" fn(Ptr, u64),
+    field: unsafe extern "C" fn(Ptr, i32, u64, *mut Ptr) -> i32,
+    clear_field: unsafe extern "C" fn(Ptr, i32, u64),
+    cpp_field_offset: unsafe extern "C" fn() -> u64,
     deleter_slot: unsafe extern "C" fn(Ptr) -> Ptr,
     set_legacy_field_offset: unsafe extern "C" fn(u64),
 }
@@ -117,9 +118,10 @@ pub(super) fn load(venv: &Path) -> Result<(), String> {
         tag_word: f!(c"pytie_tag_word", unsafe extern "C" fn(Ptr) -> usize),
         field: f!(
             c"pytie_field",
-            unsafe extern "C" fn(Ptr, u64, *mut Ptr) -> i32
+            unsafe extern "C" fn(Ptr, i32, u64, *mut Ptr) -> i32
         ),
-        clear_field: f!(c"pytie_clear_field", unsafe extern "C" fn(Ptr, u64)),
+        clear_field: f!(c"pytie_clear_field", unsafe extern "C" fn(Ptr, i32, u64)),
+        cpp_field_offset: f!(c"pytie_cpp_field_offset", unsafe extern "C" fn() -> u64),
         deleter_slot: f!(c"pytie_deleter_slot", unsafe extern "C" fn(Ptr) -> Ptr),
         set_legacy_field_offset: f!(c"pytie_set_legacy_field_offset", unsafe extern "C" fn(u64)),
     };
@@ -222,26 +224,56 @@ pub(super) unsafe fn tag_word(addr: usize) -> usize {
     unsafe { (fns().tag_word)(addr as Ptr) }
 }
 
-/// The `Any` field at `offset` of a live object: its type index and the
-/// object it holds (0 unless an object).
+/// Where an object keeps its one field (harness.cc `Slot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// An `Any` at this byte offset of the object.
+    AnyAt(usize),
+    /// Element 0 of a `List`.
+    ListItem,
+    /// The value under the key "x" of a `Dict`.
+    DictValue,
+}
+
+impl Slot {
+    fn code(self) -> (i32, u64) {
+        match self {
+            Slot::AnyAt(off) => (0, off as u64),
+            Slot::ListItem => (1, 0),
+            Slot::DictValue => (2, 0),
+        }
+    }
+}
+
+/// The field of a live object: its type index and the object it holds (0
+/// unless an object).
 ///
 /// # Safety
-/// The object at `addr` is alive and has an `Any` at `offset`.
-pub(super) unsafe fn field(addr: usize, offset: usize) -> (i32, usize) {
+/// The object at `addr` is alive and keeps its field at `slot`.
+pub(super) unsafe fn field(addr: usize, slot: Slot) -> (i32, usize) {
     let mut o: Ptr = std::ptr::null_mut();
+    let (code, off) = slot.code();
     // SAFETY: the caller's contract; one out-slot.
-    let t = unsafe { (fns().field)(addr as Ptr, offset as u64, &mut o) };
+    let t = unsafe { (fns().field)(addr as Ptr, code, off, &mut o) };
     (t, o as usize)
 }
 
-/// `obj->x = nullptr` on the `Any` field at `offset`.
+/// `obj->x = nullptr` on the field at `slot` (a List's or Dict's through
+/// its own `Set`).
 ///
 /// # Safety
-/// The object at `addr` is alive, has an `Any` at `offset`, and nothing else
-/// reads or writes that field meanwhile.
-pub(super) unsafe fn clear_field(addr: usize, offset: usize) {
+/// The object at `addr` is alive, keeps its field at `slot`, and nothing
+/// else reads or writes that field meanwhile.
+pub(super) unsafe fn clear_field(addr: usize, slot: Slot) {
+    let (code, off) = slot.code();
     // SAFETY: the caller's contract.
-    unsafe { (fns().clear_field)(addr as Ptr, offset as u64) };
+    unsafe { (fns().clear_field)(addr as Ptr, code, off) };
+}
+
+/// Where the harness's C++ type keeps `x`.
+pub(super) fn cpp_field_offset() -> usize {
+    // SAFETY: returns a constant.
+    unsafe { (fns().cpp_field_offset)() as usize }
 }
 
 /// The address of the deleter pointer in an object's header.

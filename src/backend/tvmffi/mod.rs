@@ -85,7 +85,7 @@ use pytie_core::state::{
 };
 
 use capi::{K_STATIC_OBJECT_BEGIN, Stray, Watch};
-use glue::{Lib, chandle};
+use glue::{KindPath, Lib, chandle};
 use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
@@ -121,9 +121,10 @@ pub struct TvmFfiBackend {
     /// Weak slots: a C++ `WeakObjectPtr<Object>` each and the handle
     /// number of its object.
     weaks: [Option<(Weak, HandleNo)>; WEAKS],
-    /// Per handle number: made by `new V legacy` (no allocation prefix:
-    /// nothing before its body may be read, contract §2.1).
-    legacy: Vec<bool>,
+    /// Per handle number: the kind `new` made it as (a legacy object has no
+    /// allocation prefix: nothing before its body may be read, contract
+    /// §2.1; the kind says where the field is).
+    kinds: Vec<ObjKind>,
     /// Per handle number: the object's address, and what its deleter told
     /// the observer (which holds no reference of its own: [`capi::watch`]).
     handles: Vec<(usize, Arc<Watch>)>,
@@ -159,7 +160,7 @@ impl TvmFfiBackend {
             var_wr: [None; VARS],
             holders: [None; HOLDERS],
             weaks: [None; WEAKS],
-            legacy: Vec::new(),
+            kinds: Vec::new(),
             handles: Vec::new(),
             wrappers: Vec::new(),
             cycles: Vec::new(),
@@ -192,7 +193,7 @@ impl TvmFfiBackend {
 
     /// Strong refs a field store leaks, as measured at start-up.
     pub fn leak_per_store(&self) -> u32 {
-        self.lib.leak_per_store
+        self.lib.kind(ObjKind::Plain).leak_per_store
     }
 
     /// How tying was detected, for the output.
@@ -235,7 +236,7 @@ impl TvmFfiBackend {
     /// one: tying on (every object the library makes has the 16-byte
     /// prefix), and not a legacy object.
     fn tag(&self, n: usize) -> Option<usize> {
-        let prefixed = self.lib.tying && !self.legacy[n];
+        let prefixed = self.lib.tying && self.kinds[n] != ObjKind::Legacy;
         let addr = self.storage(n).filter(|_| prefixed)?;
         // SAFETY: the storage is allocated (its deleter has not freed it)
         // and has the tied prefix.
@@ -320,12 +321,23 @@ impl TvmFfiBackend {
         }
     }
 
+    /// How the object a (live, not moved-from) wrapper points to was made:
+    /// its kind's path.
+    fn path_of(&self, o: &Bound<'_, PyAny>) -> PyResult<&'static KindPath> {
+        let kind = match self.handle_of(o)? {
+            Some(n) if n != DANGLING => self.kinds[n as usize],
+            // Not one of this program's objects (cannot happen: every
+            // object a step reaches was made by `new`): the attribute path.
+            _ => ObjKind::Plain,
+        };
+        Ok(self.lib.kind(kind))
+    }
+
     /// A new object: numbered, observed until the program ends.
     fn new_object<'py>(&mut self, py: Python<'py>, kind: ObjKind) -> PyResult<Bound<'py, PyAny>> {
-        let o = match kind {
-            ObjKind::Dict => self.lib.dict_node.bind(py).call0()?,
-            ObjKind::Plain | ObjKind::Untied => self.lib.node.bind(py).call0()?,
-            ObjKind::Legacy => self
+        let o = match &self.lib.kind(kind).ctor {
+            Some(ctor) => ctor.bind(py).call0()?,
+            None => self
                 .lib
                 .new_legacy
                 .bind(py)
@@ -335,7 +347,7 @@ impl TvmFfiBackend {
         // SAFETY: just made; only `o` reaches it, and the GIL is held.
         let watch = unsafe { capi::watch(addr) };
         self.handles.push((addr, watch));
-        self.legacy.push(kind == ObjKind::Legacy);
+        self.kinds.push(kind);
         Ok(o)
     }
 
@@ -363,15 +375,16 @@ impl TvmFfiBackend {
             }
             Op::Get { v, u } => {
                 if let Some(src) = self.source(py, u) {
-                    let o = src.getattr(pyo3::intern!(py, "x"));
+                    let o = glue::load_field(&src, self.path_of(&src)?.access);
                     drop(src);
                     self.assign(v, o?)?;
                 }
             }
             Op::Set { u, v } => {
                 if let (Some(target), Some(val)) = (self.source(py, u), self.source(py, v)) {
-                    target.setattr(pyo3::intern!(py, "x"), &val)?;
-                    let leak = lib.leak_per_store;
+                    let path = self.path_of(&target)?;
+                    glue::store(&target, path.access, Some(&val))?;
+                    let leak = path.leak_per_store;
                     if self.known == KnownFindings::WorkAround && leak > 0 {
                         let addr = chandle(&val)?;
                         // SAFETY: `val` was just stored by a library that
@@ -383,7 +396,7 @@ impl TvmFfiBackend {
             }
             Op::Unset { u } => {
                 if let Some(target) = self.source(py, u) {
-                    target.setattr(pyo3::intern!(py, "x"), py.None())?;
+                    glue::store(&target, self.path_of(&target)?.access, None)?;
                 }
             }
             Op::Clone { v, u } => {
@@ -509,7 +522,9 @@ impl TvmFfiBackend {
         // SAFETY: the storage is allocated (its deleter has not freed it).
         let (strong, weak) = unsafe { harness::counts(addr) };
         // SAFETY: strong > 0: alive, a Node or DictNode (new_object).
-        let field = (strong > 0).then(|| unsafe { self.field(addr) }).flatten();
+        let field = (strong > 0)
+            .then(|| unsafe { self.field(n, addr) })
+            .flatten();
         HandleState {
             strong,
             weak,
@@ -553,10 +568,10 @@ impl TvmFfiBackend {
     ///
     /// # Safety
     /// `addr` is a live `Node`/`DictNode` object.
-    unsafe fn field(&self, addr: usize) -> Option<HandleNo> {
+    unsafe fn field(&self, n: usize, addr: usize) -> Option<HandleNo> {
         // SAFETY: the caller's contract; field `x` is an `Any` at
         // `field_offset` (reflection table).
-        let (t, o) = unsafe { harness::field(addr, self.lib.field_offset) };
+        let (t, o) = unsafe { harness::field(addr, self.lib.kind(self.kinds[n]).slot) };
         match t {
             0 => None,
             t if t >= K_STATIC_OBJECT_BEGIN => Some(self.handle_no(o)),
@@ -568,7 +583,7 @@ impl TvmFfiBackend {
     /// stays watched; its deleter still runs when it dies).
     fn release_observers(&mut self) {
         self.handles.clear();
-        self.legacy.clear();
+        self.kinds.clear();
     }
 
     /// Handles whose storage the library's deleter has freed, this program
@@ -609,6 +624,7 @@ impl Backend for TvmFfiBackend {
                 binding: self.lib.tying,
                 ..OBSERVES
             },
+            kinds: &ObjKind::ALL,
         }
     }
 
@@ -789,10 +805,10 @@ impl Backend for TvmFfiBackend {
             if unsafe { harness::counts(addr) }.0 == 0 {
                 continue;
             }
-            // SAFETY: strong > 0: a live Node/DictNode or legacy object
-            // (all `Node` layout); its field is the `Any` at field_offset,
+            // SAFETY: strong > 0: a live object of the kind recorded, so
+            // its field is at its kind's slot,
             // which nothing else touches now (the GIL-holding thread only).
-            unsafe { harness::clear_field(addr, self.lib.field_offset) };
+            unsafe { harness::clear_field(addr, self.lib.kind(self.kinds[i]).slot) };
         }
     }
 
