@@ -23,6 +23,17 @@ use crate::wrapper::{self, accounts};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct World(Vec<(&'static str, i64)>);
 
+impl World {
+    /// Start a new look (a backend other than pytie's fills it itself).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+    /// One item of the world and its value now.
+    pub fn push(&mut self, what: &'static str, value: i64) {
+        self.0.push((what, value));
+    }
+}
+
 static OWN_PROCESS: AtomicBool = AtomicBool::new(false);
 
 /// The process runs nothing but the harness (a fuzz target, `pytie run`):

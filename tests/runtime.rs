@@ -122,7 +122,8 @@ fn row_drop_with_another_owner_goes_inactive_and_keeps_memory() {
             WrapperState {
                 life: WrapperLife::Live,
                 refs: 0,
-                chandle: None
+                chandle: None,
+                tracked: false,
             }
         );
         assert_eq!(s.totals.live_wrappers, 1, "memory kept for the handle");

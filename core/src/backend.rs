@@ -25,6 +25,22 @@ pub struct Observes {
     pub wrapper_refs: bool,
     /// World totals.
     pub totals: bool,
+    /// Whether each held wrapper is tracked by the cyclic GC.
+    pub tracked: bool,
+    /// Finalizers run ([`Totals::finalized`]).
+    pub finalized: bool,
+}
+
+/// Which wrapper types of an implementation are GC types, so that a held
+/// wrapper of them is tracked by the cyclic GC (`gc.is_tracked`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcWrappers {
+    /// Every wrapper type (upstream's: Cython cdef classes; design U needs
+    /// an eligible type to be one).
+    All,
+    /// Only the types that may not be cached (design S: the eligible type
+    /// is not a GC type, so that its finalizer runs at every generation).
+    IneligibleTypes,
 }
 
 impl Observes {
@@ -36,12 +52,32 @@ impl Observes {
         wrappers: true,
         wrapper_refs: true,
         totals: true,
+        tracked: true,
+        finalized: true,
     };
+
+    /// Everything the invariants of §3 are about is observed (GC tracking
+    /// and finalizer counts are not among them).
+    pub fn covers_invariants(self) -> bool {
+        Observes {
+            tracked: true,
+            finalized: true,
+            ..self
+        } == Observes::ALL
+    }
 
     /// Blank out what is not observed, so that model and backend states
     /// compare equal on the rest.
     pub fn mask(self, s: &mut AbstractState) {
         if self == Observes::ALL {
+            return;
+        }
+        let all_of_handles = self.strong && self.weak && self.binding && self.fields;
+        let all_of_wrappers = self.wrappers && self.wrapper_refs && self.tracked;
+        if all_of_handles && all_of_wrappers && self.totals {
+            if !self.finalized {
+                s.totals.finalized = 0;
+            }
             return;
         }
         for (_, h) in s.handles.entries_mut() {
@@ -69,10 +105,19 @@ impl Observes {
             } else if !self.wrappers {
                 w.life = WrapperState::FREED.life;
             }
+            if !self.tracked {
+                w.tracked = false;
+            }
         }
+        let finalized = if self.finalized {
+            s.totals.finalized
+        } else {
+            0
+        };
         if !self.totals {
             s.totals = Totals::default();
         }
+        s.totals.finalized = finalized;
     }
 }
 
@@ -81,6 +126,9 @@ impl Observes {
 pub struct Caps {
     pub steps: StepSet,
     pub observes: Observes,
+    /// Which of its wrapper types are GC types (what `tracked` is
+    /// predicted from).
+    pub gc_wrappers: GcWrappers,
     /// The object kinds the backend makes through paths of its own (the
     /// others it makes as one of these): what `pytie exhaust` enumerates.
     pub kinds: &'static [ObjKind],

@@ -110,6 +110,11 @@ pub struct WrapperState {
     pub refs: u32,
     /// The handle `chandle` points to, or `None` for NULL.
     pub chandle: Option<HandleNo>,
+    /// Tracked by the cyclic GC (`gc.is_tracked`) while the program holds
+    /// it (refs > 0); false otherwise. The model leaves it false; the
+    /// executor predicts it from the implementation's GC types
+    /// ([`crate::backend::GcWrappers`]).
+    pub tracked: bool,
 }
 
 impl WrapperState {
@@ -117,6 +122,7 @@ impl WrapperState {
         life: WrapperLife::Freed,
         refs: 0,
         chandle: None,
+        tracked: false,
     };
 }
 
@@ -320,6 +326,9 @@ pub struct Totals {
     /// Wrapper allocations leaked at shutdown (and not yet reclaimed by
     /// the test-only door).
     pub leaked_wrappers: u32,
+    /// Finalizers (`__del__`) run this program: one per genuine free of a
+    /// wrapper whose type has one (contract §2.2 `del`).
+    pub finalized: u32,
 }
 
 /// The whole abstract state.

@@ -33,4 +33,6 @@ pub const OBSERVES: Observes = Observes {
     wrappers: false,
     wrapper_refs: true,
     totals: false,
+    tracked: true,
+    finalized: true,
 };

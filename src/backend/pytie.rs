@@ -9,7 +9,7 @@ use crate::native::sancov::Traced;
 use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
 use crate::watchdog::{self, Phase, Side};
 use crate::wrapper::{self, Moved};
-use pytie_core::backend::{Backend, Caps, Observes};
+use pytie_core::backend::{Backend, Caps, GcWrappers, Observes};
 use pytie_core::program::{HOLDERS, Holder, ObjKind, Op, StepSet, VARS, Var, WEAKS};
 use pytie_core::program::{Holds, SourceRule};
 use pytie_core::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
@@ -233,7 +233,15 @@ impl Backend for PytieBackend {
     fn caps(&self) -> Caps {
         Caps {
             steps: StepSet::ALL,
-            observes: Observes::ALL,
+            // `del` objects are made as dict ones (no `__del__`): no
+            // finalizer to count.
+            observes: Observes {
+                finalized: false,
+                ..Observes::ALL
+            },
+            // The eligible type is not a GC type (its finalizer must run at
+            // every generation, PEP 442); the dict type is.
+            gc_wrappers: GcWrappers::IneligibleTypes,
             // The other kinds are made as plain or dict objects (docs/contract.md §2.2).
             kinds: &ObjKind::CLASSIC,
         }

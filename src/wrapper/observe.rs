@@ -90,16 +90,23 @@ fn observe_into(out: &mut AbstractState, order: &mut Vec<(u32, usize)>) {
                 }
                 let w = s.addr as *mut ffi::PyObject;
                 // SAFETY: the accounts say this wrapper is allocated.
-                let (refcnt, chandle) =
-                    unsafe { (ffi::Py_REFCNT(w), (*w.cast::<PyWrapper>()).chandle) };
+                let (refcnt, chandle, tracked) = unsafe {
+                    (
+                        ffi::Py_REFCNT(w),
+                        (*w.cast::<PyWrapper>()).chandle,
+                        ffi::PyObject_GC_IsTracked(w) == 1,
+                    )
+                };
                 // A leaked wrapper's memory is kept by its phantom ref.
                 let phantom = isize::from(s.life == WrapperLife::Leaked);
+                let refs = (refcnt - phantom).max(0) as u32;
                 out.wrappers.set(
                     serial as usize,
                     WrapperState {
                         life: s.life,
-                        refs: (refcnt - phantom).max(0) as u32,
+                        refs,
                         chandle: (!chandle.is_null()).then(|| handle_no(chandle)),
+                        tracked: tracked && refs > 0,
                     },
                 );
             }
@@ -108,6 +115,8 @@ fn observe_into(out: &mut AbstractState, order: &mut Vec<(u32, usize)>) {
                 live_blocks: r.live_blocks,
                 live_wrappers: a.live,
                 leaked_wrappers: a.leaked,
+                // Not observed: this runtime's `del` objects are dict ones.
+                finalized: 0,
             };
         })
     });
@@ -121,6 +130,7 @@ fn observe_into(out: &mut AbstractState, order: &mut Vec<(u32, usize)>) {
             && let Some(ws) = wrappers.get_mut(w as usize)
         {
             ws.refs = ws.refs.saturating_sub(1);
+            ws.tracked &= ws.refs > 0;
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod coverage;
 pub mod invariants;
 pub mod report;
 
-use crate::backend::{Backend, Caps, Observes};
+use crate::backend::{Backend, Caps, GcWrappers};
 use crate::model::{Design, Model};
 use crate::program::{
     Expect, HOLDERS, Holder, MARKS, Op, Program, StepKind, VARS, Var, WEAKS, WeakSlot,
@@ -352,8 +352,28 @@ impl<B: Backend> Executor<B> {
         self.model.observe(&mut self.expected);
         self.backend.observe(&mut self.actual);
         let obs = self.caps.observes;
+        if obs.tracked {
+            self.predict_tracked();
+        }
         obs.mask(&mut self.expected);
         obs.mask(&mut self.actual);
+    }
+
+    /// The model's wrappers that the program holds are tracked by the
+    /// cyclic GC exactly when their type is a GC type in this
+    /// implementation ([`Caps::gc_wrappers`]).
+    fn predict_tracked(&mut self) {
+        let gc = self.caps.gc_wrappers;
+        for (w, ws) in self.expected.wrappers.entries_mut() {
+            ws.tracked = ws.life == WrapperLife::Live
+                && ws.refs > 0
+                && match gc {
+                    GcWrappers::All => true,
+                    GcWrappers::IneligibleTypes => {
+                        !self.model.wrapper_type_eligible(w as WrapperNo)
+                    }
+                };
+        }
     }
 
     /// After a state-changing step: assertions, comparison, invariants,
@@ -365,17 +385,17 @@ impl<B: Backend> Executor<B> {
             return Err(self.fail(at, FailureKind::RuntimeAssertion, violations));
         }
         let diverged = self.expected != self.actual;
-        let broken = if self.caps.observes == Observes::ALL && (diverged || self.invariants_always)
-        {
-            invariants::check(
-                &self.actual,
-                self.backend.cycle_members(),
-                &mut self.scratch,
-            )
-            .err()
-        } else {
-            None
-        };
+        let broken =
+            if self.caps.observes.covers_invariants() && (diverged || self.invariants_always) {
+                invariants::check(
+                    &self.actual,
+                    self.backend.cycle_members(),
+                    &mut self.scratch,
+                )
+                .err()
+            } else {
+                None
+            };
         if diverged {
             return Err(self.fail(at, FailureKind::Divergence, broken.into_iter().collect()));
         }

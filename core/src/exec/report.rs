@@ -189,6 +189,7 @@ fn wrapper_lines(out: &mut Vec<(String, String)>, i: usize, w: Option<&WrapperSt
         format!("wr#{i}.chandle"),
         obj(w.chandle).replace('-', "NULL"),
     ));
+    out.push((format!("wr#{i}.gc_tracked"), w.tracked.to_string()));
 }
 
 /// The numbers in either of two increasing sequences, in order, once each.
@@ -234,6 +235,7 @@ fn state_lines_against(s: &AbstractState, other: &AbstractState) -> Vec<(String,
     out.push(("live storage blocks".into(), t.live_blocks.to_string()));
     out.push(("live wrappers".into(), t.live_wrappers.to_string()));
     out.push(("leaked wrappers".into(), t.leaked_wrappers.to_string()));
+    out.push(("__del__ calls".into(), t.finalized.to_string()));
     out
 }
 

@@ -58,8 +58,13 @@ pub struct Model {
     /// Indexed by `WrapperNo` (creation order of fresh wrappers).
     wrappers: Vec<WrapperState>,
     /// Indexed by `WrapperNo`: its type may be cached Inactive (§2.2; the
-    /// wrapper `new` makes of a `sub` object is not, later ones are).
+    /// wrapper `new` makes of a `sub` object is not, later ones are). Only a
+    /// canonical wrapper, of a tied object, ever is.
     eligible: Vec<bool>,
+    /// Indexed by `WrapperNo`: its type has a finalizer (`__del__`).
+    finalizer: Vec<bool>,
+    /// Finalizers run (wrappers with one genuinely freed) this program.
+    finalized: u32,
     /// The handles and wrappers not freed, in number order (pruned after
     /// every step): what `observe` walks, so that its cost is in live
     /// objects. Freed is final in the model.
@@ -94,6 +99,8 @@ impl Model {
             kinds: Vec::new(),
             wrappers: Vec::new(),
             eligible: Vec::new(),
+            finalizer: Vec::new(),
+            finalized: 0,
             open_handles: Vec::new(),
             open_wrappers: Vec::new(),
             cycles: Vec::new(),
@@ -135,6 +142,8 @@ impl Model {
         self.kinds.clear();
         self.wrappers.clear();
         self.eligible.clear();
+        self.finalizer.clear();
+        self.finalized = 0;
         self.open_handles.clear();
         self.open_wrappers.clear();
         self.freed = 0;
@@ -203,7 +212,7 @@ impl Model {
                 let h = self.new_handle(kind);
                 let w = self.make_ret(h);
                 // The constructor's wrapper has the kind's own type.
-                self.eligible[w as usize] = kind.constructed_eligible();
+                self.eligible[w as usize] = kind.wrapper_type_eligible(true);
                 self.assign(v, Val::W(w));
             }
             Op::Ret { v, h } => {
@@ -346,6 +355,13 @@ impl Model {
         self.shutdown = false;
     }
 
+    /// Wrapper `w`'s type may be cached (§2.2): what decides, with the
+    /// implementation's choice of GC types, whether a live wrapper is
+    /// tracked by the cyclic GC ([`crate::backend::GcWrappers`]).
+    pub fn wrapper_type_eligible(&self, w: WrapperNo) -> bool {
+        self.eligible[w as usize]
+    }
+
     /// Fill `out` with the abstract state of §5.
     pub fn observe(&self, out: &mut AbstractState) {
         out.clear();
@@ -380,6 +396,7 @@ impl Model {
             }
             out.wrappers.set(w as usize, ws);
         }
+        t.finalized = self.finalized;
         out.totals = t;
     }
 
@@ -508,12 +525,15 @@ impl Model {
     /// A fresh wrapper of the object's registered type (a return's).
     fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
         let w = self.wrappers.len() as WrapperNo;
-        self.eligible.push(self.kinds[h as usize].is_eligible());
+        let kind = self.kinds[h as usize];
+        self.eligible.push(kind.wrapper_type_eligible(false));
+        self.finalizer.push(kind.has_finalizer());
         self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,
             refs: 1,
             chandle: Some(h),
+            tracked: false,
         });
         w
     }
@@ -530,6 +550,7 @@ impl Model {
         let Some(h) = ws.chandle else {
             *ws = WrapperState::FREED;
             self.freed += 1;
+            self.finalized += u32::from(self.finalizer[w as usize]);
             return;
         };
         let hs = &self.handles[h as usize];
@@ -565,6 +586,7 @@ impl Model {
         }
         self.wrappers[w as usize] = WrapperState::FREED;
         self.freed += 1;
+        self.finalized += u32::from(self.finalizer[w as usize]);
         self.dec_ref(h);
     }
 

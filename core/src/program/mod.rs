@@ -178,6 +178,21 @@ impl ObjKind {
     pub fn constructed_eligible(self) -> bool {
         self.is_eligible() && self != ObjKind::Sub
     }
+    /// Whether the *type* of a wrapper of this kind may be cached (no
+    /// instance dict, no finalizer, the library's `tp_free`), whether or
+    /// not the object is tied: `first` for the wrapper `new` makes.
+    pub fn wrapper_type_eligible(self, first: bool) -> bool {
+        match self {
+            ObjKind::Dict | ObjKind::Del => false,
+            ObjKind::Sub => !first,
+            _ => true,
+        }
+    }
+    /// Its wrappers' type has a finalizer (`__del__`), which runs once at
+    /// each genuine free.
+    pub fn has_finalizer(self) -> bool {
+        self == ObjKind::Del
+    }
 }
 
 impl Op {

@@ -36,13 +36,15 @@ class DictNode(Object):
     __slots__ = ("__dict__",)
     x: Optional[Object] = None
 
-# A finalizer: ineligible (tp_finalize), one __del__ per drop, counted.
-DELS = [0]
+# A finalizer: ineligible (tp_finalize), one __del__ per drop, counted by
+# pytie.tvmffi.finalized (harness.cc) so that reading the count takes no
+# Python call.
+finalized = tvm_ffi.get_global_func("pytie.tvmffi.finalized")
 @py_class("pytie.tvmffi.DelNode")
 class DelNode(Object):
     x: Optional[Object] = None
     def __del__(self):
-        DELS[0] += 1
+        finalized()
 
 @py_class("pytie.tvmffi.WeakrefNode")
 class WeakrefNode(Object):
@@ -75,6 +77,12 @@ CTORS = {
     "weakref": WeakrefNode,
     "sub": SubNode,
     "derived": DerivedNode,
+}
+# The wrapper type of each kind (its refcount is part of the world check).
+TYPES = {
+    "plain": Node, "dict": DictNode, "del": DelNode, "weakref": WeakrefNode,
+    "sub": SubNode, "derived": DerivedNode, "cpp": CppNode,
+    "list": tvm_ffi.List, "map": tvm_ffi.Dict,
 }
 def field_offset(cls):
     # A subclass's type info lists its own fields; `x` is its base's.
@@ -112,6 +120,9 @@ pub(super) struct Lib {
     /// Per object kind (`ObjKind as usize`): how it is made, where it
     /// keeps its field, what a store into it leaks.
     pub(super) kinds: Vec<KindPath>,
+    /// The wrapper types whose reference counts the world check reads
+    /// (each live wrapper holds one on its type).
+    pub(super) types: Vec<(&'static str, Py<PyAny>)>,
     pub(super) node: Py<PyAny>,
     pub(super) echo: Py<PyAny>,
     pub(super) ret: Py<PyAny>,
@@ -253,6 +264,7 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         version: get("version")?.extract().map_err(e("version"))?,
         tying: false,
         kinds,
+        types: wrapper_types(&get("TYPES")?).map_err(e("wrapper types"))?,
         node: get("Node")?.unbind(),
         echo: get("echo")?.unbind(),
         ret: get("ret")?.unbind(),
@@ -340,6 +352,34 @@ fn find_chandle(py: Python<'_>, lib: &Lib, object: &Bound<'_, PyAny>) -> PyResul
         }
     }
     Ok(())
+}
+
+/// The wrapper type of each kind with one of its own, labelled for the
+/// world check.
+fn wrapper_types(types: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static str, Py<PyAny>)>> {
+    let mut out = Vec::new();
+    for k in ObjKind::ALL {
+        let label = match k {
+            ObjKind::Plain => "refcount of the plain kind's wrapper type (Node)",
+            ObjKind::Dict => "refcount of the dict kind's wrapper type (DictNode)",
+            ObjKind::Del => "refcount of the del kind's wrapper type (DelNode)",
+            ObjKind::Weakref => "refcount of the weakref kind's wrapper type (WeakrefNode)",
+            ObjKind::Sub => "refcount of the sub kind's wrapper type (SubNode)",
+            ObjKind::Derived => "refcount of the derived kind's wrapper type (DerivedNode)",
+            ObjKind::Cpp => "refcount of the cpp kind's wrapper type (CppNode)",
+            ObjKind::List => "refcount of the list kind's wrapper type (tvm_ffi.List)",
+            ObjKind::Map => "refcount of the map kind's wrapper type (tvm_ffi.Dict)",
+            // Made with `Node`'s type.
+            ObjKind::Untied | ObjKind::Legacy => continue,
+        };
+        out.push((label, types.get_item(k.name())?.unbind()));
+    }
+    Ok(out)
+}
+
+/// `__del__` calls of the `del` kind's wrappers so far in the process.
+pub(super) fn finalizers_run() -> u64 {
+    harness::finalizers_run()
 }
 
 /// `o.x = v`, `o[0] = v` or `o["x"] = v` (None: `= None`).

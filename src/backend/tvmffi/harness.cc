@@ -228,12 +228,22 @@ PYTIE_EXPORT void pytie_set_legacy_field_offset(uint64_t offset) {
   legacy_field_offset.store(offset, std::memory_order_relaxed);
 }
 
+// `__del__` calls of the `del` kind's wrappers (the glue's DelNode calls
+// pytie.tvmffi.finalized from its finalizer).
+std::atomic<uint64_t> finalizers_run{0};
+
+PYTIE_EXPORT uint64_t pytie_finalizers_run() {
+  return finalizers_run.load(std::memory_order_relaxed);
+}
+
 // ---- the FFI functions Python calls (registered when the library loads).
 
 TVM_FFI_STATIC_INIT_BLOCK() {
   namespace refl = tvm::ffi::reflection;
   refl::ObjectDef<PytieCppNodeObj>().def_rw("x", &PytieCppNodeObj::x);
   refl::GlobalDef()
+      .def("pytie.tvmffi.finalized",
+           []() { finalizers_run.fetch_add(1, std::memory_order_relaxed); })
       // `new V cpp`: made in C++, returned to Python the first time.
       .def("pytie.tvmffi.new_cpp",
            []() -> ObjectRef { return ObjectRef(tvm::ffi::make_object<PytieCppNodeObj>()); })

@@ -36,6 +36,7 @@ struct Fns {
     field: unsafe extern "C" fn(Ptr, i32, u64, *mut Ptr) -> i32,
     clear_field: unsafe extern "C" fn(Ptr, i32, u64),
     cpp_field_offset: unsafe extern "C" fn() -> u64,
+    finalizers_run: unsafe extern "C" fn() -> u64,
     deleter_slot: unsafe extern "C" fn(Ptr) -> Ptr,
     set_legacy_field_offset: unsafe extern "C" fn(u64),
 }
@@ -122,6 +123,7 @@ pub(super) fn load(venv: &Path) -> Result<(), String> {
         ),
         clear_field: f!(c"pytie_clear_field", unsafe extern "C" fn(Ptr, i32, u64)),
         cpp_field_offset: f!(c"pytie_cpp_field_offset", unsafe extern "C" fn() -> u64),
+        finalizers_run: f!(c"pytie_finalizers_run", unsafe extern "C" fn() -> u64),
         deleter_slot: f!(c"pytie_deleter_slot", unsafe extern "C" fn(Ptr) -> Ptr),
         set_legacy_field_offset: f!(c"pytie_set_legacy_field_offset", unsafe extern "C" fn(u64)),
     };
@@ -268,6 +270,12 @@ pub(super) unsafe fn clear_field(addr: usize, slot: Slot) {
     let (code, off) = slot.code();
     // SAFETY: the caller's contract.
     unsafe { (fns().clear_field)(addr as Ptr, code, off) };
+}
+
+/// `__del__` calls counted by `pytie.tvmffi.finalized` so far.
+pub(super) fn finalizers_run() -> u64 {
+    // SAFETY: reads an atomic counter.
+    unsafe { (fns().finalizers_run)() }
 }
 
 /// Where the harness's C++ type keeps `x`.

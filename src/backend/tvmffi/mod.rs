@@ -43,7 +43,10 @@
 //! bindings too: every object but a legacy one has the tied prefix, and
 //! its tag word (body - 16) is read while its storage is allocated: NULL
 //! Detached, `W` Active, `W|1` Inactive, transit or lock bits between
-//! steps a violation (§3.1), read by upstream's `TVMFFIPyPeekWord`. Not observable: whether a wrapper's memory is
+//! steps a violation (§3.1), read by upstream's `TVMFFIPyPeekWord`. Each
+//! held wrapper's GC tracking (`PyObject_GC_IsTracked`); with tying on, the
+//! `__del__` calls of `del` wrappers (counted in harness.cc); between
+//! programs, the reference count of each kind's wrapper type (the world). Not observable: whether a wrapper's memory is
 //! freed, world totals.
 //!
 //! Tying: detected at start-up (a second return of the same object is the
@@ -76,7 +79,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use pytie_core::backend::{Backend, Caps, Observes};
+use pytie_core::backend::{Backend, Caps, GcWrappers, Observes};
 use pytie_core::model::Design;
 use pytie_core::program::{HOLDERS, Holds, ObjKind, Op, VARS, Var, WEAKS};
 use pytie_core::state::{
@@ -137,6 +140,8 @@ pub struct TvmFfiBackend {
     /// [`KnownFindings::WorkAround`] on the ASan build, refuse `new V
     /// legacy` ([`LEGACY_FINDING`]); `0` lets a campaign run into it.
     refuse_legacy: bool,
+    /// The glue's `__del__` count when this program began.
+    finalizers_before: u64,
 }
 
 impl TvmFfiBackend {
@@ -154,6 +159,7 @@ impl TvmFfiBackend {
         };
         Ok(TvmFfiBackend {
             refuse_legacy,
+            finalizers_before: 0,
             lib,
             known,
             vars: Default::default(),
@@ -586,6 +592,27 @@ impl TvmFfiBackend {
         self.kinds.clear();
     }
 
+    /// The world outside a program as far as this backend sees it: the
+    /// reference counts of the wrapper types (each live wrapper holds one
+    /// on its type, so a program that ends with none alive must leave them
+    /// as it found them; a revival that skips the type's INCREF, or a
+    /// dealloc that DECREFs it twice, drifts them).
+    pub fn world(&mut self, py: Python<'_>, out: &mut crate::conservation::World) {
+        out.clear();
+        for (what, t) in &self.lib.types {
+            // SAFETY: the type lives for the process (the glue keeps it);
+            // the GIL is held (`py`).
+            out.push(what, unsafe { pyo3::ffi::Py_REFCNT(t.bind(py).as_ptr()) }
+                as i64);
+        }
+    }
+
+    /// `__del__` calls of this program's `del` wrappers (the glue counts
+    /// them).
+    fn finalized(&self) -> u32 {
+        (glue::finalizers_run() - self.finalizers_before) as u32
+    }
+
     /// Handles whose storage the library's deleter has freed, this program
     /// (the deleter ran with the weak bit; nothing of the observer's kept
     /// it allocated).
@@ -622,9 +649,17 @@ impl Backend for TvmFfiBackend {
             // prefix: its tag word is the binding.
             observes: Observes {
                 binding: self.lib.tying,
+                // With tying off, the library's own temporary wrappers (a
+                // py_class setter makes one of the value it stores, and its
+                // death runs a `del` wrapper's finalizer) are fresh ones the
+                // model does not see: the count is judged with tying on only.
+                finalized: self.lib.tying,
                 ..OBSERVES
             },
             kinds: &ObjKind::ALL,
+            // Every wrapper type is a Cython cdef class or a subclass of
+            // one: a GC type.
+            gc_wrappers: GcWrappers::All,
         }
     }
 
@@ -662,6 +697,7 @@ impl Backend for TvmFfiBackend {
         self.result = StepResult::Ok;
         self.violations.clear();
         self.worked_around = None;
+        self.finalizers_before = glue::finalizers_run();
         Ok(())
     }
 
@@ -737,19 +773,26 @@ impl Backend for TvmFfiBackend {
             t.live_blocks += u32::from(h.storage);
             out.handles.push(h);
         }
-        for w in &self.wrappers {
-            let held = w.refs > 0;
-            t.live_wrappers += u32::from(held);
-            out.wrappers.push(WrapperState {
-                life: if held {
-                    WrapperLife::Live
-                } else {
-                    WrapperLife::Freed
-                },
-                refs: w.refs,
-                chandle: if held { w.chandle } else { None },
-            });
-        }
+        Python::attach(|_| {
+            for w in &self.wrappers {
+                let held = w.refs > 0;
+                t.live_wrappers += u32::from(held);
+                out.wrappers.push(WrapperState {
+                    life: if held {
+                        WrapperLife::Live
+                    } else {
+                        WrapperLife::Freed
+                    },
+                    refs: w.refs,
+                    chandle: if held { w.chandle } else { None },
+                    // SAFETY: a wrapper the program holds is alive, and the
+                    // GIL is held (`gc.is_tracked`).
+                    tracked: held
+                        && unsafe { pyo3::ffi::PyObject_GC_IsTracked(w.addr as *mut _) } == 1,
+                });
+            }
+        });
+        t.finalized = self.finalized();
         out.totals = t;
     }
 
