@@ -198,3 +198,72 @@ fn every_combination_the_model_reaches_at_a_small_bound_is_in_the_floor() {
         missing.join(", ")
     );
 }
+
+/// Every object kind of contract §2.2 takes, in the shipped corpus (design
+/// U: upstream's), the transitions that tell its wrapper type apart: an
+/// eligible kind is attached, cached Inactive and revived; `del` (and
+/// `dict`) is attached and detached at its drop, never cached; `sub` is
+/// detached at the drop of its constructor's wrapper and later cached and
+/// revived. The model takes a kind for its class; this keeps the seeds
+/// reaching each kind's own path in upstream's code.
+#[test]
+fn every_object_kind_reaches_what_tells_it_apart() {
+    use pytie_core::exec::coverage::for_each_transition;
+    use pytie_core::model::Design;
+    use pytie_core::program::{ObjKind, Op};
+    let dirs: Vec<PathBuf> = ["scenarios", "lifecycle", "regressions", "combos"]
+        .iter()
+        .map(|d| root().join("corpus").join(d))
+        .collect();
+    let mut reached = vec![Vec::<Edge>::new(); ObjKind::ALL.len()];
+    for f in &program_files(&dirs).unwrap() {
+        let text = f.extension().is_some_and(|e| e == "pytie");
+        let p = load(f, text).unwrap();
+        // Handles are numbered by `new` steps, in order.
+        let kinds: Vec<ObjKind> = p
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::New { kind, .. } => Some(kind),
+                _ => None,
+            })
+            .collect();
+        for_each_transition(&p, Design::U, |t| {
+            let k = kinds[t.handle as usize] as usize;
+            if !reached[k].contains(&t.edge) {
+                reached[k].push(t.edge);
+            }
+        });
+    }
+    let eligible = [Edge::Attach, Edge::Deactivate, Edge::Revive];
+    let ineligible = [Edge::Attach, Edge::ReturnActive, Edge::DropIneligible];
+    for k in ObjKind::ALL {
+        let want: &[Edge] = match k {
+            ObjKind::Untied | ObjKind::Legacy => &[Edge::UntiedReturn, Edge::UntiedFree],
+            ObjKind::Dict | ObjKind::Del => &ineligible,
+            ObjKind::Sub => &[
+                Edge::Attach,
+                Edge::DropIneligible,
+                Edge::Deactivate,
+                Edge::Revive,
+            ],
+            _ => &eligible,
+        };
+        let missing: Vec<&str> = want
+            .iter()
+            .filter(|e| !reached[k as usize].contains(e))
+            .map(|e| e.name())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "no shipped program takes {} on a `{}` object (it takes: {})",
+            missing.join(", "),
+            k.name(),
+            reached[k as usize]
+                .iter()
+                .map(|e| e.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
