@@ -23,7 +23,7 @@ fn root() -> &'static Path {
 
 /// Whether the activated build is here (made on demand with
 /// `PYTIE_TVMFFI_TIED=1`), selected for this process.
-fn setup() -> bool {
+fn setup(test: &str) -> bool {
     static DONE: OnceLock<Result<bool, String>> = OnceLock::new();
     let r = DONE.get_or_init(|| {
         let venv = tvmffi::tied_venv_dir();
@@ -42,9 +42,30 @@ fn setup() -> bool {
         Ok(true)
     });
     match r {
-        Ok(here) => *here,
+        Ok(true) => true,
+        Ok(false) => {
+            skipped(test, "PYTIE_TVMFFI_TIED");
+            false
+        }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Say, in the test output even when the test passes, that `test` checked
+/// nothing because an optional build is absent, the variable that makes it
+/// run, and how many of this binary's tests have been skipped so far (the
+/// last such line is the count).
+fn skipped(test: &str, var: &str) {
+    use std::io::Write;
+    static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    // Straight to the process's stderr: the harness captures `eprintln!`
+    // of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "tvmffi_tied: SKIPPED {test}: the build it needs is absent; {var}=1 builds it \
+         ({n} skipped in this binary so far)"
+    );
 }
 
 /// Run `scripts/setup-tvmffi-tied ARGS` for the venv `venv`.
@@ -102,7 +123,7 @@ fn files(dir: &str) -> Vec<PathBuf> {
 
 #[test]
 fn the_activated_build_has_tying_on_and_runs_design_u() {
-    if !setup() {
+    if !setup("the_activated_build_has_tying_on_and_runs_design_u") {
         return;
     }
     let (tying, version, leak, design, model_tying) =
@@ -128,7 +149,7 @@ fn the_activated_build_has_tying_on_and_runs_design_u() {
 /// expectation after a skipped or refused step is not judged (E4).
 #[test]
 fn the_shared_corpus_replays_on_the_activated_build() {
-    if !setup() {
+    if !setup("the_shared_corpus_replays_on_the_activated_build") {
         return;
     }
     let mut all = Vec::new();
@@ -178,7 +199,7 @@ fn the_shared_corpus_replays_on_the_activated_build() {
 /// revival.
 #[test]
 fn a_reused_wrapper_address_is_not_a_revival() {
-    if !setup() {
+    if !setup("a_reused_wrapper_address_is_not_a_revival") {
         return;
     }
     let p = text::parse(
@@ -223,7 +244,7 @@ fn freed_after_each_step(prog: &str) -> Vec<Vec<u32>> {
 /// end of the program.)
 #[test]
 fn the_second_handshake_flow_frees_storage_within_the_drop() {
-    if !setup() {
+    if !setup("the_second_handshake_flow_frees_storage_within_the_drop") {
         return;
     }
     let freed = freed_after_each_step("new v0\nnew v1\ndrop v0\n");
@@ -236,7 +257,7 @@ fn the_second_handshake_flow_frees_storage_within_the_drop() {
 /// wrapper (delete_space takes the GIL to reclaim W) and a Detached dict one.
 #[test]
 fn a_foreign_release_frees_storage_without_the_gil() {
-    if !setup() {
+    if !setup("a_foreign_release_frees_storage_without_the_gil") {
         return;
     }
     for kind in ["plain", "dict"] {
@@ -263,7 +284,7 @@ fn a_foreign_release_frees_storage_without_the_gil() {
 /// (E3), but not after a skipped step (E4), even when strict.
 #[test]
 fn expectations_after_a_skipped_step_are_not_judged() {
-    if !setup() {
+    if !setup("expectations_after_a_skipped_step_are_not_judged") {
         return;
     }
     let p = text::parse("new v0\nhold h0 v0\nret v1 h0\nexpect v1 is not v0\n").unwrap();
@@ -285,7 +306,7 @@ fn expectations_after_a_skipped_step_are_not_judged() {
 
 #[test]
 fn the_cli_selects_the_activated_build() {
-    if !setup() {
+    if !setup("the_cli_selects_the_activated_build") {
         return;
     }
     let o = pytie(
@@ -325,7 +346,7 @@ fn the_cli_selects_the_activated_build() {
 /// the storage dies at `unweak`, freed by the library's deleter.
 #[test]
 fn weak_slots_go_through_the_weak_count() {
-    if !setup() {
+    if !setup("weak_slots_go_through_the_weak_count") {
         return;
     }
     let prog = "new v0\nweak w0 v0\nhold h0 v0\ndrop v0\nlock v1 w0\ndrop v1\nrelease h0\n\
@@ -382,6 +403,10 @@ fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
         return;
     }
     let Some(venv) = asan_venv() else {
+        skipped(
+            "a_legacy_object_is_an_asan_report_inside_upstreams_code",
+            "PYTIE_TVMFFI_TIED_ASAN",
+        );
         return;
     };
     let rt = std::fs::read_to_string(venv.join(".pytie-asan-runtime")).unwrap();
@@ -424,7 +449,7 @@ fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
 #[test]
 fn bindings_are_read_from_the_tag_word() {
     use pytie_core::state::Binding;
-    if !setup() {
+    if !setup("bindings_are_read_from_the_tag_word") {
         return;
     }
     let p = text::parse(

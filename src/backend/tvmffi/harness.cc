@@ -61,7 +61,9 @@ using tvm::ffi::Object;
 using tvm::ffi::ObjectPtr;
 using tvm::ffi::ObjectRef;
 using tvm::ffi::WeakObjectPtr;
-using tvm::ffi::detail::ObjectUnsafe;
+// `details` names the internal namespace on upstream's main and is an alias
+// of `detail` in the pinned release: it works on both.
+using tvm::ffi::details::ObjectUnsafe;
 
 Object* AsObject(void* body) { return static_cast<Object*>(body); }
 
