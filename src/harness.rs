@@ -103,6 +103,21 @@ thread_local! {
     static WORLDS: RefCell<(World, World)> = RefCell::default();
 }
 
+/// Run the backend's warm-up program: armed step by step like any program,
+/// so that a crash or a hang in it is reported with its step; the world is
+/// not compared (changing it for good is what the warm-up is for).
+fn warm_up<B: Target>(ex: &mut Executor<B>, p: &Program) -> Result<Outcome, Box<Failure>> {
+    watchdog::begin_program(
+        &format!("the {} target's warm-up (src/harness.rs, WARM_UP)", B::NAME),
+        &p.ops,
+    );
+    let r = ex
+        .begin()
+        .and_then(|()| run_steps(ex, p, &mut |_, _, _| {}));
+    watchdog::disarm();
+    r
+}
+
 fn run_steps<B: Target>(
     ex: &mut Executor<B>,
     prog: &Program,
@@ -151,7 +166,13 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
         B::slot().with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
-                let b = B::make()?;
+                watchdog::setting_up(&format!(
+                    "loading the {} target's backend and running its start-up probes",
+                    B::NAME
+                ));
+                let b = B::make();
+                watchdog::disarm();
+                let b = b?;
                 let mut ex = Executor::new(b.design(), b);
                 if let Some(src) = B::WARM_UP {
                     let p = pytie_core::program::text::parse(src).expect("the warm-up parses");
@@ -163,9 +184,9 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
                     // Off on this thread only: the process's choice is
                     // another test thread's, and stays as it is.
                     #[cfg(feature = "mutants")]
-                    let _ = crate::mutants::off_here(|| ex.run(&p));
+                    let _ = crate::mutants::off_here(|| warm_up(&mut ex, &p));
                     #[cfg(not(feature = "mutants"))]
-                    let _ = ex.run(&p);
+                    let _ = warm_up(&mut ex, &p);
                 }
                 *slot = Some(ex);
             }

@@ -13,6 +13,13 @@
 //! for the foreign thread, the foreign thread while it releases and while
 //! it waits for the GIL.
 //!
+//! A crash is a finding too (issue 26): from the first program on, a
+//! handler for SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT writes the step
+//! the process was in and the program up to it to standard error, without
+//! allocating ([`on_crash`]), then hands the signal to the disposition it
+//! replaced (libFuzzer's and ASan's save the input and report; the default
+//! one ends the process as before).
+//!
 //! A layer of its own, just above the interpreter's: it knows programs
 //! (pytie-core) and nothing of the runtime, which it serves.
 
@@ -122,6 +129,9 @@ impl Drop for PhaseGuard {
 /// disarmed.
 static ARMED: AtomicU64 = AtomicU64::new(IDLE as u64);
 const START: u32 = 0;
+/// Setting up outside any program ([`setting_up`]): not watched for
+/// hangs, named by a crash report.
+const SETUP: u32 = u32::MAX - 2;
 const TEARDOWN: u32 = u32::MAX - 1;
 const IDLE: u32 = u32::MAX;
 
@@ -200,6 +210,7 @@ pub fn set_header(f: fn() -> String) {
 /// A program starts: remember it for reports, start the watchdog thread
 /// if this process has none (also after a fork), arm at its start.
 pub fn begin_program(label: &str, ops: &[Op]) {
+    install_crash_report();
     {
         let mut c = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
         c.label.clear();
@@ -211,6 +222,20 @@ pub fn begin_program(label: &str, ops: &[Op]) {
         }
     }
     arm_at(START);
+}
+
+/// Work outside any program starts (loading a backend, its start-up
+/// probes): a crash in it is reported as happening "while `what`". Not
+/// watched for hangs. Ends with [`disarm`].
+pub fn setting_up(what: &str) {
+    install_crash_report();
+    {
+        let mut c = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        c.label.clear();
+        c.label.push_str(what);
+        c.ops.clear();
+    }
+    arm_at(SETUP);
 }
 
 /// Step `n` (1-based) of the current program starts.
@@ -265,7 +290,7 @@ fn watch() {
             continue;
         }
         let step = now as u32;
-        if step != IDLE && since.elapsed() >= t {
+        if step != IDLE && step != SETUP && since.elapsed() >= t {
             let note = format!(
                 "no progress for {:.1} s (the bound on one step: PYTIE_STEP_TIMEOUT, \
                  `pytie run --step-timeout SECS`)",
@@ -285,6 +310,8 @@ pub fn stuck(what: &str) -> ! {
 }
 
 fn fire(step: u32, note: String) -> ! {
+    // The abort below must not add a crash report to the hang's.
+    REPORTED.store(true, Ordering::SeqCst);
     let report = report(step, note);
     let mut err = std::io::stderr().lock();
     if let Some(h) = HEADER.get() {
@@ -301,6 +328,188 @@ fn fire(step: u32, note: String) -> ! {
         // or destructors, which could wait for the stuck thread's locks.
         code => unsafe { libc::_exit(i32::from(code)) },
     }
+}
+
+// ---- crash reports -----------------------------------------------------------
+
+/// The signals a crash ends a process with.
+const CRASH_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+];
+
+/// The dispositions [`install_crash_report`] replaced, in
+/// [`CRASH_SIGNALS`] order.
+static REPLACED: OnceLock<[libc::sigaction; 5]> = OnceLock::new();
+
+/// A report (a hang's or a crash's) is written: the dying process says
+/// nothing more.
+static REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Put [`on_crash`] in front of the process's crash dispositions, once.
+fn install_crash_report() {
+    if REPLACED.get().is_some() {
+        return;
+    }
+    // SAFETY: sigaction with a zeroed (then filled) action and out-slots of
+    // plain data; `on_crash` has the SA_SIGINFO signature.
+    let replaced = unsafe {
+        let mut old: [libc::sigaction; 5] = std::mem::zeroed();
+        for (i, &sig) in CRASH_SIGNALS.iter().enumerate() {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_crash as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, &mut old[i]);
+        }
+        old
+    };
+    let _ = REPLACED.set(replaced);
+}
+
+/// The crash handler: the report, then the replaced disposition.
+///
+/// # Safety
+/// Called by the kernel for one of [`CRASH_SIGNALS`] with its `siginfo_t`
+/// and context.
+unsafe extern "C" fn on_crash(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    if !REPORTED.swap(true, Ordering::SeqCst) {
+        let step = ARMED.load(Ordering::Acquire) as u32;
+        if step != IDLE {
+            write_crash_report(sig, step);
+        }
+    }
+    let Some(i) = CRASH_SIGNALS.iter().position(|&s| s == sig) else {
+        return;
+    };
+    let Some(old) = REPLACED.get().map(|r| r[i]) else {
+        return;
+    };
+    // SAFETY: `old` is a disposition sigaction gave back; a handler in it
+    // has the signature its flags say, and is called as the kernel would.
+    unsafe {
+        libc::sigaction(sig, &old, std::ptr::null_mut());
+        match old.sa_sigaction {
+            libc::SIG_IGN => {}
+            // The default action: a fault re-faults when the handler
+            // returns, a raised signal is delivered once it does.
+            libc::SIG_DFL => {
+                libc::raise(sig);
+            }
+            h if old.sa_flags & libc::SA_SIGINFO != 0 => {
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(h);
+                f(sig, info, ctx);
+            }
+            h => {
+                let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
+                f(sig);
+            }
+        }
+    }
+}
+
+/// Text straight to standard error through a fixed buffer: no allocation
+/// (the crash may have happened inside the allocator).
+struct RawStderr {
+    buf: [u8; 2048],
+    len: usize,
+}
+
+impl RawStderr {
+    fn flush(&mut self) {
+        let mut at = 0;
+        while at < self.len {
+            // SAFETY: writes initialised bytes of our own buffer to fd 2.
+            let n = unsafe { libc::write(2, self.buf[at..].as_ptr().cast(), self.len - at) };
+            if n <= 0 {
+                break;
+            }
+            at += n as usize;
+        }
+        self.len = 0;
+    }
+}
+
+impl std::fmt::Write for RawStderr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+/// What the crash report says: the signal, the step and the program up
+/// to it, in the text form `pytie run` replays.
+fn write_crash_report(sig: libc::c_int, step: u32) {
+    use std::fmt::Write as _;
+    let name = match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        _ => "SIGABRT",
+    };
+    let mut out = RawStderr {
+        buf: [0; 2048],
+        len: 0,
+    };
+    let _ = write!(out, "\nFAIL: the process is dying of {name}");
+    // The lock is the harness's; a crash while it is held leaves the
+    // program unreadable rather than deadlocking here.
+    let Ok(c) = CURRENT.try_lock() else {
+        let _ = writeln!(out, " (the program being run cannot be read)");
+        out.flush();
+        return;
+    };
+    if step == SETUP {
+        let _ = writeln!(out, " while {}, outside any program", c.label);
+        out.flush();
+        return;
+    }
+    let (upto, at) = match step {
+        START => (0, None),
+        TEARDOWN => (c.ops.len(), None),
+        s => ((s as usize).min(c.ops.len()), Some(s as usize)),
+    };
+    match at.and_then(|n| c.ops.get(n - 1).map(|op| (n, op))) {
+        Some((n, op)) => {
+            let _ = write!(out, " in step {n}: `{op}`");
+        }
+        None if step == TEARDOWN => {
+            let _ = write!(out, " in the program's teardown");
+        }
+        None => {
+            let _ = write!(out, " at the start of the program");
+        }
+    }
+    if !c.label.is_empty() {
+        let _ = write!(out, " ({})", c.label);
+    }
+    let _ = writeln!(
+        out,
+        "\nprogram up to that step (replay: save as a .pytie file, `pytie run FILE`):"
+    );
+    for (i, op) in c.ops[..upto].iter().enumerate() {
+        if at == Some(i + 1) {
+            let _ = writeln!(out, "{op}    # <- step {}: dies here", i + 1);
+        } else {
+            let _ = writeln!(out, "{op}");
+        }
+    }
+    out.flush();
 }
 
 /// The report of a hang at `step` (as armed).

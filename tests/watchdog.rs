@@ -50,3 +50,56 @@ fn a_bad_step_timeout_is_a_usage_error() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("PYTIE_STEP_TIMEOUT"), "{err}");
 }
+
+/// Issue 26, "every crash a report": a crash inside a step prints the step
+/// and the program up to it, then dies of the same signal (so a fuzzer's or
+/// ASan's handler, or the default action, still sees it). This test runs
+/// itself again as the crashing child.
+#[test]
+fn a_crash_in_a_step_prints_the_step_and_the_program() {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var_os("PYTIE_TEST_CRASH_CHILD").is_some() {
+        let p =
+            pytie_core::program::text::parse("new v0\nhold h0 v0\ndrop v0\nrelease h0\n").unwrap();
+        pytie::watchdog::begin_program("crash-test.pytie", &p.ops);
+        pytie::watchdog::arm(3);
+        // SAFETY: none; the point is a real invalid read, as a faulty
+        // library makes one.
+        let v = unsafe { std::ptr::read_volatile(std::ptr::dangling::<u64>().wrapping_sub(1)) };
+        println!("not reached: {v}");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_crash_in_a_step_prints_the_step_and_the_program",
+            "--nocapture",
+        ])
+        .env("PYTIE_TEST_CRASH_CHILD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(pytie_asan) {
+        // scripts/asan: ASan's SEGV handler, chained to, reports and exits.
+        assert!(
+            err.contains("AddressSanitizer: SEGV") || out.status.signal() == Some(libc::SIGSEGV),
+            "{err}"
+        );
+    } else {
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{err}");
+    }
+    assert!(
+        err.contains(
+            "FAIL: the process is dying of SIGSEGV in step 3: `drop v0` (crash-test.pytie)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("new v0\nhold h0 v0\ndrop v0    # <- step 3: dies here\n"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("release h0"),
+        "only the program up to the step: {err}"
+    );
+}
