@@ -92,17 +92,10 @@ def field_offset(cls):
             if f.name == "x":
                 return f.offset, f.size
     raise TypeError(f"{cls.__name__} has no reflected field x")
-OFFSETS = {
-    "plain": field_offset(Node),
-    "untied": field_offset(Node),
-    "legacy": field_offset(Node),
-    "dict": field_offset(DictNode),
-    "del": field_offset(DelNode),
-    "weakref": field_offset(WeakrefNode),
-    "sub": field_offset(Node),
-    "derived": field_offset(DerivedNode),
-    "cpp": field_offset(CppNode),
-}
+# Where each kind with an attribute field keeps it (a list's and a map's
+# field is an element); untied and legacy objects have Node's type.
+OFFSETS = {k: field_offset(t) for k, t in TYPES.items() if k not in ("list", "map")}
+OFFSETS["untied"] = OFFSETS["legacy"] = OFFSETS["plain"]
 echo = tvm_ffi.get_global_func("testing.echo")
 ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
 take = tvm_ffi.get_global_func("pytie.tvmffi.take")
@@ -375,11 +368,6 @@ fn wrapper_types(types: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static str, Py<PyA
         out.push((label, types.get_item(k.name())?.unbind()));
     }
     Ok(out)
-}
-
-/// `__del__` calls of the `del` kind's wrappers so far in the process.
-pub(super) fn finalizers_run() -> u64 {
-    harness::finalizers_run()
 }
 
 /// `o.x = v`, `o[0] = v` or `o["x"] = v` (None: `= None`).

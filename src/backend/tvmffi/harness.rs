@@ -49,7 +49,7 @@ fn fns() -> &'static Fns {
 }
 
 /// The harness of the venv at `venv`, its path.
-pub(super) fn path(venv: &Path) -> std::path::PathBuf {
+fn path(venv: &Path) -> std::path::PathBuf {
     venv.join(".pytie-harness/libpytie_tvmffi_harness.so")
 }
 

@@ -46,8 +46,8 @@
 //! steps a violation (§3.1), read by upstream's `TVMFFIPyPeekWord`. Each
 //! held wrapper's GC tracking (`PyObject_GC_IsTracked`); with tying on, the
 //! `__del__` calls of `del` wrappers (counted in harness.cc); between
-//! programs, the reference count of each kind's wrapper type (the world). Not observable: whether a wrapper's memory is
-//! freed, world totals.
+//! programs, the reference count of each kind's wrapper type (the world).
+//! Not observable: whether a wrapper's memory is freed, world totals.
 //!
 //! Tying: detected at start-up (a second return of the same object is the
 //! same wrapper, or not); off in every published wheel, which makes the
@@ -527,7 +527,7 @@ impl TvmFfiBackend {
         };
         // SAFETY: the storage is allocated (its deleter has not freed it).
         let (strong, weak) = unsafe { harness::counts(addr) };
-        // SAFETY: strong > 0: alive, a Node or DictNode (new_object).
+        // SAFETY: strong > 0: alive, of the kind `new` made it as.
         let field = (strong > 0)
             .then(|| unsafe { self.field(n, addr) })
             .flatten();
@@ -570,13 +570,14 @@ impl TvmFfiBackend {
         }
     }
 
-    /// The field `x` of a live object: the `Any` at the reflected offset.
+    /// The field of handle `n`, a live object at `addr`: where its kind
+    /// keeps it (an `Any` at the reflected offset, a List's element 0, a
+    /// Dict's value under "x").
     ///
     /// # Safety
-    /// `addr` is a live `Node`/`DictNode` object.
+    /// `addr` is handle `n`'s object, alive.
     unsafe fn field(&self, n: usize, addr: usize) -> Option<HandleNo> {
-        // SAFETY: the caller's contract; field `x` is an `Any` at
-        // `field_offset` (reflection table).
+        // SAFETY: the caller's contract; the slot is the kind's.
         let (t, o) = unsafe { harness::field(addr, self.lib.kind(self.kinds[n]).slot) };
         match t {
             0 => None,
@@ -607,10 +608,10 @@ impl TvmFfiBackend {
         }
     }
 
-    /// `__del__` calls of this program's `del` wrappers (the glue counts
-    /// them).
+    /// `__del__` calls of this program's `del` wrappers (counted in
+    /// harness.cc).
     fn finalized(&self) -> u32 {
-        (glue::finalizers_run() - self.finalizers_before) as u32
+        (harness::finalizers_run() - self.finalizers_before) as u32
     }
 
     /// Handles whose storage the library's deleter has freed, this program
@@ -697,7 +698,7 @@ impl Backend for TvmFfiBackend {
         self.result = StepResult::Ok;
         self.violations.clear();
         self.worked_around = None;
-        self.finalizers_before = glue::finalizers_run();
+        self.finalizers_before = harness::finalizers_run();
         Ok(())
     }
 
@@ -849,8 +850,8 @@ impl Backend for TvmFfiBackend {
                 continue;
             }
             // SAFETY: strong > 0: a live object of the kind recorded, so
-            // its field is at its kind's slot,
-            // which nothing else touches now (the GIL-holding thread only).
+            // its field is at its kind's slot, which nothing else touches
+            // now (the GIL-holding thread only).
             unsafe { harness::clear_field(addr, self.lib.kind(self.kinds[i]).slot) };
         }
     }
