@@ -99,6 +99,7 @@ fn the_shared_corpus_replays_on_tvm_ffi() {
         "corpus/scenarios",
         "corpus/regressions",
         "corpus/upstream",
+        "corpus/upstream-tests",
         "corpus/lifecycle",
     ] {
         all.extend(files(dir));

@@ -157,6 +157,7 @@ fn the_shared_corpus_replays_on_the_activated_build() {
         "corpus/scenarios",
         "corpus/regressions",
         "corpus/upstream",
+        "corpus/upstream-tests",
         "corpus/lifecycle",
     ] {
         all.extend(files(dir));

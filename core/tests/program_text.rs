@@ -296,19 +296,31 @@ fn bad_object_kind() {
 fn expect_errors() {
     assert_eq!(
         err("expect"),
-        "1:7: expected a var (v0..v7), strong or weak, found end of line"
+        "1:7: expected a var (v0..v7), strong, weak, wrappers or finalized, found end of line"
     );
     assert_eq!(
         err("expect h0 none"),
-        r#"1:8: expected a var (v0..v7), strong or weak, found "h0""#
+        r#"1:8: expected a var (v0..v7), strong, weak, wrappers or finalized, found "h0""#
     );
     assert_eq!(
         err("expect v0"),
-        "1:10: expected is, none or moved, found end of line"
+        "1:10: expected is, none, moved or obj, found end of line"
     );
     assert_eq!(
         err("expect v0 isnt v1"),
-        r#"1:11: expected is, none or moved, found "isnt""#
+        r#"1:11: expected is, none, moved or obj, found "isnt""#
+    );
+    assert_eq!(
+        err("expect v0 obj v1"),
+        r#"1:15: expected a mark (m0..m7), found "v1""#
+    );
+    assert_eq!(
+        err("expect v0 obj not"),
+        "1:18: expected a mark (m0..m7), found end of line"
+    );
+    assert_eq!(
+        err("expect wrappers v0"),
+        r#"1:17: expected a count (0..4294967295), found "v0""#
     );
     assert_eq!(
         err("expect v0 is"),

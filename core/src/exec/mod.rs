@@ -13,7 +13,7 @@ use crate::model::{Design, Model};
 use crate::program::{
     Expect, HOLDERS, Holder, MARKS, Op, Program, StepKind, VARS, Var, WEAKS, WeakSlot,
 };
-use crate::state::{AbstractState, VarState, WrapperLife, WrapperNo};
+use crate::state::{AbstractState, HandleNo, VarState, WrapperLife, WrapperNo};
 
 pub use report::{Failure, FailureKind};
 
@@ -109,7 +109,7 @@ pub struct Executor<B: Backend> {
     /// number and address. Both identify: CPython reuses a freed
     /// wrapper's address for the next wrapper, so an address alone would
     /// make `expect V is M` true of a different wrapper.
-    marks: [Option<(WrapperNo, WrapperNo, usize)>; MARKS],
+    marks: [Option<MarkSeen>; MARKS],
     scratch: invariants::Scratch,
     /// The steps of the current program so far (for reports).
     ops: Vec<Op>,
@@ -119,6 +119,17 @@ pub struct Executor<B: Backend> {
     /// Check the invariants after every step (`true`, the default) or only
     /// after a step where the two states differ ([`Self::judge_invariants_on_divergence`]).
     invariants_always: bool,
+}
+
+/// What `mark M V` saw: V's wrapper on each side, its address, and the
+/// object (chandle) each side's wrapper was of.
+#[derive(Clone, Copy, Debug)]
+struct MarkSeen {
+    model: WrapperNo,
+    real: WrapperNo,
+    addr: usize,
+    model_obj: Option<HandleNo>,
+    real_obj: Option<HandleNo>,
 }
 
 impl<B: Backend> Executor<B> {
@@ -457,6 +468,21 @@ impl<B: Backend> Executor<B> {
             self.outcome.not_judged += 1;
             return Ok(());
         }
+        // E5: an expectation about a quantity this backend does not
+        // observe (it reads as the model's default on both sides) is not
+        // judged either.
+        let seen = self.caps.observes;
+        let unseen = match op {
+            Op::Expect(Expect::Finalized { .. }) => !seen.finalized,
+            Op::Expect(Expect::Wrappers { .. }) => !seen.wrapper_refs,
+            Op::Expect(Expect::Strong { .. }) => !seen.strong,
+            Op::Expect(Expect::Weak { .. }) => !seen.weak,
+            _ => false,
+        };
+        if unseen {
+            self.outcome.not_judged += 1;
+            return Ok(());
+        }
         let model_id = |s: &AbstractState, v: Var| match s.vars[v.idx()] {
             VarState::Wrapper(n) | VarState::Moved(n) => Some(n),
             _ => None,
@@ -466,7 +492,13 @@ impl<B: Backend> Executor<B> {
             Op::Mark { m, v } => {
                 let n = model_id(&self.expected, v);
                 let real = model_id(&self.actual, v).zip(self.backend.identity(v));
-                self.marks[m.idx()] = n.zip(real).map(|(n, (r, a))| (n, r, a));
+                self.marks[m.idx()] = n.zip(real).map(|(n, (r, a))| MarkSeen {
+                    model: n,
+                    real: r,
+                    addr: a,
+                    model_obj: self.expected.var_handle(v.idx()),
+                    real_obj: self.actual.var_handle(v.idx()),
+                });
                 return Ok(());
             }
             Op::Expect(e) => match e {
@@ -486,13 +518,46 @@ impl<B: Backend> Executor<B> {
                         false,
                         format!("{m} was never set on a var holding a wrapper"),
                     ),
-                    Some((n, real, addr)) => {
+                    Some(MarkSeen {
+                        model: n,
+                        real,
+                        addr,
+                        ..
+                    }) => {
                         let same_model = model_id(&self.expected, v) == Some(n);
                         let av = self.backend.identity(v);
                         let same_real = model_id(&self.actual, v) == Some(real) && av == Some(addr);
                         let detail = format!(
                             "{m} is wr#{real} at {addr:#x}; {v} holds {} at {av:#x?}",
                             var_text(&self.actual, v)
+                        );
+                        (same_model != negated, same_real != negated, detail)
+                    }
+                },
+                Expect::ObjMark { v, m, negated } => match self.marks[m.idx()] {
+                    None => (
+                        false,
+                        false,
+                        format!("{m} was never set on a var holding a wrapper"),
+                    ),
+                    Some(seen) => {
+                        // A moved-from wrapper at the mark, or in V, has no
+                        // object: the expectation is false, not a match of
+                        // two absences.
+                        let same = |s: &AbstractState, obj: Option<HandleNo>| {
+                            obj.is_some() && s.var_handle(v.idx()) == obj
+                        };
+                        let same_model = same(&self.expected, seen.model_obj);
+                        let same_real = same(&self.actual, seen.real_obj);
+                        let obj_text = |h: Option<HandleNo>| match h {
+                            Some(h) => format!("obj#{h}"),
+                            None => "no object".to_string(),
+                        };
+                        let detail = format!(
+                            "{m} saw {}; {v} holds {} of {}",
+                            obj_text(seen.real_obj),
+                            var_text(&self.actual, v),
+                            obj_text(self.actual.var_handle(v.idx()))
                         );
                         (same_model != negated, same_real != negated, detail)
                     }
@@ -506,6 +571,18 @@ impl<B: Backend> Executor<B> {
                     };
                     let detail = format!("{v} holds {}", var_text(&self.actual, v));
                     (test(&self.expected), test(&self.actual), detail)
+                }
+                Expect::Wrappers { n } | Expect::Finalized { n } => {
+                    let wrappers = matches!(e, Expect::Wrappers { .. });
+                    let count = |s: &AbstractState| {
+                        if wrappers {
+                            s.wrappers.entries().filter(|(_, w)| w.refs > 0).count() as u32
+                        } else {
+                            s.totals.finalized
+                        }
+                    };
+                    let detail = format!("the count is {}", count(&self.actual));
+                    (count(&self.expected) == n, count(&self.actual) == n, detail)
                 }
                 Expect::Strong { v, n } | Expect::Weak { v, n } => {
                     let strong = matches!(e, Expect::Strong { .. });

@@ -237,6 +237,9 @@ pub enum Expect {
     IsVar { v: Var, u: Var, negated: bool },
     /// `expect V is M` (`negated`: `is not`).
     IsMark { v: Var, m: Mark, negated: bool },
+    /// `expect V obj M` (`negated`: `obj not`): V's wrapper is one of the
+    /// object `mark M` saw (the same chandle), whichever wrapper it is.
+    ObjMark { v: Var, m: Mark, negated: bool },
     /// `expect V none`: V is empty or holds None.
     None { v: Var },
     /// `expect V moved`: V holds a moved-from wrapper.
@@ -245,6 +248,11 @@ pub enum Expect {
     Strong { v: Var, n: u32 },
     /// `expect weak V N`.
     Weak { v: Var, n: u32 },
+    /// `expect wrappers N`: N wrappers are alive to Python (held by a var
+    /// or a cycle; an Inactive cached or a leaked one is not).
+    Wrappers { n: u32 },
+    /// `expect finalized N`: `__del__` has run N times this program.
+    Finalized { n: u32 },
 }
 
 /// A program: steps run in order from an empty world.

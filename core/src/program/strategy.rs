@@ -55,10 +55,17 @@ pub fn assertion() -> impl Strategy<Value = Op> {
             m,
             negated
         })),
+        (var(), mark(), any::<bool>()).prop_map(|(v, m, negated)| Op::Expect(Expect::ObjMark {
+            v,
+            m,
+            negated
+        })),
         var().prop_map(|v| Op::Expect(Expect::None { v })),
         var().prop_map(|v| Op::Expect(Expect::Moved { v })),
         (var(), any::<u32>()).prop_map(|(v, n)| Op::Expect(Expect::Strong { v, n })),
         (var(), any::<u32>()).prop_map(|(v, n)| Op::Expect(Expect::Weak { v, n })),
+        (0u32..8).prop_map(|n| Op::Expect(Expect::Wrappers { n })),
+        (0u32..8).prop_map(|n| Op::Expect(Expect::Finalized { n })),
     ]
 }
 

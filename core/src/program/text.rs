@@ -131,10 +131,13 @@ impl fmt::Display for Expect {
         match *self {
             Expect::IsVar { v, u, negated } => write!(f, "expect {v} is {}{u}", not(negated)),
             Expect::IsMark { v, m, negated } => write!(f, "expect {v} is {}{m}", not(negated)),
+            Expect::ObjMark { v, m, negated } => write!(f, "expect {v} obj {}{m}", not(negated)),
             Expect::None { v } => write!(f, "expect {v} none"),
             Expect::Moved { v } => write!(f, "expect {v} moved"),
             Expect::Strong { v, n } => write!(f, "expect strong {v} {n}"),
             Expect::Weak { v, n } => write!(f, "expect weak {v} {n}"),
+            Expect::Wrappers { n } => write!(f, "expect wrappers {n}"),
+            Expect::Finalized { n } => write!(f, "expect finalized {n}"),
         }
     }
 }
@@ -350,20 +353,39 @@ impl<'s> Line<'s> {
                     n: self.count()?,
                 });
             }
+            Some("wrappers") => {
+                self.bump();
+                return Ok(Expect::Wrappers { n: self.count()? });
+            }
+            Some("finalized") => {
+                self.bump();
+                return Ok(Expect::Finalized { n: self.count()? });
+            }
             _ => {}
         }
         let v = self
             .try_slot('v', VARS)
             .map(Var)
-            .ok_or_else(|| self.expected("a var (v0..v7), strong or weak"))?;
-        match self.keyword(&["is", "none", "moved"], "is, none or moved")? {
+            .ok_or_else(|| self.expected("a var (v0..v7), strong, weak, wrappers or finalized"))?;
+        let obj = match self.keyword(&["is", "none", "moved", "obj"], "is, none, moved or obj")? {
             1 => return Ok(Expect::None { v }),
             2 => return Ok(Expect::Moved { v }),
-            _ => {}
-        }
+            3 => true,
+            _ => false,
+        };
         let negated = self.peek() == Some("not");
         if negated {
             self.bump();
+        }
+        if obj {
+            let m = self
+                .try_slot('m', MARKS)
+                .ok_or_else(|| self.expected("a mark (m0..m7)"))?;
+            return Ok(Expect::ObjMark {
+                v,
+                m: Mark(m),
+                negated,
+            });
         }
         if let Some(u) = self.try_slot('v', VARS) {
             return Ok(Expect::IsVar {
