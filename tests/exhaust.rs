@@ -11,14 +11,8 @@ use pytie_core::exhaust::Bounds;
 use pytie_core::model::{Design, Model};
 use pytie_core::program::{StepSet, text};
 
-/// The tests that run pytie's runtime in this process take turns: the bug
-/// zoo's mutant is the process's choice, and a test without one must not
-/// run while another has one on.
-static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn in_process() -> std::sync::MutexGuard<'static, ()> {
-    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::in_process;
 
 fn small() -> Bounds {
     Bounds {

@@ -15,13 +15,8 @@ use pytie::mutants::{self, Mutant};
 use pytie_core::exec::FailureKind;
 use pytie_core::program::{Program, text};
 
-/// The tests that run pytie's runtime in this process take turns: the
-/// mutant is the process's choice, so two tests must not set it at once.
-static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn in_process() -> std::sync::MutexGuard<'static, ()> {
-    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod support;
+use support::in_process;
 
 fn program(m: Mutant) -> Program {
     let path =

@@ -5,7 +5,7 @@
 //! `scripts/setup-tvmffi` (run here when needed); if that fails, every test
 //! here fails with its output.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -15,9 +15,8 @@ use pytie_core::backend::Backend;
 use pytie_core::exec::FailureKind;
 use pytie_core::program::{Program, StepKind, binary, text};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::{check_tvmffi as check, load_tvmffi as load, root, shared_corpus};
 
 /// Install the pinned wheel (idempotent, fast once done).
 fn setup() {
@@ -40,32 +39,6 @@ fn setup() {
     if let Err(e) = r {
         panic!("{e}");
     }
-}
-
-fn files(dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn load(p: &Path) -> Program {
-    let data = std::fs::read(p).unwrap();
-    if p.extension().is_some_and(|e| e == "pytie") {
-        text::parse(&String::from_utf8(data).unwrap())
-            .unwrap_or_else(|e| panic!("{}:{e}", p.display()))
-    } else {
-        binary::decode_for(&data, tvmffi::steps())
-    }
-}
-
-fn check(p: &Program, known: KnownFindings) -> Result<pytie_core::exec::Outcome, String> {
-    harness::check_tvmffi(p, known)
-        .expect("tvm-ffi loads")
-        .map_err(|f| f.to_string())
 }
 
 #[test]
@@ -94,16 +67,7 @@ fn the_pinned_wheel_has_tying_off_and_the_store_leak() {
 #[test]
 fn the_shared_corpus_replays_on_tvm_ffi() {
     setup();
-    let mut all = Vec::new();
-    for dir in [
-        "corpus/scenarios",
-        "corpus/regressions",
-        "corpus/upstream",
-        "corpus/upstream-tests",
-        "corpus/lifecycle",
-    ] {
-        all.extend(files(dir));
-    }
+    let all = shared_corpus();
     assert!(all.len() >= 80, "{} files", all.len());
     let (mut steps, mut skipped, mut refused, mut worked, mut unheld) = (0, 0, 0, 0, 0);
     let mut failures = Vec::new();

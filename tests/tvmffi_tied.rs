@@ -12,14 +12,13 @@ use std::sync::OnceLock;
 use pytie::backend::tvmffi::{self, Build, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED};
 use pytie::harness;
 use pytie_core::backend::Backend;
-use pytie_core::exec::{FailureKind, Outcome};
+use pytie_core::exec::FailureKind;
 use pytie_core::model::Design;
-use pytie_core::program::{Program, binary, text};
+use pytie_core::program::text;
 use pytie_core::state::HandleState;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
+use support::{check_tvmffi as check, load_tvmffi as load, root, shared_corpus};
 
 /// Whether the activated build is here (made on demand with
 /// `PYTIE_TVMFFI_TIED=1`), selected for this process.
@@ -44,28 +43,11 @@ fn setup(test: &str) -> bool {
     match r {
         Ok(true) => true,
         Ok(false) => {
-            skipped(test, "PYTIE_TVMFFI_TIED");
+            support::skipped("tvmffi_tied", test, "PYTIE_TVMFFI_TIED");
             false
         }
         Err(e) => panic!("{e}"),
     }
-}
-
-/// Say, in the test output even when the test passes, that `test` checked
-/// nothing because an optional build is absent, the variable that makes it
-/// run, and how many of this binary's tests have been skipped so far (the
-/// last such line is the count).
-fn skipped(test: &str, var: &str) {
-    use std::io::Write;
-    static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    // Straight to the process's stderr: the harness captures `eprintln!`
-    // of a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "tvmffi_tied: SKIPPED {test}: the build it needs is absent; {var}=1 builds it \
-         ({n} skipped in this binary so far)"
-    );
 }
 
 /// Run `scripts/setup-tvmffi-tied ARGS` for the venv `venv`.
@@ -93,32 +75,6 @@ fn pytie(venv: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pytie"));
     c.args(args).env("PYTIE_TVMFFI_TIED_VENV", venv);
     c
-}
-
-fn load(p: &Path) -> Program {
-    let data = std::fs::read(p).unwrap();
-    if p.extension().is_some_and(|e| e == "pytie") {
-        text::parse(&String::from_utf8(data).unwrap())
-            .unwrap_or_else(|e| panic!("{}:{e}", p.display()))
-    } else {
-        binary::decode_for(&data, tvmffi::steps())
-    }
-}
-
-fn check(p: &Program, known: KnownFindings) -> Result<Outcome, String> {
-    harness::check_tvmffi(p, known)
-        .expect("tvm-ffi loads")
-        .map_err(|f| f.to_string())
-}
-
-fn files(dir: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -152,16 +108,7 @@ fn the_shared_corpus_replays_on_the_activated_build() {
     if !setup("the_shared_corpus_replays_on_the_activated_build") {
         return;
     }
-    let mut all = Vec::new();
-    for dir in [
-        "corpus/scenarios",
-        "corpus/regressions",
-        "corpus/upstream",
-        "corpus/upstream-tests",
-        "corpus/lifecycle",
-    ] {
-        all.extend(files(dir));
-    }
+    let all = shared_corpus();
     let (mut steps, mut not_judged, mut unheld) = (0, 0, 0);
     let mut failures = Vec::new();
     for f in &all {
@@ -404,7 +351,8 @@ fn a_legacy_object_is_an_asan_report_inside_upstreams_code() {
         return;
     }
     let Some(venv) = asan_venv() else {
-        skipped(
+        support::skipped(
+            "tvmffi_tied",
             "a_legacy_object_is_an_asan_report_inside_upstreams_code",
             "PYTIE_TVMFFI_TIED_ASAN",
         );

@@ -11,11 +11,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UPSTREAM_FILE: &str = "tests/python/test_pyobject_tying.py";
+mod support;
+use support::root;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+const UPSTREAM_FILE: &str = "tests/python/test_pyobject_tying.py";
 
 struct Row {
     test: String,
@@ -125,11 +124,10 @@ fn sdist() -> Option<PathBuf> {
 #[test]
 fn the_table_lists_exactly_the_sdists_tests() {
     let Some(tarball) = sdist() else {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "upstream_tests: SKIPPED the_table_lists_exactly_the_sdists_tests: the pinned sdist \
-             is not in the cache; PYTIE_TVMFFI_TIED=1 fetches it (1 skipped in this binary)"
+        support::skipped(
+            "upstream_tests",
+            "the_table_lists_exactly_the_sdists_tests (the pinned sdist is not in the cache)",
+            "PYTIE_TVMFFI_TIED",
         );
         return;
     };
