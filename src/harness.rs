@@ -364,7 +364,7 @@ impl Target for PytieBackend {
 }
 
 /// apache-tvm-ffi: the `tvmffi` target. A campaign works around the
-/// recorded findings (README, "Checking tvm-ffi itself").
+/// recorded findings (docs/guide-checking.md, "Recorded findings").
 impl Target for TvmFfiBackend {
     const NAME: &'static str = "tvmffi";
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {

@@ -97,7 +97,7 @@ fn the_shipped_corpus_keeps_its_coverage_floor() {
 #[test]
 fn the_committed_picture_is_the_shipped_corpus() {
     // docs/coverage.dot is what `pytie coverage` writes for the shipped
-    // corpus; a stale picture in the README would mislead.
+    // corpus; a stale picture in docs/guide-campaigns.md would mislead.
     let counts = shipped_corpus();
     let title = format!(
         "pytie: state-machine transitions taken by {} programs (corpus/scenarios, \

@@ -3,7 +3,7 @@
 //! and the reference model in lockstep. Inputs decode within the step kinds
 //! the backend supports (`binary::decode_for`), so the same seeds serve both
 //! targets. Recorded upstream findings are worked around or refused, each
-//! by its documented rule (README, "Checking tvm-ffi itself"); anything else
+//! by its documented rule (docs/guide-checking.md, "Recorded findings"); anything else
 //! prints its report and aborts, so libFuzzer saves the input.
 #![no_main]
 // The weak link to ASan's report hook (`pytie::report_sanitizer_finds!`).
