@@ -58,6 +58,9 @@ pub trait Target: Backend + Sized + 'static {
     /// is checked for conservation: paths whose first use changes the
     /// world for good (lazily initialized interpreter state) run here.
     const WARM_UP: Option<&'static str> = None;
+    /// `shutdown` runs in a forked child (src/child.rs): this backend's
+    /// shutdown cannot be undone for the next program.
+    const SHUTDOWN_IN_CHILD: bool = false;
     /// The world outside a program, as far as this backend can see it
     /// ([`conservation`]), into `out`; `false`: not checked. Called with
     /// the GIL held, between programs.
@@ -125,6 +128,9 @@ fn run_steps<B: Target>(
 ) -> Result<Outcome, Box<Failure>> {
     for (i, op) in prog.ops.iter().enumerate() {
         watchdog::arm(i + 1);
+        if crate::child::forks_at(ex, op) {
+            return crate::child::finish_in_child(ex, prog, i);
+        }
         if ex.step(op)? {
             trace(i + 1, ex.expected(), ex.actual());
         }
@@ -367,6 +373,7 @@ impl Target for PytieBackend {
 /// recorded findings (docs/guide-checking.md, "Recorded findings").
 impl Target for TvmFfiBackend {
     const NAME: &'static str = "tvmffi";
+    const SHUTDOWN_IN_CHILD: bool = true;
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {
         &TVMFFI
     }

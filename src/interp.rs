@@ -73,3 +73,104 @@ pub fn interpreter_origin(py: Python<'_>) -> PyResult<String> {
         "python: {version}\nsys.prefix: {prefix}\nos module: {os_file}\nlibpython: {libpython}\n"
     ))
 }
+
+/// Which side of [`fork`] this is.
+pub enum Forked {
+    /// The new process: it carries on from the fork and must end with
+    /// [`exit_child`].
+    Child,
+    /// The process that forked, with the child's pid.
+    Parent(i32),
+}
+
+static IN_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Is this process a child made by [`fork`]? (What may only happen once
+/// in a process's life, such as the interpreter's end, may happen there.)
+pub fn in_forked_child() -> bool {
+    IN_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Fork the process the way CPython's `os.fork()` does
+/// (`PyOS_BeforeFork`, `fork`, `PyOS_AfterFork_Parent` or
+/// `PyOS_AfterFork_Child`), holding the GIL (`_py`). The child has only the
+/// calling thread; it is killed when the parent dies (`PR_SET_PDEATHSIG`).
+pub fn fork(_py: Python<'_>) -> Result<Forked, String> {
+    // SAFETY: the GIL is held (the token), as PyOS_BeforeFork and the
+    // AfterFork calls require; `fork` has no preconditions, and in the
+    // child only async-signal-unsafe work that CPython's own os.fork does
+    // (PyOS_AfterFork_Child re-initialises the runtime's locks and thread
+    // states) happens before Rust code continues on this one thread.
+    unsafe {
+        pyo3::ffi::PyOS_BeforeFork();
+        let pid = libc::fork();
+        if pid < 0 {
+            pyo3::ffi::PyOS_AfterFork_Parent();
+            return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            pyo3::ffi::PyOS_AfterFork_Child();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            IN_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(Forked::Child)
+        } else {
+            pyo3::ffi::PyOS_AfterFork_Parent();
+            Ok(Forked::Parent(pid))
+        }
+    }
+}
+
+/// How a child made by [`fork`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Wait for the child `pid` to end (retrying on EINTR).
+pub fn wait_child(pid: i32) -> Result<ChildEnd, String> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("waitpid({pid}) failed: {e}"));
+        }
+    }
+    Ok(if libc::WIFSIGNALED(status) {
+        ChildEnd::Signaled(libc::WTERMSIG(status))
+    } else {
+        ChildEnd::Exited(libc::WEXITSTATUS(status))
+    })
+}
+
+/// Kill the child `pid` (a hung one) and reap it.
+pub fn kill_child(pid: i32) {
+    // SAFETY: plain syscalls on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = wait_child(pid);
+}
+
+/// End a child made by [`fork`] at once: no atexit handlers, no
+/// destructors, no LeakSanitizer pass (the parent owns the world's end).
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The name of signal `sig` (SIGSEGV, SIGABRT, ...), else its number.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        n => format!("signal {n}"),
+    }
+}

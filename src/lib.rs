@@ -15,12 +15,15 @@
 //!   pytie's runtime, and the real apache-tvm-ffi through its C API
 //!   (`backend::tvmffi`, a runtime layer too: `unsafe` allowed there).
 //! - [`conservation`]: what outlives a program, read before and after it.
+//! - [`child`]: the end of a program in a forked child (`shutdown` on a
+//!   backend whose shutdown cannot be undone).
 //! - [`harness`]: the one harness the fuzz targets, the corpus replay and
 //!   the CLI share.
 //! - [`exhaust`]: `pytie exhaust`, the bounded search checked on a backend.
 //! - [`cli`]: the `pytie` command.
 
 pub mod backend;
+pub mod child;
 pub mod cli;
 pub mod conservation;
 pub mod exhaust;

@@ -485,9 +485,9 @@ fn run_reads_standard_input() {
 #[test]
 fn decode_takes_the_backend_whose_inputs_it_reads() {
     // A binary program using weak slots and shutdown: the tvmffi target's
-    // decoder reads the same bytes within tvm-ffi's step kinds (weak slots
-    // but no shutdown), so the two decodings differ, as the two targets
-    // run them.
+    // decoder reads the same bytes within tvm-ffi's step kinds, which are
+    // every kind since `shutdown` runs in a forked child (issue 24): the
+    // two decodings are the same.
     let src = Scratch::new(
         "weak.pytie",
         b"new v0\nweak w0 v0\nlock v1 w0\nunweak w0\nshutdown\n",
@@ -504,13 +504,7 @@ fn decode_takes_the_backend_whose_inputs_it_reads() {
     );
     let tvm = pytie(&["decode", "--backend", "tvm-ffi", &bin]);
     assert_eq!(tvm.status.code(), Some(0), "{}", stderr(&tvm));
-    let tvm_text = stdout(&tvm);
-    assert!(
-        !tvm_text.contains("shutdown"),
-        "shutdown in the tvm-ffi decoding:\n{tvm_text}"
-    );
-    assert_ne!(tvm_text, full);
-    assert!(tvm_text.starts_with("new v0\n"), "{tvm_text}");
+    assert_eq!(stdout(&tvm), full);
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn oracle(kind: &FailureKind) -> &'static str {
         FailureKind::Upstream => "upstream",
         FailureKind::Hang => "hang",
         FailureKind::WorldDrift => "world drift",
+        FailureKind::Crash => "crash",
     }
 }
 

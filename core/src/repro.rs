@@ -459,7 +459,9 @@ fn statement(op: &Op) -> String {
         Op::Weak { w, v } => format!("weak({}, {})", w.0, q(v)),
         Op::Unweak { w } => format!("unweak({})", w.0),
         Op::Lock { v, w } => format!("{} = lock(WEAKS[{}])", q(v), w.0),
-        Op::Shutdown => String::new(),
+        // The interpreter's end begins with the atexit hooks; upstream's
+        // sets its shutdown flag (TVMFFIPyMarkPythonFinalizing, core.pyx).
+        Op::Shutdown => "import atexit\natexit._run_exitfuncs()".into(),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }

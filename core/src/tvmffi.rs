@@ -4,7 +4,7 @@
 //! script generator ([`crate::repro`]) both read them from here.
 
 use crate::backend::Observes;
-use crate::program::{StepKind, StepSet};
+use crate::program::StepSet;
 
 /// The version `scripts/setup-tvmffi` installs and
 /// `scripts/setup-tvmffi-tied` builds from its source distribution.
@@ -17,10 +17,12 @@ pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie"
 /// The finding "an activated build reads before a legacy-layout object".
 pub const LEGACY_FINDING: &str = "corpus/upstream/legacy-layout-read-before-body.pytie";
 
-/// The step kinds tvm-ffi can express: all but `shutdown` (weak slots
-/// through the object's weak count, as C++ `WeakObjectPtr` does).
+/// The step kinds tvm-ffi can express: all (weak slots through the
+/// object's weak count, as C++ `WeakObjectPtr` does; `shutdown` runs
+/// upstream's atexit hook, in a child process the harness forks, since its
+/// flag cannot be reset).
 pub fn steps() -> StepSet {
-    StepSet::ALL.without(StepKind::Shutdown)
+    StepSet::ALL
 }
 
 /// What the backend observes (contract §5 restricted to what tvm-ffi shows);

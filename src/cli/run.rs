@@ -87,7 +87,7 @@ impl<'a> Progress<'a> {
     }
 
     fn tick(&mut self, step: usize) {
-        if step == 0 || step % 4096 != 0 {
+        if step == 0 || !step.is_multiple_of(4096) {
             return;
         }
         let t = self.start.elapsed();

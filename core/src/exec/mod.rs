@@ -625,6 +625,33 @@ impl<B: Backend> Executor<B> {
         Err(self.fail(At::Step(i, op), kind, vec![note]))
     }
 
+    /// A failure the executor did not see itself: one a forked child
+    /// relayed (its report in `notes`), or the child's death. `step`
+    /// (1-based) indexes `program`, the whole program; the report shows
+    /// it up to that step. (A relayed report already says whether it is
+    /// an upstream failure: the child's executor decided.)
+    pub fn relayed_failure(
+        &self,
+        kind: FailureKind,
+        step: Option<usize>,
+        step_text: String,
+        notes: Vec<String>,
+        program: &Program,
+    ) -> Box<Failure> {
+        let upto = step.map_or(program.ops.len(), |s| s.min(program.ops.len()));
+        Box::new(Failure {
+            kind,
+            step,
+            step_text,
+            notes,
+            expected: AbstractState::default(),
+            actual: AbstractState::default(),
+            program: Program::new(program.ops[..upto].to_vec()),
+            backend: self.backend.name(),
+            full: false,
+        })
+    }
+
     fn fail(&self, at: At<'_>, kind: FailureKind, mut notes: Vec<String>) -> Box<Failure> {
         // A third-party library that breaks the contract: an upstream
         // finding. (A false `expect` both sides agree on is not one.)

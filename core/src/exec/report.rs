@@ -36,6 +36,9 @@ pub enum FailureKind {
     /// counts, process-wide flags, threads) differs after the program from
     /// before it: damage a later program would trip over.
     WorldDrift,
+    /// The process that ran the program's end (the child forked at
+    /// `shutdown`) died of a signal: the parent reports it.
+    Crash,
 }
 
 impl FailureKind {
@@ -50,8 +53,24 @@ impl FailureKind {
             FailureKind::Upstream => "upstream failure",
             FailureKind::Hang => "hang: a step did not finish",
             FailureKind::WorldDrift => "world drift: the program changed what outlives it",
+            FailureKind::Crash => "crash: the process running the program's end died",
         }
     }
+
+    /// Every kind, in a fixed order (the index crosses a pipe from a
+    /// forked child).
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::Divergence,
+        FailureKind::Invariant,
+        FailureKind::RuntimeAssertion,
+        FailureKind::Identity,
+        FailureKind::Expectation,
+        FailureKind::Teardown,
+        FailureKind::Upstream,
+        FailureKind::Hang,
+        FailureKind::WorldDrift,
+        FailureKind::Crash,
+    ];
 }
 
 /// A failed run.

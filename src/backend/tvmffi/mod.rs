@@ -513,7 +513,12 @@ impl TvmFfiBackend {
                 }
             }
             // Unsupported (see `steps`): the executor never applies it.
-            Op::Shutdown => {}
+            Op::Shutdown => {
+                // What the interpreter's end runs first: the atexit hooks,
+                // upstream's TVMFFIPyMarkPythonFinalizing among them
+                // (core.pyx). Only in a forked child (`refuse`).
+                py.import("atexit")?.call_method0("_run_exitfuncs")?;
+            }
             Op::Mark { .. } | Op::Expect(_) => {}
         }
         Ok(StepResult::Ok)
@@ -634,6 +639,9 @@ impl TvmFfiBackend {
     }
 }
 
+/// Where the rule that runs `shutdown` in a forked child is written.
+pub const SHUTDOWN_RULE: &str = "src/child.rs; docs/tvmffi-tied.md, \"shutdown\"";
+
 impl Backend for TvmFfiBackend {
     fn name(&self) -> String {
         format!(
@@ -703,6 +711,12 @@ impl Backend for TvmFfiBackend {
     }
 
     fn refuse(&mut self, op: &Op) -> Option<String> {
+        if matches!(op, Op::Shutdown) && !crate::interp::in_forked_child() {
+            return Some(format!(
+                "`shutdown` runs upstream's atexit hook, whose flag no process can reset: it \
+                 runs only in a child the harness forks ({SHUTDOWN_RULE})"
+            ));
+        }
         Python::attach(|py| {
             let holds = |v: Var| match self.source(py, v) {
                 None => Holds::Nothing,
