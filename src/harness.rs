@@ -23,7 +23,7 @@ use pytie_core::exec::coverage::ComboSet;
 use pytie_core::exec::{Executor, Failure, FailureKind, Outcome};
 use pytie_core::model::Design;
 use pytie_core::program::{Program, StepSet, binary};
-use pytie_core::state::AbstractState;
+use pytie_core::state::{AbstractState, VarState};
 
 use crate::backend::pytie::PytieBackend;
 use crate::backend::tvmffi::{KnownFindings, TvmFfiBackend};
@@ -61,6 +61,10 @@ pub trait Target: Backend + Sized + 'static {
     /// `shutdown` runs in a forked child (src/child.rs): this backend's
     /// shutdown cannot be undone for the next program.
     const SHUTDOWN_IN_CHILD: bool = false;
+    /// Python's singletons' reference counts are checked after every step
+    /// (None's with the vars holding None): only where nothing but the
+    /// program holds them between steps.
+    const SINGLETONS_PER_STEP: bool = true;
     /// The world outside a program, as far as this backend can see it
     /// ([`conservation`]), into `out`; `false`: not checked. Called with
     /// the GIL held, between programs.
@@ -116,7 +120,7 @@ fn warm_up<B: Target>(ex: &mut Executor<B>, p: &Program) -> Result<Outcome, Box<
     );
     let r = ex
         .begin()
-        .and_then(|()| run_steps(ex, p, &mut |_, _, _| {}));
+        .and_then(|()| run_steps_checked(ex, p, &mut |_, _, _| {}, false));
     watchdog::disarm();
     r
 }
@@ -126,6 +130,21 @@ fn run_steps<B: Target>(
     prog: &Program,
     trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
 ) -> Result<Outcome, Box<Failure>> {
+    run_steps_checked(ex, prog, trace, true)
+}
+
+/// [`run_steps`]; with `per_step`, Python's singletons' reference counts
+/// are read after every step ([`singletons_moved`]): a step that changes
+/// them for good is reported at that step, before the damage crashes the
+/// process or the program ends (the warm-up, which may change them once
+/// per process, runs without).
+fn run_steps_checked<B: Target>(
+    ex: &mut Executor<B>,
+    prog: &Program,
+    trace: &mut dyn FnMut(usize, &AbstractState, &AbstractState),
+    per_step: bool,
+) -> Result<Outcome, Box<Failure>> {
+    let base = (per_step && B::SINGLETONS_PER_STEP).then(|| singleton_base(ex.actual()));
     for (i, op) in prog.ops.iter().enumerate() {
         watchdog::arm(i + 1);
         if crate::child::forks_at(ex, op) {
@@ -133,19 +152,94 @@ fn run_steps<B: Target>(
         }
         if ex.step(op)? {
             trace(i + 1, ex.expected(), ex.actual());
+            if let Some(base) = &base
+                && let Some(notes) = singletons_moved(base, ex.actual())
+            {
+                ex.backend.abandon();
+                return Err(step_drift_failure(ex, prog, i, notes));
+            }
         }
     }
     watchdog::arm_teardown();
     ex.finish_traced(trace)
 }
 
-fn drift_failure<B: Target>(ex: &Executor<B>, prog: &Program, drift: Vec<String>) -> Box<Failure> {
+/// The vars holding None: each owns a reference to it.
+fn vars_holding_none(s: &AbstractState) -> isize {
+    s.vars
+        .iter()
+        .filter(|v| matches!(v, VarState::None))
+        .count() as isize
+}
+
+/// The singletons' counts as the program starts, None's without the
+/// references its vars hold.
+fn singleton_base(s: &AbstractState) -> [isize; 5] {
+    let mut base = Python::attach(crate::wrapper::singleton_refcounts);
+    base[0] -= vars_holding_none(s);
+    base
+}
+
+/// What changed in the singletons' counts since `base`, None's counted
+/// with the references the vars hold now (contract §5, "the world").
+fn singletons_moved(base: &[isize; 5], s: &AbstractState) -> Option<Vec<String>> {
+    let now = Python::attach(crate::wrapper::singleton_refcounts);
+    let held = vars_holding_none(s);
+    let mut notes = Vec::new();
+    for (i, name) in crate::wrapper::SINGLETONS.iter().enumerate() {
+        let want = base[i] + if i == 0 { held } else { 0 };
+        if now[i] != want {
+            let vars = if i == 0 {
+                format!(", {held} of them the vars holding None")
+            } else {
+                String::new()
+            };
+            notes.push(format!(
+                "the reference count of {name}: {want} expected after this step ({} as the \
+                 program began{vars}), {} found ({:+})",
+                base[i],
+                now[i],
+                now[i] - want
+            ));
+        }
+    }
+    (!notes.is_empty()).then_some(notes)
+}
+
+fn step_drift_failure<B: Target>(
+    ex: &Executor<B>,
+    prog: &Program,
+    i: usize,
+    drift: Vec<String>,
+) -> Box<Failure> {
     let mut notes = vec![
-        "the program passed, but what every program shares is not as it found it: \
-         a later program would fail for it (and its artifact would pass alone)"
+        "this step changed a count every program shares, and the program's own references do \
+         not account for it: left alone, the damage ends in a crash or a failure programs later"
             .to_string(),
     ];
     notes.extend(drift);
+    let mut f = drift_failure(ex, prog, notes);
+    f.step = Some(i + 1);
+    f.step_text = prog.ops[i].to_string();
+    f.program = Program::new(prog.ops[..=i].to_vec());
+    f
+}
+
+fn drift_failure<B: Target>(ex: &Executor<B>, prog: &Program, drift: Vec<String>) -> Box<Failure> {
+    let notes = if drift
+        .first()
+        .is_some_and(|n| n.starts_with("this step changed"))
+    {
+        drift
+    } else {
+        let mut notes = vec![
+            "the program passed, but what every program shares is not as it found it: \
+             a later program would fail for it (and its artifact would pass alone)"
+                .to_string(),
+        ];
+        notes.extend(drift);
+        notes
+    };
     Box::new(Failure {
         kind: FailureKind::WorldDrift,
         step: None,
@@ -339,6 +433,7 @@ thread_local! {
 /// pytie's runtime (design S): the `lifecycle` target.
 impl Target for PytieBackend {
     const NAME: &'static str = "lifecycle";
+    const SINGLETONS_PER_STEP: bool = false;
     /// pytie's runtime needs nothing installed.
     const SITE: bool = false;
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {
@@ -374,6 +469,12 @@ impl Target for PytieBackend {
 impl Target for TvmFfiBackend {
     const NAME: &'static str = "tvmffi";
     const SHUTDOWN_IN_CHILD: bool = true;
+    // Not on tvm-ffi: its Cython layer holds references to None between
+    // steps and even between programs (after `move h1 v0` in
+    // corpus/scenarios/moved-wrapper-steps-fail-or-work.pytie, one more,
+    // released at the next program's first `new`), so None's count there
+    // is not a function of the program's state; its world check covers its
+    // wrapper types instead.
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {
         &TVMFFI
     }

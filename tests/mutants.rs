@@ -296,3 +296,41 @@ fn the_warm_up_turns_the_mutant_off_on_its_own_thread_only() {
     assert_eq!((here, other, after), (None, Some(m), Some(m)));
     assert_eq!(fresh, (true, Some(m)), "a new thread's warm-up and program");
 }
+
+/// Issue 26: damage to a count every program shares, done deep inside a
+/// long program, is reported at the step that did it (Python's singletons'
+/// counts are read after every step), with the program up to that step;
+/// not at the program's end, nor as the crash None's deallocation would be
+/// once enough programs drained it.
+#[test]
+fn a_none_drain_deep_in_a_long_program_is_reported_at_its_step() {
+    let _turn = in_process();
+    // 10,000 steps of churn in which a var holds None now and then (`get`
+    // of an empty field): the per-step check counts the vars' references.
+    let mut ops: Vec<&str> = ["new v0", "get v1 v0", "drop v1", "drop v0"]
+        .iter()
+        .copied()
+        .cycle()
+        .take(10_000)
+        .collect();
+    // Step 7,002 (a `get v1 v0` while v0 is live) becomes the one `unset`.
+    ops[7001] = "unset v0";
+    let p = text::parse(&ops.join("\n")).unwrap();
+    mutants::set(None);
+    harness::check_lifecycle(&p).expect("passes without the mutant");
+    mutants::set(Some(Mutant::UnsetDecrefsNone));
+    let r = harness::check_lifecycle(&p);
+    mutants::set(None);
+    let f = r.expect_err("the mutant drains None");
+    assert_eq!(f.kind, FailureKind::WorldDrift, "{f}");
+    assert_eq!(f.step, Some(7002), "{f}");
+    assert_eq!(f.program.ops.len(), 7002);
+    assert!(
+        f.notes
+            .iter()
+            .any(|n| n.contains("reference count of None")),
+        "{f}"
+    );
+    // The world is usable after the abandoned program.
+    assert!(harness::check_lifecycle(&program(Mutant::ALL[0])).is_ok());
+}

@@ -276,6 +276,24 @@ pub fn shared_refcounts(_py: Python<'_>, mut f: impl FnMut(&'static str, isize))
     types::for_each_shared(|n, p| f(n, unsafe { ffi::Py_REFCNT(p) }));
 }
 
+/// The names of [`singleton_refcounts`]' counts, in its order.
+pub const SINGLETONS: [&str; 5] = ["None", "True", "False", "Ellipsis", "NotImplemented"];
+
+/// The reference counts of Python's singletons ([`SINGLETONS`]): a few
+/// loads, cheap enough to read after every step.
+pub fn singleton_refcounts(_py: Python<'_>) -> [isize; 5] {
+    // SAFETY: GIL held (py); the singletons live for the process.
+    unsafe {
+        [
+            ffi::Py_REFCNT(ffi::Py_None()),
+            ffi::Py_REFCNT(ffi::Py_True()),
+            ffi::Py_REFCNT(ffi::Py_False()),
+            ffi::Py_REFCNT(ffi::Py_Ellipsis()),
+            ffi::Py_REFCNT(ffi::Py_NotImplemented()),
+        ]
+    }
+}
+
 /// Runtime assertion failures since the last call.
 pub fn take_violations() -> Vec<String> {
     native::registry::take_violations()
