@@ -396,8 +396,18 @@ fn found_line() -> String {
 
 fn found_line_after(n: u64) -> String {
     let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
-    format!("pytie: found after {n} programs, {secs:.3} s after start-up")
+    let from_first = FIRST_PROGRAM
+        .get()
+        .map_or(0.0, |t| t.elapsed().as_secs_f64());
+    format!(
+        "pytie: found after {n} programs, {secs:.3} s after start-up, {from_first:.3} s from the \
+         first program"
+    )
 }
+
+/// When the fuzzing process began its first program: time to detect is
+/// judged from here (issue 26), start-up excluded.
+static FIRST_PROGRAM: OnceLock<Instant> = OnceLock::new();
 
 /// A fuzz target's body: a failure prints its report and aborts, so the
 /// fuzzer saves the input. The report starts with when the failure was
@@ -409,6 +419,7 @@ fn found_line_after(n: u64) -> String {
 /// transition happened, not only by which code ran.
 pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
     let n = PROGRAMS.fetch_add(1, Ordering::Relaxed) + 1;
+    FIRST_PROGRAM.get_or_init(Instant::now);
     let prog = decode::<B>(data);
     match check_with::<B>(&prog, B::for_campaign) {
         Ok(Ok(outcome)) => outcome.combos,

@@ -47,6 +47,8 @@ impl ReferenceStateMachine for Reference {
 /// When the test started, and how many programs (cases) it has begun.
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static PROGRAMS: AtomicU64 = AtomicU64::new(0);
+/// When the first program began (time to detect is judged from here).
+static FIRST_PROGRAM: OnceLock<Instant> = OnceLock::new();
 
 /// The system under test: the runtime behind the lockstep executor.
 struct Peer;
@@ -56,7 +58,13 @@ struct Peer;
 fn found(f: impl std::fmt::Display) -> ! {
     let n = PROGRAMS.load(Ordering::Relaxed);
     let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
-    panic!("pytie: found after {n} programs, {secs:.3} s after start-up\n{f}");
+    let first = FIRST_PROGRAM
+        .get()
+        .map_or(0.0, |t| t.elapsed().as_secs_f64());
+    panic!(
+        "pytie: found after {n} programs, {secs:.3} s after start-up, {first:.3} s from the first \
+         program\n{f}"
+    );
 }
 
 impl StateMachineTest for Peer {
@@ -65,6 +73,7 @@ impl StateMachineTest for Peer {
 
     fn init_test(_: &Model) -> Executor<PytieBackend> {
         PROGRAMS.fetch_add(1, Ordering::Relaxed);
+        FIRST_PROGRAM.get_or_init(Instant::now);
         let mut ex = Executor::new(Design::S, PytieBackend::new());
         ex.begin().unwrap_or_else(|f| found(f));
         ex
