@@ -85,11 +85,14 @@ pub fn snapshot(py: Python<'_>, world: &mut World) {
             r.violations.len() as i64,
         )
     });
-    let (live, leaked, cycles) = accounts::with(|a| {
+    let numbered = native::registry::with(|r| r.handles.len() as i64);
+    let (live, leaked, cycles, wrappers_numbered, door) = accounts::with(|a| {
         (
             i64::from(a.live),
             i64::from(a.leaked),
             a.cycles.len() as i64,
+            a.slots.len() as i64,
+            a.leak_list.len() as i64,
         )
     });
     v.extend([
@@ -99,6 +102,21 @@ pub fn snapshot(py: Python<'_>, world: &mut World) {
         ("leaked wrappers", leaked),
         ("uncollected cycles", cycles),
         ("unreported runtime assertions", pending),
+        // Read after the reset that ends a program (harness::run_watched):
+        // what the next program starts from.
+        (
+            "objects the registry has numbered (the next object's number)",
+            numbered,
+        ),
+        (
+            "wrappers the accounts have numbered (the next wrapper's number)",
+            wrappers_numbered,
+        ),
+        ("wrappers on the reclaim door's list", door),
+        (
+            "freed blocks in the quarantine",
+            native::guard::held() as i64,
+        ),
     ]);
 }
 

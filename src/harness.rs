@@ -64,7 +64,7 @@ pub trait Target: Backend + Sized + 'static {
     /// Python's singletons' reference counts are checked after every step
     /// (None's with the vars holding None): only where nothing but the
     /// program holds them between steps.
-    const SINGLETONS_PER_STEP: bool = true;
+    const SINGLETONS_PER_STEP: bool = false;
     /// The world outside a program, as far as this backend can see it
     /// ([`conservation`]), into `out`; `false`: not checked. Called with
     /// the GIL held, between programs.
@@ -97,6 +97,15 @@ pub fn run_watched<B: Target>(
         });
         watchdog::disarm();
         let outcome = r?;
+        // The world after the program is what the next one starts from:
+        // read after the reset that begins a program, so that state the
+        // reset should restore and does not is charged to this program
+        // (issue 31), not to the next, whose artifact would pass alone.
+        if checked && let Err(e) = ex.backend.begin() {
+            let mut f = drift_failure(ex, prog, vec![format!("the reset after it failed: {e}")]);
+            f.kind = FailureKind::Teardown;
+            return Err(f);
+        }
         if checked && ex.backend.world(after) && before != after {
             let drift = conservation::drift(before, after);
             return Err(drift_failure(ex, prog, drift));
@@ -444,7 +453,7 @@ thread_local! {
 /// pytie's runtime (design S): the `lifecycle` target.
 impl Target for PytieBackend {
     const NAME: &'static str = "lifecycle";
-    const SINGLETONS_PER_STEP: bool = false;
+    const SINGLETONS_PER_STEP: bool = true;
     /// pytie's runtime needs nothing installed.
     const SITE: bool = false;
     fn slot() -> &'static LocalKey<RefCell<Option<Executor<Self>>>> {

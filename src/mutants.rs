@@ -81,6 +81,8 @@ mutants! {
         "release_foreign waits for the foreign thread without releasing the GIL, which the foreign thread's delete_space needs: a deadlock";
     UnsetDecrefsNone "unset-decrefs-none":
         "the field setter treats its None value as owned and DecRefs it: None's reference count slips once per unset";
+    NumberingSticks "numbering-sticks":
+        "the registry's reset() clears its handle table one chunk of 8 entries at a time and stops after the first: after a program that made more than 8 objects, the next program numbers its objects after the leftovers";
     ShutdownFlagSticks "shutdown-flag-sticks":
         "reset() leaves the shutdown flag to the reclaim door, which clears it only when it reclaimed a wrapper: a `shutdown` outlives its program";
 }

@@ -179,7 +179,12 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
                 .filter(|o| !o.is_assertion())
                 .collect(),
         );
-        if !within(&fuzzer) {
+        // numbering-sticks needs a program of more than 8 objects: beyond
+        // the default bound's 3 handles (what exhaust proves stops at its
+        // bound). Every other mutant fits.
+        let beyond = m == Mutant::NumberingSticks;
+        assert_eq!(!within(&fuzzer), beyond, "{}", m.name());
+        if beyond {
             report.push(format!("{:28} outside the default bound", m.name()));
             continue;
         }
@@ -226,8 +231,8 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
         }
     }
     println!("{}", report.join("\n"));
-    // Every mutant of the zoo fits the default bound today.
-    assert_eq!(found, Mutant::ALL.len(), "{}", report.join("\n"));
+    // Every mutant of the zoo but numbering-sticks fits the default bound.
+    assert_eq!(found, Mutant::ALL.len() - 1, "{}", report.join("\n"));
 }
 
 /// On apache-tvm-ffi, within its step kinds (all of them: `shutdown` runs

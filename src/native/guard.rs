@@ -92,6 +92,12 @@ pub(super) fn quarantine(h: Held) -> Vec<Held> {
     q.drain(..excess).collect()
 }
 
+/// How many freed blocks the quarantine holds (part of the world between
+/// programs: none after a reset).
+pub fn held() -> usize {
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
 /// Everything the quarantine holds, to be really freed (a new program
 /// starts: nothing of the last one may be touched any more).
 pub(super) fn drain() -> Vec<Held> {
