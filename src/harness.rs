@@ -394,9 +394,11 @@ pub fn init_fuzzing<B: Target>() {
 /// AddressSanitizer's error-report callback (registered by the fuzz
 /// targets, [`crate::report_sanitizer_finds`]): after ASan's report, the
 /// line saying when the failure was found, as every other find has, so
-/// `scripts/detect` times memory errors too.
+/// `scripts/detect` times memory errors too, and the step and the program
+/// up to it, as a crash's report has.
 pub extern "C" fn sanitizer_report(_report: *const std::ffi::c_char) {
     eprintln!("{}", found_line());
+    watchdog::sanitizer_died();
 }
 
 fn found_line() -> String {

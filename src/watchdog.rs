@@ -454,7 +454,6 @@ impl std::fmt::Write for RawStderr {
 /// What the crash report says: the signal, the step and the program up
 /// to it, in the text form `pytie run` replays.
 fn write_crash_report(sig: libc::c_int, step: u32) {
-    use std::fmt::Write as _;
     let name = match sig {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGBUS => "SIGBUS",
@@ -462,6 +461,25 @@ fn write_crash_report(sig: libc::c_int, step: u32) {
         libc::SIGFPE => "SIGFPE",
         _ => "SIGABRT",
     };
+    write_death_report(name, step);
+}
+
+/// A sanitizer's error report is out and the process will end (the fuzz
+/// targets' AddressSanitizer callback, `harness::sanitizer_report`): the
+/// same report as a crash's, the step it happened in and the program up to
+/// it, so that a memory error names its step too (issue 26).
+pub fn sanitizer_died() {
+    if !REPORTED.swap(true, Ordering::SeqCst) {
+        let step = ARMED.load(Ordering::Acquire) as u32;
+        if step != IDLE {
+            write_death_report("an AddressSanitizer report", step);
+        }
+    }
+}
+
+/// The report of [`write_crash_report`] for a death by `name`.
+fn write_death_report(name: &str, step: u32) {
+    use std::fmt::Write as _;
     let mut out = RawStderr {
         buf: [0; 2048],
         len: 0,
