@@ -99,7 +99,10 @@ pub fn finish_in_child<B: Target>(
         }
         (None, end) => {
             let how = match end {
-                Ok(ChildEnd::Signaled(sig)) => format!("died of {}", interp::signal_name(sig)),
+                Ok(ChildEnd::Signaled(sig)) => match watchdog::signal_name(sig) {
+                    Some(name) => format!("died of {name}"),
+                    None => format!("died of signal {sig}"),
+                },
                 Ok(ChildEnd::Exited(code)) => format!(
                     "exited with status {code} and no report (a sanitizer exits so after its \
                      report)"

@@ -78,14 +78,14 @@ pub fn snapshot(py: Python<'_>, world: &mut World) {
     {
         v.push(("threads of the process (/proc/self/stat)", n));
     }
-    let (handles, blocks, pending) = native::registry::with(|r| {
+    let (handles, blocks, pending, numbered) = native::registry::with(|r| {
         (
             i64::from(r.live_handles),
             i64::from(r.live_blocks),
             r.violations.len() as i64,
+            r.handles.len() as i64,
         )
     });
-    let numbered = native::registry::with(|r| r.handles.len() as i64);
     let (live, leaked, cycles, wrappers_numbered, door) = accounts::with(|a| {
         (
             i64::from(a.live),

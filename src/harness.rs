@@ -102,9 +102,8 @@ pub fn run_watched<B: Target>(
         // reset should restore and does not is charged to this program
         // (issue 31), not to the next, whose artifact would pass alone.
         if checked && let Err(e) = ex.backend.begin() {
-            let mut f = drift_failure(ex, prog, vec![format!("the reset after it failed: {e}")]);
-            f.kind = FailureKind::Teardown;
-            return Err(f);
+            let note = format!("the reset after it failed: {e}");
+            return Err(world_failure(ex, prog, FailureKind::Teardown, vec![note]));
         }
         if checked && ex.backend.world(after) && before != after {
             let drift = conservation::drift(before, after);
@@ -227,30 +226,35 @@ fn step_drift_failure<B: Target>(
             .to_string(),
     ];
     notes.extend(drift);
-    let mut f = drift_failure(ex, prog, notes);
+    let mut f = world_failure(ex, prog, FailureKind::WorldDrift, notes);
     f.step = Some(i + 1);
     f.step_text = prog.ops[i].to_string();
     f.program = Program::new(prog.ops[..=i].to_vec());
     f
 }
 
+/// World drift found after the program: its notes, after the one that says
+/// what that means.
 fn drift_failure<B: Target>(ex: &Executor<B>, prog: &Program, drift: Vec<String>) -> Box<Failure> {
-    let notes = if drift
-        .first()
-        .is_some_and(|n| n.starts_with("this step changed"))
-    {
-        drift
-    } else {
-        let mut notes = vec![
-            "the program passed, but what every program shares is not as it found it: \
-             a later program would fail for it (and its artifact would pass alone)"
-                .to_string(),
-        ];
-        notes.extend(drift);
-        notes
-    };
+    let mut notes = vec![
+        "the program passed, but what every program shares is not as it found it: \
+         a later program would fail for it (and its artifact would pass alone)"
+            .to_string(),
+    ];
+    notes.extend(drift);
+    world_failure(ex, prog, FailureKind::WorldDrift, notes)
+}
+
+/// A failure the harness finds in the world outside the program (the
+/// executor passed it): `kind` with `notes`, after teardown.
+fn world_failure<B: Target>(
+    ex: &Executor<B>,
+    prog: &Program,
+    kind: FailureKind,
+    notes: Vec<String>,
+) -> Box<Failure> {
     Box::new(Failure {
-        kind: FailureKind::WorldDrift,
+        kind,
         step: None,
         step_text: "after teardown: the world outside the program".into(),
         notes,

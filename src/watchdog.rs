@@ -380,12 +380,8 @@ unsafe extern "C" fn on_crash(
     info: *mut libc::siginfo_t,
     ctx: *mut libc::c_void,
 ) {
-    if !REPORTED.swap(true, Ordering::SeqCst) {
-        let step = ARMED.load(Ordering::Acquire) as u32;
-        if step != IDLE {
-            write_crash_report(sig, step);
-        }
-    }
+    // Any other signal this handler gets is an abort's.
+    report_death_once(signal_name(sig).unwrap_or("SIGABRT"));
     let Some(i) = CRASH_SIGNALS.iter().position(|&s| s == sig) else {
         return;
     };
@@ -451,17 +447,29 @@ impl std::fmt::Write for RawStderr {
     }
 }
 
-/// What the crash report says: the signal, the step and the program up
-/// to it, in the text form `pytie run` replays.
-fn write_crash_report(sig: libc::c_int, step: u32) {
-    let name = match sig {
+/// The death report (what killed the process, the step and the program up
+/// to it), once per process, when a step is armed.
+fn report_death_once(name: &str) {
+    if !REPORTED.swap(true, Ordering::SeqCst) {
+        let step = ARMED.load(Ordering::Acquire) as u32;
+        if step != IDLE {
+            write_death_report(name, step);
+        }
+    }
+}
+
+/// The name of signal `sig`, for the signals pytie reports a death by
+/// (no allocation: the crash handler calls it).
+pub fn signal_name(sig: libc::c_int) -> Option<&'static str> {
+    Some(match sig {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGBUS => "SIGBUS",
         libc::SIGILL => "SIGILL",
         libc::SIGFPE => "SIGFPE",
-        _ => "SIGABRT",
-    };
-    write_death_report(name, step);
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        _ => return None,
+    })
 }
 
 /// A sanitizer's error report is out and the process will end (the fuzz
@@ -469,15 +477,11 @@ fn write_crash_report(sig: libc::c_int, step: u32) {
 /// same report as a crash's, the step it happened in and the program up to
 /// it, so that a memory error names its step too (issue 26).
 pub fn sanitizer_died() {
-    if !REPORTED.swap(true, Ordering::SeqCst) {
-        let step = ARMED.load(Ordering::Acquire) as u32;
-        if step != IDLE {
-            write_death_report("an AddressSanitizer report", step);
-        }
-    }
+    report_death_once("an AddressSanitizer report");
 }
 
-/// The report of [`write_crash_report`] for a death by `name`.
+/// The crash report for a death by `name`: the step and the program up
+/// to it, in the text form `pytie run` replays.
 fn write_death_report(name: &str, step: u32) {
     use std::fmt::Write as _;
     let mut out = RawStderr {
