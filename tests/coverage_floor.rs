@@ -209,8 +209,8 @@ fn every_combination_the_model_reaches_at_a_small_bound_is_in_the_floor() {
 #[test]
 fn every_object_kind_reaches_what_tells_it_apart() {
     use pytie_core::exec::coverage::for_each_transition;
-    use pytie_core::model::Design;
-    use pytie_core::program::{ObjKind, Op};
+    use pytie_core::model::{Design, Model};
+    use pytie_core::program::ObjKind;
     let dirs: Vec<PathBuf> = ["scenarios", "lifecycle", "regressions", "combos"]
         .iter()
         .map(|d| root().join("corpus").join(d))
@@ -219,15 +219,13 @@ fn every_object_kind_reaches_what_tells_it_apart() {
     for f in &program_files(&dirs).unwrap() {
         let text = f.extension().is_some_and(|e| e == "pytie");
         let p = load(f, text).unwrap();
-        // Handles are numbered by `new` steps, in order.
-        let kinds: Vec<ObjKind> = p
-            .ops
-            .iter()
-            .filter_map(|op| match *op {
-                Op::New { kind, .. } => Some(kind),
-                _ => None,
-            })
-            .collect();
+        // Each handle's kind, as the model made it (`new`, and `pickle`'s
+        // copies).
+        let mut model = Model::new(Design::U);
+        for op in &p.ops {
+            model.apply(op);
+        }
+        let kinds = model.kinds().to_vec();
         for_each_transition(&p, Design::U, |t| {
             let k = kinds[t.handle as usize] as usize;
             if !reached[k].contains(&t.edge) {

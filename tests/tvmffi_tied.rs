@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use pytie::backend::tvmffi::{self, Build, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED};
+use pytie::backend::tvmffi::{
+    self, Build, CYCLE_FINDING, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED,
+};
 use pytie::harness;
 use pytie_core::backend::Backend;
 use pytie_core::exec::FailureKind;
@@ -116,7 +118,9 @@ fn the_shared_corpus_replays_on_the_activated_build() {
             Ok(o) => {
                 for (_, why) in &o.refused {
                     assert!(
-                        why.contains(MOVED_FINDING) || why.contains("untied"),
+                        why.contains(MOVED_FINDING)
+                            || why.contains(CYCLE_FINDING)
+                            || why.contains("untied"),
                         "{}: {why}",
                         f.display()
                     );

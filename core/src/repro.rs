@@ -20,8 +20,10 @@ use crate::tvmffi;
 
 const PRELUDE: &str = r#"import ctypes
 import gc
+import pickle
 import sys
 import threading
+import weakref
 from typing import Optional
 
 import tvm_ffi
@@ -327,6 +329,54 @@ def observe(w):
     ctypes.c_uint64.from_address(addr).value += 1 << 32
 
 
+LIB.TVMFFIFunctionGetGlobal.argtypes = [ctypes.POINTER(ByteArray), ctypes.POINTER(ctypes.c_void_p)]
+LIB.TVMFFIFunctionCall.argtypes = [
+    ctypes.c_void_p, ctypes.POINTER(Any), ctypes.c_int32, ctypes.POINTER(Any)]
+
+
+def field_offset(cls):
+    for c in cls.__mro__:
+        info = c.__dict__.get("__tvm_ffi_type_info__")
+        for f in (info.fields if info is not None else []):
+            if f.name == "x":
+                return f.offset
+    raise TypeError(f"{cls.__name__} has no reflected field x")
+
+
+def part_of(addr, kind):
+    """The object in the field of the object at addr (of `kind`), read in C++:
+    no wrapper is made, so no binding changes."""
+    if kind in ("list", "map"):
+        args = (Any * 2)()
+        args[0].type_index = ctypes.c_int32.from_address(addr + 8).value
+        args[0].v = addr
+        if kind == "list":  # element 0
+            name, args[1].type_index, args[1].v = b"ffi.ListGetItem", 1, 0
+        else:  # the value under "x" (a small string: length in the pad word)
+            name, args[1].type_index, args[1].pad, args[1].v = b"ffi.DictGetItem", 11, 1, ord("x")
+        fn = ctypes.c_void_p()
+        assert LIB.TVMFFIFunctionGetGlobal(ctypes.byref(ByteArray(name, len(name))),
+                                           ctypes.byref(fn)) == 0
+        out = Any()
+        assert LIB.TVMFFIFunctionCall(fn, args, 2, ctypes.byref(out)) == 0
+        LIB.TVMFFIObjectDecRef(out.v)  # the call's +1; the field keeps it
+        LIB.TVMFFIObjectDecRef(fn)
+        return out.v
+    cls = _NEW_CPP[0][0] if kind == "cpp" else CTORS[kind]
+    return Any.from_address(addr + field_offset(cls)).v
+
+
+def observe_copy(w, kinds):
+    """`pickle`: the copy's root, then each part along the field, in the
+    model's numbering (kinds: the copies' kinds, root first)."""
+    addr = w.__chandle__()
+    for k, kind in enumerate(kinds):
+        if k:
+            addr = part_of(addr, kinds[k - 1])
+        OBJ.append(addr)
+        ctypes.c_uint64.from_address(addr).value += 1 << 32
+
+
 def strong_count(n):
     return ctypes.c_uint64.from_address(OBJ[n]).value & 0xFFFFFFFF
 
@@ -378,6 +428,16 @@ def moved(a, want):
 def none(a):
     if V.get(a) is not None:
         fail(f"{a} holds {V[a]!r}; the contract expects None or nothing")
+
+
+def expect_error(why, fn):
+    print(f"  {why}: the contract expects an error", flush=True)
+    try:
+        fn()
+    except Exception as e:  # the error the contract asks for
+        print(f"  raised {type(e).__name__}: as expected", flush=True)
+        return
+    fail("no error")
 
 
 def expect_moved_error(what, fn):
@@ -432,8 +492,9 @@ fn q(v: Var) -> String {
     format!("V[\"{v}\"]")
 }
 
-/// The Python statement of a state-changing step whose sources are live.
-fn statement(op: &Op) -> String {
+/// The Python statement of a state-changing step whose sources are live;
+/// `copies`: for `pickle`, the kinds of the copies it makes (root first).
+fn statement(op: &Op, copies: &[ObjKind]) -> String {
     match *op {
         Op::New { v, kind } => {
             let make = match kind {
@@ -462,6 +523,16 @@ fn statement(op: &Op) -> String {
         // The interpreter's end begins with the atexit hooks; upstream's
         // sets its shutdown flag (TVMFFIPyMarkPythonFinalizing, core.pyx).
         Op::Shutdown => "import atexit\natexit._run_exitfuncs()".into(),
+        Op::Pickle { v, u } => {
+            let kinds: Vec<String> = copies.iter().map(|k| format!("\"{}\"", k.name())).collect();
+            format!(
+                "_o = pickle.loads(pickle.dumps({}))\nobserve_copy(_o, [{}])\n{} = _o\ndel _o",
+                q(u),
+                kinds.join(", "),
+                q(v)
+            )
+        }
+        Op::PyWeak { v } => format!("_r = weakref.ref({0})\nassert _r() is {0}\ndel _r", q(v)),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }
@@ -479,6 +550,28 @@ fn moved_call(op: &Op) -> String {
         Op::Weak { w, v } => format!("weak({}, {})", w.0, q(v)),
         _ => "None".into(),
     }
+}
+
+/// For `pickle V U` on a live U: the kinds of the copies (root first,
+/// along the field), or `Err(U)` when the chain has a cycle. Empty for
+/// every other step and for a moved-from U.
+fn copies_of(op: &Op, s: &AbstractState, kinds: &[ObjKind]) -> Result<Vec<ObjKind>, Var> {
+    let Op::Pickle { u, .. } = *op else {
+        return Ok(Vec::new());
+    };
+    let VarState::Wrapper(w) = s.vars[u.idx()] else {
+        return Ok(Vec::new());
+    };
+    let mut chain = Vec::new();
+    let mut next = s.wrappers.get(w as usize).and_then(|w| w.chandle);
+    while let Some(h) = next {
+        if chain.contains(&h) {
+            return Err(u);
+        }
+        chain.push(h);
+        next = s.handles.get(h as usize).and_then(|h| h.field);
+    }
+    Ok(chain.iter().map(|&h| kinds[h as usize].copied()).collect())
 }
 
 /// What a step finds in its sources (contract §4.1 rules).
@@ -508,7 +601,13 @@ fn finds(op: &Op, s: &AbstractState) -> Finds {
         SourceRule::Run => {}
     }
     match *op {
-        Op::Clone { u: v, .. } | Op::Drop { v } | Op::Cycle { v } if holds(v) == Holds::Nothing => {
+        Op::Clone { u: v, .. }
+        | Op::Drop { v }
+        | Op::Cycle { v }
+        | Op::Pickle { u: v, .. }
+        | Op::PyWeak { v }
+            if holds(v) == Holds::Nothing =>
+        {
             Finds::Nothing(format!("{v} is empty or None"))
         }
         Op::Ret { h, .. } if s.holders[h.idx()].is_none() => {
@@ -580,11 +679,31 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
                     moved_call(op)
                 );
             }
-            Finds::Live => {
-                out += "try:\n";
-                out += &indent(&statement(op), "    ");
-                out += "except Exception as e:\n    unexpected(e)\n";
+            Finds::Live
+                if let Op::PyWeak { v } = *op
+                    && let VarState::Wrapper(w) | VarState::Moved(w) = before.vars[v.idx()]
+                    && !model.weakref_slot(w) =>
+            {
+                let _ = writeln!(
+                    out,
+                    "expect_error(\"{v}'s type has no __weakref__ slot\", lambda: weakref.ref({}))",
+                    q(v)
+                );
             }
+            Finds::Live => match copies_of(op, &before, model.kinds()) {
+                Err(u) => {
+                    let _ = writeln!(
+                        out,
+                        "expect_error(\"{u}'s object graph has a cycle\", lambda: pickle.dumps({}))",
+                        q(u)
+                    );
+                }
+                Ok(copies) => {
+                    out += "try:\n";
+                    out += &indent(&statement(op, &copies), "    ");
+                    out += "except Exception as e:\n    unexpected(e)\n";
+                }
+            },
         }
         model.apply(op);
         model.observe(&mut after);

@@ -48,6 +48,12 @@ pub enum StepResult {
     Ok,
     /// The step needed a live wrapper and found a moved-from one.
     Moved,
+    /// `pickle` found a cycle in the object graph it was to copy (contract
+    /// §4.1: a serializer must refuse it).
+    Cyclic,
+    /// `pyweak` on a wrapper whose type takes no Python weak reference (no
+    /// `__weakref__` slot): Python's TypeError.
+    NoWeakref,
 }
 
 /// The binding of a handle (contract §3).

@@ -14,6 +14,9 @@ pub const LEAK_FINDING: &str = "corpus/upstream/field-store-leaks-strong-ref.pyt
 /// The finding "using a moved-from object segfaults".
 pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie";
 
+/// The finding "serializing a graph with a cycle overflows the stack".
+pub const CYCLE_FINDING: &str = "corpus/upstream/json-graph-cycle-segfaults.pytie";
+
 /// The finding "an activated build reads before a legacy-layout object".
 pub const LEGACY_FINDING: &str = "corpus/upstream/legacy-layout-read-before-body.pytie";
 

@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use crate::native::sancov::Traced;
 use crate::native::{HandleRef, WeakRef, release_on_foreign_thread};
 use crate::watchdog::{self, Phase, Side};
-use crate::wrapper::{self, Moved};
+use crate::wrapper::{self, Cyclic, Moved};
 use pytie_core::backend::{Backend, Caps, GcWrappers, Observes};
-use pytie_core::program::{HOLDERS, Holder, ObjKind, Op, StepSet, VARS, Var, WEAKS};
+use pytie_core::program::{HOLDERS, Holder, ObjKind, Op, StepKind, StepSet, VARS, Var, WEAKS};
 use pytie_core::program::{Holds, SourceRule};
 use pytie_core::state::{AbstractState, HandleNo, StepResult, VarState, WrapperNo};
 
@@ -219,6 +219,18 @@ impl PytieBackend {
                 self.py_result(py, op, r)?;
             }
             Op::Shutdown => wrapper::shutdown(),
+            // pytie's wrapper types have no `__weakref__` slot (Python weak
+            // references to wrappers are not offered, contract §3.1), so
+            // `caps` leaves the step out: the executor never applies it.
+            Op::PyWeak { .. } => return Err(StepResult::NoWeakref),
+            Op::Pickle { v, u } => {
+                if let Some(src) = self.source(py, u) {
+                    let r = wrapper::pickle(&src).map_err(|Cyclic| StepResult::Cyclic)?;
+                    drop(src);
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
             Op::Mark { .. } | Op::Expect(_) => {}
         }
         Ok(())
@@ -232,7 +244,8 @@ impl Backend for PytieBackend {
 
     fn caps(&self) -> Caps {
         Caps {
-            steps: StepSet::ALL,
+            // No Python weak references to wrappers (contract §3.1).
+            steps: StepSet::ALL.without(StepKind::PyWeak),
             // `del` objects are made as dict ones (no `__del__`): no
             // finalizer to count.
             observes: Observes {

@@ -27,6 +27,10 @@ const STRONG_MASK: u64 = 0xFFFF_FFFF;
 pub const TYPE_PLAIN: i32 = 64;
 /// Type index of objects whose wrapper type is `dict` (ineligible).
 pub const TYPE_DICT: i32 = 65;
+/// Type index of objects built in C++ (`cpp`, `list`, `map`: contract
+/// §2.2): wrapper type `plain`; a copy of one (`pickle`) stores its field
+/// in C++, not through a Python `__init__`.
+pub const TYPE_CPP: i32 = 66;
 
 pub type Deleter = unsafe extern "C" fn(body: *mut c_void, flags: i32);
 

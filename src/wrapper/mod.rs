@@ -14,7 +14,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use crate::native::{self, HandleRef, TYPE_DICT, TYPE_PLAIN, WeakRef};
+use crate::native::{self, HandleRef, TYPE_CPP, TYPE_DICT, TYPE_PLAIN, WeakRef};
 use pytie_core::program::ObjKind;
 
 pub use observe::observe;
@@ -23,6 +23,10 @@ pub use tying::{INACTIVE, Tag, decode_tag};
 /// The step needed a live wrapper and found a moved-from one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Moved;
+
+/// `pickle` found a cycle in the object graph it was to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cyclic;
 
 /// What the checker may learn of a wrapper object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,12 +55,12 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
 /// ineligible type, as a constructor of an unregistered subclass makes it.
 pub fn new_object(py: Python<'_>, kind: ObjKind) -> PyResult<Bound<'_, PyAny>> {
     let h = match kind {
-        ObjKind::Plain
-        | ObjKind::Cpp
-        | ObjKind::List
-        | ObjKind::Map
-        | ObjKind::Weakref
-        | ObjKind::Derived => HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space),
+        ObjKind::Plain | ObjKind::Weakref | ObjKind::Derived => {
+            HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space)
+        }
+        ObjKind::Cpp | ObjKind::List | ObjKind::Map => {
+            HandleRef::new_tied(TYPE_CPP, tying::py_delete_space)
+        }
         ObjKind::Sub => {
             let h = HandleRef::new_tied(TYPE_PLAIN, tying::py_delete_space);
             // SAFETY: GIL held (py); the +1 of `h` is handed over.
@@ -98,6 +102,72 @@ pub fn get_x<'py>(w: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// `w.x = v` (`v` may be None).
 pub fn set_x(w: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<()> {
     w.setattr(intern!(w.py(), "x"), v)
+}
+
+/// `pickle.loads(pickle.dumps(w))` (contract §4.1 `pickle`), as a
+/// serializer and deserializer of the library do it: a moved-from `w`
+/// gives a new moved-from wrapper of its type; else the chain of objects
+/// `w`'s object reaches through the field is copied (`Err(Cyclic)` if it
+/// has a cycle, nothing done): the copies are made root first, built
+/// deepest first (a parent whose type is not a C++ one receives its part
+/// through a Python `__init__`: returned into a temporary wrapper, stored,
+/// the wrapper dropped), the deserializer lets go of the parts, and the
+/// root gets a new wrapper of `w`'s type (a constructor's: `make_new_as`).
+pub fn pickle<'py>(w: &Bound<'py, PyAny>) -> Result<PyResult<Bound<'py, PyAny>>, Cyclic> {
+    let py = w.py();
+    let p = wrapper_ptr(w);
+    // SAFETY: `p` is a live wrapper (GIL held).
+    let (tp, obj) = unsafe { (ffi::Py_TYPE(p), (*p.cast::<types::PyWrapper>()).chandle) };
+    if obj.is_null() {
+        // SAFETY: GIL held; `tp` is one of our wrapper types; a zeroed
+        // wrapper has a NULL chandle: moved-from.
+        return Ok(unsafe { Bound::from_owned_ptr_or_err(py, types::wrapper_alloc(tp, 0)) });
+    }
+    // SAFETY: a non-NULL chandle owns a strong ref, so `obj` is live.
+    let mut chain = vec![unsafe { HandleRef::inc_ref(obj) }];
+    while let Some(next) = chain.last().and_then(HandleRef::field) {
+        if chain.iter().any(|h| h.as_ptr() == next.as_ptr()) {
+            return Err(Cyclic);
+        }
+        chain.push(next);
+    }
+    let copies: Vec<HandleRef> = chain.iter().map(copy_of).collect();
+    drop(chain);
+    for pair in copies.windows(2).rev() {
+        let (parent, part) = (&pair[0], &pair[1]);
+        if parent.type_index() == TYPE_CPP {
+            parent.set_field(Some(part.clone_ref()));
+        } else {
+            let temp = match return_handle(py, part.clone_ref()) {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(e)),
+            };
+            parent.set_field(Some(part.clone_ref()));
+            drop(temp);
+        }
+    }
+    let mut copies = copies.into_iter();
+    let root = copies.next().expect("a chain has a root");
+    // The deserializer lets go of the parts (their parents' fields keep them).
+    drop(copies);
+    // SAFETY: GIL held; the root's +1 is handed over; `tp` is ours.
+    Ok(unsafe { Bound::from_owned_ptr_or_err(py, tying::make_new_as(root.into_raw(), tp)) })
+}
+
+/// A new object like `h`'s, made by the library (its field empty): a
+/// legacy object's copy has the tied prefix (contract §4.1 `pickle`).
+fn copy_of(h: &HandleRef) -> HandleRef {
+    // SAFETY: `h` owns a strong ref: the body is live.
+    let (prefixed, tied) = unsafe {
+        (
+            native::alloc::has_prefix(h.as_ptr()),
+            tying::is_tied(h.as_ptr()),
+        )
+    };
+    match (prefixed, tied) {
+        (true, false) => HandleRef::new_untied(h.type_index()),
+        _ => HandleRef::new_tied(h.type_index(), tying::py_delete_space),
+    }
 }
 
 /// Is this error the moved-from error?

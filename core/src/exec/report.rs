@@ -293,8 +293,11 @@ pub fn state_summary(s: &AbstractState) -> String {
             .map(|(i, h)| h.map_or(String::new(), |h| format!("w{i}={}", obj(Some(h)))))
             .collect(),
     );
-    if s.result != crate::state::StepResult::Ok {
-        out += "  result   moved\n";
+    match s.result {
+        crate::state::StepResult::Ok => {}
+        crate::state::StepResult::Moved => out += "  result   moved\n",
+        crate::state::StepResult::Cyclic => out += "  result   cyclic\n",
+        crate::state::StepResult::NoWeakref => out += "  result   noweakref\n",
     }
     for (i, h) in s.handles.all().enumerate() {
         let name = format!("obj#{i}");

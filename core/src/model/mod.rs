@@ -63,6 +63,8 @@ pub struct Model {
     eligible: Vec<bool>,
     /// Indexed by `WrapperNo`: its type has a finalizer (`__del__`).
     finalizer: Vec<bool>,
+    /// Indexed by `WrapperNo`: its type has a `__weakref__` slot.
+    weakref_slot: Vec<bool>,
     /// Finalizers run (wrappers with one genuinely freed) this program.
     finalized: u32,
     /// The handles and wrappers not freed, in number order (pruned after
@@ -100,6 +102,7 @@ impl Model {
             wrappers: Vec::new(),
             eligible: Vec::new(),
             finalizer: Vec::new(),
+            weakref_slot: Vec::new(),
             finalized: 0,
             open_handles: Vec::new(),
             open_wrappers: Vec::new(),
@@ -143,6 +146,7 @@ impl Model {
         self.wrappers.clear();
         self.eligible.clear();
         self.finalizer.clear();
+        self.weakref_slot.clear();
         self.finalized = 0;
         self.open_handles.clear();
         self.open_wrappers.clear();
@@ -177,10 +181,7 @@ impl Model {
         let r = match rule {
             SourceRule::Skip => StepResult::Ok,
             SourceRule::Moved => StepResult::Moved,
-            SourceRule::Run => {
-                self.run(op);
-                StepResult::Ok
-            }
+            SourceRule::Run => self.run(op),
         };
         self.result = r;
         self.prune();
@@ -204,8 +205,9 @@ impl Model {
             .retain(|&w| wrappers[w as usize] != WrapperState::FREED);
     }
 
-    /// A step whose live operands are live (§4.1, checked by `apply`).
-    fn run(&mut self, op: &Op) {
+    /// A step whose live operands are live (§4.1, checked by `apply`);
+    /// its result.
+    fn run(&mut self, op: &Op) -> StepResult {
         match *op {
             Op::Mark { .. } | Op::Expect(_) => {}
             Op::New { v, kind } => {
@@ -317,7 +319,18 @@ impl Model {
                 self.cycles = cycles;
             }
             Op::Shutdown => self.shutdown = true,
+            Op::Pickle { v, u } => return self.step_pickle(v, u),
+            // A weak reference to V's wrapper (moved-from too), made and
+            // dropped: only its type decides. Empty or None: nothing (R1).
+            Op::PyWeak { v } => {
+                if let Val::W(w) = self.vars[v.idx()]
+                    && !self.weakref_slot[w as usize]
+                {
+                    return StepResult::NoWeakref;
+                }
+            }
         }
+        StepResult::Ok
     }
 
     /// Teardown helper (§6): in increasing handle-number order, every
@@ -360,6 +373,11 @@ impl Model {
     /// tracked by the cyclic GC ([`crate::backend::GcWrappers`]).
     pub fn wrapper_type_eligible(&self, w: WrapperNo) -> bool {
         self.eligible[w as usize]
+    }
+
+    /// Wrapper `w`'s type has a `__weakref__` slot (`pyweak`).
+    pub fn weakref_slot(&self, w: WrapperNo) -> bool {
+        self.weakref_slot[w as usize]
     }
 
     /// Fill `out` with the abstract state of §5.
@@ -434,6 +452,79 @@ impl Model {
         } else {
             self.assign(v, Val::None);
         }
+    }
+
+    /// `pickle V U` (§4.1): `V = pickle.loads(pickle.dumps(U))`. U empty
+    /// or None: nothing. U moved-from: V gets a new moved-from wrapper of
+    /// U's type. Else the chain of objects U's object reaches through the
+    /// field (each object has one) is copied, unless it has a cycle
+    /// (*cyclic*, nothing changes). The copies are built deepest first, as a
+    /// deserializer builds an object from its parts: each part is created
+    /// (the deserializer owns it), and a parent of a kind built by Python
+    /// receives it as an argument (a return into a temporary wrapper, which
+    /// its `__init__` stores in the field and then drops); the deserializer
+    /// lets go of the parts; the root's wrapper is made first by Python, of
+    /// U's wrapper's type, and bound by the constructor (`make_new`).
+    fn step_pickle(&mut self, v: Var, u: Var) -> StepResult {
+        let Val::W(wu) = self.vars[u.idx()] else {
+            return StepResult::Ok;
+        };
+        let (eligible, finalizer) = (self.eligible[wu as usize], self.finalizer[wu as usize]);
+        let weakref_slot = self.weakref_slot[wu as usize];
+        let w = match self.wrappers[wu as usize].chandle {
+            None => {
+                let w = self.wrappers.len() as WrapperNo;
+                self.eligible.push(eligible);
+                self.finalizer.push(finalizer);
+                self.weakref_slot.push(weakref_slot);
+                self.open_wrappers.push(w);
+                self.wrappers.push(WrapperState {
+                    life: WrapperLife::Live,
+                    refs: 1,
+                    chandle: None,
+                    tracked: false,
+                });
+                w
+            }
+            Some(h) => {
+                let mut chain = vec![h];
+                let mut next = self.handles[h as usize].field;
+                while let Some(n) = next {
+                    if chain.contains(&n) {
+                        return StepResult::Cyclic;
+                    }
+                    chain.push(n);
+                    next = self.handles[n as usize].field;
+                }
+                let copies: Vec<HandleNo> = chain
+                    .iter()
+                    .map(|&o| self.new_handle(self.kinds[o as usize].copied()))
+                    .collect();
+                for i in (0..copies.len() - 1).rev() {
+                    let (parent, part) = (copies[i], copies[i + 1]);
+                    if self.kinds[parent as usize].built_by_python() {
+                        self.inc_ref(part);
+                        let temp = self.make_ret(part);
+                        self.inc_ref(part);
+                        self.handles[parent as usize].field = Some(part);
+                        self.py_decref(temp);
+                    } else {
+                        self.inc_ref(part);
+                        self.handles[parent as usize].field = Some(part);
+                    }
+                }
+                for &part in &copies[1..] {
+                    self.dec_ref(part);
+                }
+                let w = self.make_ret(copies[0]);
+                self.eligible[w as usize] = eligible;
+                self.finalizer[w as usize] = finalizer;
+                self.weakref_slot[w as usize] = weakref_slot;
+                w
+            }
+        };
+        self.assign(v, Val::W(w));
+        StepResult::Ok
     }
 
     // ---- §4.1 plumbing ------------------------------------------------------
@@ -528,6 +619,7 @@ impl Model {
         let kind = self.kinds[h as usize];
         self.eligible.push(kind.wrapper_type_eligible(false));
         self.finalizer.push(kind.has_finalizer());
+        self.weakref_slot.push(kind.has_weakref_slot());
         self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,

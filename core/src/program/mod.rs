@@ -193,6 +193,27 @@ impl ObjKind {
     pub fn has_finalizer(self) -> bool {
         self == ObjKind::Del
     }
+    /// Its wrappers' type has a `__weakref__` slot: Python weak references
+    /// to them can be made (`pyweak`).
+    pub fn has_weakref_slot(self) -> bool {
+        self == ObjKind::Weakref
+    }
+    /// Its field is stored by a Python `__init__` when the library builds
+    /// the object from its parts (a `py_class` type, contract §2.2): the
+    /// part is returned to Python first, as an argument. A C++ class or
+    /// container is built in C++.
+    pub fn built_by_python(self) -> bool {
+        !matches!(self, ObjKind::Cpp | ObjKind::List | ObjKind::Map)
+    }
+    /// The kind of the copy `pickle` makes of an object of this kind: its
+    /// registered type's, made by the library (a legacy object's copy is
+    /// allocated with the tied prefix: a plain one).
+    pub fn copied(self) -> ObjKind {
+        match self {
+            ObjKind::Legacy => ObjKind::Plain,
+            k => k,
+        }
+    }
 }
 
 impl Op {

@@ -263,6 +263,12 @@ steps! {
     Collect "collect" weight 2;
     /// `shutdown`: the interpreter starts finalizing.
     Shutdown "shutdown" weight 1;
+    /// `pickle V U`: `V = pickle.loads(pickle.dumps(U))`, a copy of the
+    /// object graph U's object reaches (contract §4.1).
+    Pickle "pickle" weight 2 { v: Var, u: Var };
+    /// `pyweak V`: a Python weak reference to V's wrapper, made and
+    /// dropped (`weakref.ref(V)`).
+    PyWeak "pyweak" weight 1 { v: Var };
 }
 
 impl Op {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::capi::{self, ANY_SIZE};
 use super::harness::{self, Slot};
@@ -23,6 +22,8 @@ use pytie_core::program::ObjKind;
 const GLUE: &CStr = cr#"
 from typing import Optional
 import gc
+import pickle
+import weakref
 import tvm_ffi
 from tvm_ffi import Object
 from tvm_ffi.dataclasses import c_class, py_class
@@ -101,6 +102,12 @@ ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
 take = tvm_ffi.get_global_func("pytie.tvmffi.take")
 lock = tvm_ffi.get_global_func("pytie.tvmffi.lock")
 new_legacy = tvm_ffi.get_global_func("pytie.tvmffi.new_legacy")
+def roundtrip(o):  # the `pickle` step
+    return pickle.loads(pickle.dumps(o))
+def pyweak(o):  # the `pyweak` step: TypeError without a __weakref__ slot
+    r = weakref.ref(o)
+    if r() is not o:
+        raise AssertionError("a weak reference to a live wrapper does not lead to it")
 version = tvm_ffi.__version__
 gc.disable()
 "#;
@@ -121,6 +128,10 @@ pub(super) struct Lib {
     pub(super) ret: Py<PyAny>,
     pub(super) take: Py<PyAny>,
     pub(super) lock: Py<PyAny>,
+    /// `pickle.loads(pickle.dumps(o))`.
+    pub(super) pickle: Py<PyAny>,
+    /// `weakref.ref(o)`, checked and dropped.
+    pub(super) pyweak: Py<PyAny>,
     pub(super) new_legacy: Py<PyAny>,
     /// `Node`'s type index (a legacy object is made with it).
     pub(super) node_type_index: i32,
@@ -195,7 +206,13 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
     capi::resolve(&path)?;
     // Registers pytie.tvmffi.{ret,take,lock,new_legacy} (harness.cc).
     harness::load(venv)?;
-    let ns = PyDict::new(py);
+    // A module of its own, in sys.modules: `pickle` finds a class by its
+    // module's name and its own.
+    let module = PyModule::new(py, "pytie_tvmffi_glue").map_err(e("glue module"))?;
+    sys.getattr("modules")
+        .and_then(|m| m.set_item("pytie_tvmffi_glue", &module))
+        .map_err(e("sys.modules"))?;
+    let ns = module.dict();
     py.run(GLUE, Some(&ns), None)
         .map_err(e("defining the py_class types"))?;
     let get = |k: &str| -> Result<Bound<'_, PyAny>, String> {
@@ -263,6 +280,8 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         ret: get("ret")?.unbind(),
         take: get("take")?.unbind(),
         lock: get("lock")?.unbind(),
+        pickle: get("roundtrip")?.unbind(),
+        pyweak: get("pyweak")?.unbind(),
         new_legacy: get("new_legacy")?.unbind(),
         node_type_index: 0,
         asan: venv.join(".pytie-asan-runtime").exists(),

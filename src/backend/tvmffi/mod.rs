@@ -93,7 +93,7 @@ use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
-    LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps,
+    CYCLE_FINDING, LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps,
 };
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
@@ -519,9 +519,94 @@ impl TvmFfiBackend {
                 // (core.pyx). Only in a forked child (`refuse`).
                 py.import("atexit")?.call_method0("_run_exitfuncs")?;
             }
+            Op::Pickle { v, u } => {
+                if let Some(src) = self.source(py, u) {
+                    let kinds = match chandle(&src)? {
+                        0 => Vec::new(),
+                        addr => self.chain(self.handle_no(addr)).unwrap_or_default(),
+                    };
+                    let copy = lib.pickle.bind(py).call1((&src,));
+                    drop(src);
+                    let copy = copy?;
+                    self.number_copies(chandle(&copy)?, &kinds);
+                    self.assign(v, copy)?;
+                }
+            }
+            Op::PyWeak { v } => {
+                if let Some(src) = self.source(py, v) {
+                    match lib.pyweak.bind(py).call1((&src,)) {
+                        Err(e) if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => {
+                            return Ok(StepResult::NoWeakref);
+                        }
+                        r => drop(r?),
+                    }
+                }
+            }
             Op::Mark { .. } | Op::Expect(_) => {}
         }
         Ok(StepResult::Ok)
+    }
+
+    /// The kinds of the objects along the field chain from handle `n`,
+    /// root first; `None` when it has a cycle (or reaches an object that is
+    /// not this program's).
+    fn chain(&self, n: HandleNo) -> Option<Vec<ObjKind>> {
+        let mut seen = Vec::new();
+        let mut next = Some(n);
+        while let Some(n) = next {
+            if n == DANGLING || seen.contains(&n) {
+                return None;
+            }
+            seen.push(n);
+            let addr = self.storage(n as usize)?;
+            // SAFETY: the storage is allocated and the object is reached
+            // from a live wrapper's through strong fields: alive.
+            next = unsafe { self.field(n as usize, addr) };
+        }
+        Some(seen.iter().map(|&n| self.kinds[n as usize]).collect())
+    }
+
+    /// After `pickle`: number the copy rooted at `root` as the model does
+    /// (contract §4.1): its objects along the field, root first (`kinds`:
+    /// the originals'), then, deepest first, the temporary wrapper each
+    /// part got from a parent built by Python: found cached in the part's
+    /// tag word (Inactive), or dead. The field-store leak of such a parent
+    /// is worked around as after a `set`.
+    fn number_copies(&mut self, root: usize, kinds: &[ObjKind]) {
+        let first = self.handles.len();
+        let mut addr = root;
+        for (i, kind) in kinds.iter().enumerate() {
+            if i > 0 {
+                let parent = self.lib.kind(self.kinds[first + i - 1]).slot;
+                // SAFETY: the previous copy is alive (the root's wrapper or
+                // its parent's field keeps it) and keeps its field there.
+                addr = unsafe { harness::field(addr, parent) }.1;
+            }
+            // SAFETY: made by this step, alive (kept as above), the GIL held.
+            let watch = unsafe { capi::watch(addr) };
+            self.handles.push((addr, watch));
+            self.kinds.push(kind.copied());
+        }
+        for part in (first + 1..self.handles.len()).rev() {
+            let parent = self.kinds[part - 1];
+            if !parent.built_by_python() {
+                continue;
+            }
+            let cached = self.tag(part).filter(|t| t & 1 != 0);
+            self.wrappers.push(Wr {
+                addr: cached.map_or(0, |t| t & !7),
+                dead: cached.is_none(),
+                refs: 0,
+                chandle: cached.map(|_| part as HandleNo),
+            });
+            let leak = self.lib.kind(parent).leak_per_store;
+            if self.known == KnownFindings::WorkAround && leak > 0 {
+                // SAFETY: the part was just stored by a library that leaked
+                // `leak` refs on it (the start-up probe); its parent keeps it.
+                let done = unsafe { findings::release_store_leak(self.handles[part].0, leak) };
+                self.worked_around = Some(done);
+            }
+        }
     }
 
     /// Handle `n` as observed: freed when its deleter freed the storage,
@@ -639,6 +724,23 @@ impl TvmFfiBackend {
     }
 }
 
+impl TvmFfiBackend {
+    /// `pickle` of a graph with a cycle: the library's serializer overflows
+    /// the stack ([`CYCLE_FINDING`]).
+    fn refuse_pickle(&self, u: Var) -> Option<String> {
+        let addr = Python::attach(|py| self.source(py, u).map(|o| chandle(&o)))?.ok()?;
+        if addr == 0 || self.chain(self.handle_no(addr)).is_some() {
+            return None;
+        }
+        Some(format!(
+            "apache-tvm-ffi {} crashes the process (SIGSEGV: a stack overflow in \
+             `to_json_graph_str`) when it serializes an object graph with a cycle \
+             ({CYCLE_FINDING}); the contract expects the error *cyclic*",
+            self.lib.version
+        ))
+    }
+}
+
 /// Where the rule that runs `shutdown` in a forked child is written.
 pub const SHUTDOWN_RULE: &str = "src/child.rs; docs/tvmffi-tied.md, \"shutdown\"";
 
@@ -716,6 +818,11 @@ impl Backend for TvmFfiBackend {
                 "`shutdown` runs upstream's atexit hook, whose flag no process can reset: it \
                  runs only in a child the harness forks ({SHUTDOWN_RULE})"
             ));
+        }
+        if let Op::Pickle { u, .. } = *op
+            && let Some(why) = self.refuse_pickle(u)
+        {
+            return Some(why);
         }
         Python::attach(|py| {
             let holds = |v: Var| match self.source(py, v) {
