@@ -21,13 +21,12 @@
 //! | `move H V` | `pytie.tvmffi.take(v._move())`: a typed `ffi::Function` with an `Any` parameter (any.h: an rvalue ref's +1 is stolen and the wrapper's handle NULLed) that keeps it in a new `ObjectRef` holder |
 //! | `release_foreign H` | the holder's `ObjectRef` destroyed on a new `std::thread`, the interpreter's thread having let go of the GIL |
 //! | `clone`/`drop`/`cycle`/`collect` | plain Python |
+//! | `pickle V U` | `pickle.loads(pickle.dumps(u))`; the copies are numbered by reading their fields, their temporary wrappers from their tag words ([`TvmFfiBackend::number_copies`]) |
+//! | `pyweak V` | `weakref.ref(v)`, checked and dropped; TypeError is *noweakref* |
 //!
-//! Not expressible, declared unsupported (the executor skips them and says
-//! so): `shutdown`. Upstream's shutdown door is interpreter finalization;
-//! the contract's `shutdown` sets the flag and then goes on running steps
-//! in Python, which a finalized interpreter cannot, and finalization cannot
-//! be undone for the next program (a forked child would still have to run
-//! Python after `Py_FinalizeEx`).
+//! Every step kind is expressed. `shutdown` runs upstream's atexit hook,
+//! whose flag no process can reset, so it and the rest of the program run
+//! in a child the harness forks (`src/child.rs`).
 //!
 //! Observation: handles by address; strong and weak counts through the
 //! harness (`Object::use_count()`, the header's weak half); fields read
@@ -64,6 +63,8 @@
 //! - [`MOVED_FINDING`]: any use of a moved-from object crashes the process.
 //!   The backend refuses exactly the steps that would do it (`echo`,
 //!   `get`, `set`, `unset` on a moved-from wrapper) and names the finding.
+//! - [`CYCLE_FINDING`]: pickling a graph with a cycle overflows the stack;
+//!   the backend refuses `pickle` when the chain from its source has one.
 
 mod capi;
 mod findings;
