@@ -1,7 +1,9 @@
 //! The end of a program in a forked child. Some steps end what a process
 //! can do only once: upstream's `shutdown` flag (set by its atexit hook)
-//! has no way back. The harness forks at such a step
-//! ([`crate::harness::Target::SHUTDOWN_IN_CHILD`]); the child runs it, the
+//! has no way back, and `finalize` ends the interpreter itself. The
+//! harness forks at such a step (`shutdown` where
+//! [`crate::harness::Target::SHUTDOWN_IN_CHILD`], `finalize` on every
+//! backend, [`forks_at`]); the child runs it, the
 //! rest of the program and the teardown through the same executor (its
 //! copy of the model and the backend's world), and tells the parent
 //! through a pipe which step it is in and how it ended. The parent, whose
@@ -32,6 +34,7 @@ pub fn finish_in_child<B: Target>(
     from: usize,
 ) -> Result<Outcome, Box<Failure>> {
     let step_text = prog.ops[from].to_string();
+    let fork_reason = fork_reason(&prog.ops[from]);
     let cannot = |ex: &Executor<B>, why: String| {
         ex.relayed_failure(
             FailureKind::RuntimeAssertion,
@@ -86,7 +89,7 @@ pub fn finish_in_child<B: Target>(
                  child failed at {at}:",
                 from + 1,
                 step_text,
-                FORK_REASON
+                fork_reason
             );
             Err(ex.relayed_failure(kind, step, text, vec![note, body], prog))
         }
@@ -119,7 +122,7 @@ pub fn finish_in_child<B: Target>(
                 step,
                 text,
                 vec![format!(
-                    "the child process forked at step {} (`{step_text}`: {FORK_REASON}) {how} \
+                    "the child process forked at step {} (`{step_text}`: {fork_reason}) {how} \
                      in {at}; its own report, if the signal let it print one, is on standard \
                      error",
                     from + 1
@@ -130,8 +133,13 @@ pub fn finish_in_child<B: Target>(
     }
 }
 
-/// Why the program's end runs in a child.
-const FORK_REASON: &str = "upstream's shutdown flag cannot be reset in a process";
+/// Why the program's end runs in a child, forked at `op`.
+fn fork_reason(op: &Op) -> &'static str {
+    match op {
+        Op::Finalize => "the interpreter's end cannot be undone in a process",
+        _ => "upstream's shutdown flag cannot be reset in a process",
+    }
+}
 
 /// The child's side: never returns.
 fn child<B: Target>(
@@ -334,8 +342,10 @@ fn read_failure(r: &mut Reader<'_>) -> Option<Relayed> {
 
 /// Is `op` a step the harness runs in a forked child on this target?
 pub fn forks_at<B: Target>(ex: &Executor<B>, op: &Op) -> bool {
-    B::SHUTDOWN_IN_CHILD
-        && matches!(op, Op::Shutdown)
-        && ex.caps().steps.contains(StepKind::Shutdown)
-        && !interp::in_forked_child()
+    let kind = match op {
+        Op::Shutdown if B::SHUTDOWN_IN_CHILD => StepKind::Shutdown,
+        Op::Finalize => StepKind::Finalize,
+        _ => return false,
+    };
+    ex.caps().steps.contains(kind) && !interp::in_forked_child() && !ex.model.ended()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pytie_core::exec::Failure;
 use pytie_core::exhaust::{self, Bounds, Progress, Stop, Summary};
 use pytie_core::model::{Design, Model};
-use pytie_core::program::{ObjKind, text};
+use pytie_core::program::{ObjKind, StepSet, text};
 
 use crate::harness::{Target, with_executor};
 
@@ -34,7 +34,9 @@ pub fn run<B: Target>(
     with_executor::<B, _>(|ex| {
         B::for_campaign(&mut ex.backend);
         let caps = ex.caps();
-        let kinds = caps.steps;
+        // What the backend's campaigns generate (`Target::steps`): on
+        // pytie's runtime not `finalize`, each of whose programs forks.
+        let kinds = StepSet(caps.steps.0 & B::steps().0);
         let b = &Bounds {
             kinds: b.kinds_or(caps.kinds),
             ..*b

@@ -22,7 +22,7 @@ use pytie_core::backend::Backend;
 use pytie_core::exec::coverage::ComboSet;
 use pytie_core::exec::{Executor, Failure, FailureKind, Outcome};
 use pytie_core::model::Design;
-use pytie_core::program::{Program, StepSet, binary};
+use pytie_core::program::{Program, StepKind, StepSet, binary};
 use pytie_core::state::{AbstractState, VarState};
 
 use crate::backend::pytie::PytieBackend;
@@ -468,8 +468,16 @@ impl Target for PytieBackend {
     fn make() -> Result<Self, String> {
         Ok(PytieBackend::new())
     }
+    /// Every kind this runtime expresses (not `pyweak`) but `finalize`:
+    /// each program with it forks a child (about 1.8 ms), and with it in
+    /// the decoded kinds the `lifecycle` target runs 466 programs a second
+    /// where it runs 7,666 without (BENCHMARKS.md, issue 24). pytie's
+    /// runtime runs `finalize` in `pytie run`, the corpus replay and the
+    /// zoo; the `tvmffi` target and `exhaust` on tvm-ffi generate it.
     fn steps() -> StepSet {
         StepSet::ALL
+            .without(StepKind::PyWeak)
+            .without(StepKind::Finalize)
     }
     /// Some paths change the interpreter for good the first time they run
     /// (measured, one fresh process per corpus file: None's reference count

@@ -74,6 +74,54 @@ pub fn interpreter_origin(py: Python<'_>) -> PyResult<String> {
     ))
 }
 
+/// Where the rule that runs `finalize` in a forked child is written.
+pub const FINALIZE_RULE: &str = "src/child.rs; docs/contract.md §4.1 R16";
+
+static ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Has the interpreter ended ([`end`])? Then nothing may call Python:
+/// not `Python::attach`, not any C API function but the few that read an
+/// object's memory.
+pub fn ended() -> bool {
+    ENDED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The interpreter's real end (`finalize`, contract §4.1 R16), in a child
+/// made by [`fork`]: `vars` become the globals `v0`, `v1`, ... of a module
+/// of their own (in `sys.modules`, so module teardown drops them, in that
+/// order: its dict dies with it, releasing its values in insertion
+/// order), and then `Py_FinalizeEx` runs: the atexit hooks, module
+/// teardown, the collection at finalization (the program's reference
+/// cycles), and the rest of CPython's end. Returns its status (0: a clean
+/// end). The caller must hold no GIL and no Python reference after it.
+pub fn end(vars: Vec<Option<Py<PyAny>>>) -> Result<i32, String> {
+    if !in_forked_child() {
+        return Err("the interpreter ends only in a forked child".into());
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let m = pyo3::types::PyModule::new(py, "pytie_program_vars")?;
+        for (i, v) in vars.into_iter().enumerate() {
+            m.setattr(format!("v{i}").as_str(), v.unwrap_or_else(|| py.None()))?;
+        }
+        py.import("sys")?
+            .getattr("modules")?
+            .set_item("pytie_program_vars", m)?;
+        Ok(())
+    })
+    .map_err(|e| format!("making the vars a module's globals: {e}"))?;
+    // SAFETY: this thread holds no GIL (the attach above ended); the
+    // interpreter is initialized and this is its only thread (a forked
+    // child), so taking the GIL and finalizing from here is what a
+    // program's `main` does at its end. Nothing calls Python afterwards
+    // ([`ended`]).
+    let status = unsafe {
+        pyo3::ffi::PyGILState_Ensure();
+        pyo3::ffi::Py_FinalizeEx()
+    };
+    ENDED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(status)
+}
+
 /// Which side of [`fork`] this is.
 pub enum Forked {
     /// The new process: it carries on from the fork and must end with

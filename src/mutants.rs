@@ -85,6 +85,8 @@ mutants! {
         "the registry's reset() clears its handle table one chunk of 8 entries at a time and stops after the first: after a program that made more than 8 objects, the next program numbers its objects after the leftovers";
     ShutdownFlagSticks "shutdown-flag-sticks":
         "reset() leaves the shutdown flag to the reclaim door, which clears it only when it reclaimed a wrapper: a `shutdown` outlives its program";
+    TeardownFreesCached "teardown-frees-cached":
+        "after the shutdown flag, a wrapper settling Inactive is freed (nothing will revive it at exit, the thinking goes) while its object's tag word still caches it";
 }
 
 const NONE: u8 = u8::MAX;

@@ -295,6 +295,42 @@ fn shutdown_runs_in_a_forked_child_and_the_parent_is_untouched() {
     assert!(e.contains("failed expectation at step 6"), "{e}");
 }
 
+/// `finalize` ends the interpreter (`Py_FinalizeEx`) in a forked child;
+/// the steps after it run there with no Python, and the parent's
+/// interpreter goes on.
+#[test]
+fn finalize_ends_the_interpreter_in_a_child_and_the_parent_goes_on() {
+    if !setup("finalize_ends_the_interpreter_in_a_child_and_the_parent_goes_on") {
+        return;
+    }
+    let p = load(&root().join("corpus/scenarios/finalize-then-cpp-releases-on-each-thread.pytie"));
+    let o = check(&p, KnownFindings::WorkAround).unwrap();
+    assert!(o.skipped.is_empty() && o.refused.is_empty(), "{o:?}");
+    assert_eq!(
+        o.steps,
+        p.ops.iter().filter(|op| !op.is_assertion()).count()
+    );
+    // Steps after the end that need Python do nothing on both sides; the
+    // releases act, and what they leave is compared: a wrong expectation
+    // after the end is relayed with its step.
+    let p = text::parse(
+        "new v0\nhold h0 v0\nfinalize\nnew v1\nexpect v1 none\nrelease h0\nexpect v0 moved\n",
+    )
+    .unwrap();
+    let e = check(&p, KnownFindings::Report).unwrap_err();
+    assert!(e.contains("failed expectation at step 7"), "{e}");
+    // This process's interpreter is alive: a revival works.
+    let alive = harness::with_tvmffi(KnownFindings::Report, |ex| {
+        ex.run(
+            &text::parse("new v0\nhold h0 v0\nmark m0 v0\ndrop v0\nret v1 h0\nexpect v1 is m0\n")
+                .unwrap(),
+        )
+        .map_err(|f| f.to_string())
+    })
+    .unwrap();
+    assert!(alive.is_ok(), "{alive:?}");
+}
+
 #[test]
 fn the_cli_selects_the_activated_build() {
     if !setup("the_cli_selects_the_activated_build") {

@@ -24,7 +24,9 @@ use crate::exec::Failure;
 use crate::exec::coverage::{Combo, ComboSet, for_each_transition};
 use crate::model::Model;
 use crate::model::canon::Canon;
-use crate::program::{HOLDERS, ObjKind, Op, Operand, Program, Sort, StepSet, VARS, WEAKS};
+use crate::program::{
+    HOLDERS, ObjKind, Op, Operand, Program, Sort, StepKind, StepSet, VARS, WEAKS,
+};
 
 /// The bounds of the search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +267,13 @@ fn explore_with(
                 .filter(|k| !ObjKind::CLASSIC.contains(k))
                 .count();
             let can_new_extra = (extra as u64) < u64::from(b.extra_kind_objects);
+            // After `finalize` the steps that need Python do nothing (R16):
+            // only the C++ releases are tried (each such program forks).
+            let ended = m.ended();
             for op in &ops {
+                if ended && !op.kind().is_some_and(StepKind::needs_no_python) {
+                    continue;
+                }
                 match *op {
                     Op::New { .. } if !can_new => continue,
                     Op::New { kind, .. } if !can_new_extra && !ObjKind::CLASSIC.contains(&kind) => {

@@ -430,6 +430,75 @@ def none(a):
         fail(f"{a} holds {V[a]!r}; the contract expects None or nothing")
 
 
+# `finalize`: the interpreter's end. What a program does after it (C++
+# releases, no Python) runs after Py_FinalizeEx, from a C++ atexit handler
+# compiled here against this tvm_ffi's headers, as `new_cpp` is.
+AFTER_END_SRC = r"""
+#include <tvm/ffi/c_api.h>
+#include <cstdint>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+namespace {
+struct Op { int kind; void* addr; };
+std::vector<Op>* ops = new std::vector<Op>();
+void run() {
+  for (const Op& o : *ops) {
+    if (o.kind == 0) {  // release: on the thread that ran the interpreter
+      TVMFFIObjectDecRef(o.addr);
+    } else if (o.kind == 1) {  // release_foreign: on another thread
+      std::thread([a = o.addr] { TVMFFIObjectDecRef(a); }).join();
+    } else {  // unweak (object.h DecWeakRef)
+      auto* c = static_cast<uint64_t*>(o.addr);
+      if (__atomic_sub_fetch(c, uint64_t{1} << 32, __ATOMIC_ACQ_REL) == 0) {
+        auto del = *reinterpret_cast<void (**)(void*, int)>(static_cast<char*>(o.addr) + 16);
+        del(o.addr, 2);
+      }
+    }
+  }
+}
+}  // namespace
+extern "C" void repro_after_end(int kind, void* addr) { ops->push_back({kind, addr}); }
+extern "C" void repro_arm() { std::atexit(run); }
+"""
+_AFTER_END = []
+
+
+def after_end(kind, addr):
+    """Queue a C++ step for after Py_FinalizeEx (kind: 0 release, 1
+    release_foreign, 2 unweak)."""
+    if not _AFTER_END:
+        import os
+        import subprocess
+        import tempfile
+        import tvm_ffi.libinfo as li
+        d = tempfile.mkdtemp(prefix="repro-end-")
+        src, lib = os.path.join(d, "after_end.cc"), os.path.join(d, "libafter_end.so")
+        with open(src, "w") as f:
+            f.write(AFTER_END_SRC)
+        libdir = os.path.dirname(li.find_libtvm_ffi())
+        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
+                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
+                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
+        h = ctypes.CDLL(lib)
+        h.repro_after_end.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        h.repro_arm()
+        _AFTER_END.append(h)
+    if addr:
+        _AFTER_END[0].repro_after_end(kind, addr)
+
+
+def finalize():
+    import atexit
+    atexit._run_exitfuncs()  # the atexit hooks: upstream's shutdown flag
+    for k in sorted(V, key=lambda k: int(k[1:])):  # module teardown, v0 first
+        del V[k]
+    gc.collect()  # the collection at finalization: the cycles die
+    after_end(0, 0)  # build and arm the handler now, while Python runs
+    print("  the interpreter ends here for the program: what follows runs after "
+          "Py_FinalizeEx (a crash there is the finding; counts are not checked)", flush=True)
+
+
 def expect_error(why, fn):
     print(f"  {why}: the contract expects an error", flush=True)
     try:
@@ -464,6 +533,20 @@ print(f"tvm_ffi {tvm_ffi.__version__}: tying {'on' if TYING else 'off'}; "
 if TYING != (PROFILE == "on"):
     print("  note: this tvm_ffi's tying differs from the profile the script was made for",
           flush=True)
+"#;
+
+const TEARDOWN_AFTER_END: &str = r#"
+print("teardown, after Py_FinalizeEx: the holders and the weak slots are released", flush=True)
+for h in range(len(HOLDERS)):
+    after_end(0, HOLDERS[h])
+for s in range(len(WEAKS)):
+    after_end(2, WEAKS[s])
+for addr in OBJ:  # the script's own weak references, which kept headers readable
+    after_end(2, addr)
+if FAILED:
+    print(f"{FAILED} expectation(s) of the contract failed on tvm_ffi {tvm_ffi.__version__}")
+    sys.exit(1)
+print(f"the expectations checked hold on tvm_ffi {tvm_ffi.__version__}; the rest runs after the end")
 "#;
 
 const TEARDOWN: &str = r#"
@@ -533,6 +616,7 @@ fn statement(op: &Op, copies: &[ObjKind]) -> String {
             )
         }
         Op::PyWeak { v } => format!("_r = weakref.ref({0})\nassert _r() is {0}\ndel _r", q(v)),
+        Op::Finalize => "finalize()".into(),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }
@@ -660,6 +744,23 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
             continue;
         };
         let _ = writeln!(out, "\nstep({n}, {text:?})");
+        if model.ended() {
+            let _ = match *op {
+                Op::Release { h } => {
+                    writeln!(out, "after_end(0, HOLDERS[{0}])\nHOLDERS[{0}] = 0", h.0)
+                }
+                Op::ReleaseForeign { h } => {
+                    writeln!(out, "after_end(1, HOLDERS[{0}])\nHOLDERS[{0}] = 0", h.0)
+                }
+                Op::Unweak { w } => writeln!(out, "after_end(2, WEAKS[{0}])\nWEAKS[{0}] = 0", w.0),
+                _ => writeln!(
+                    out,
+                    "print(\"  does nothing: the interpreter has ended\", flush=True)"
+                ),
+            };
+            model.apply(op);
+            continue;
+        }
         if !steps.contains(kind) {
             let _ = writeln!(
                 out,
@@ -737,6 +838,10 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
             }
         }
     }
-    out += TEARDOWN;
+    out += if model.ended() {
+        TEARDOWN_AFTER_END
+    } else {
+        TEARDOWN
+    };
     out
 }

@@ -89,6 +89,38 @@ impl PytieBackend {
         })
     }
 
+    /// `finalize` (contract §4.1 R16), in a forked child: the vars become
+    /// a module's globals and the interpreter ends (`interp::end`): module
+    /// teardown drops them, the collection at finalization the cycles.
+    fn finalize(&mut self) -> StepResult {
+        let vars = self.vars.iter_mut().map(Option::take).collect();
+        self.cycles.clear();
+        match crate::interp::end(vars) {
+            Ok(0) => {}
+            Ok(status) => self
+                .violations
+                .push(format!("`finalize`: Py_FinalizeEx returned {status}")),
+            Err(e) => self.violations.push(format!("`finalize`: {e}")),
+        }
+        StepResult::Ok
+    }
+
+    /// A step after the interpreter has ended: only the C++ releases act
+    /// (R16), with no GIL to let go of.
+    fn after_end(&mut self, op: &Op) {
+        match *op {
+            Op::Release { h } => drop(self.holders[h.idx()].take()),
+            Op::ReleaseForeign { h } => {
+                if let Some((r, _)) = self.holders[h.idx()].take() {
+                    let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
+                    release_on_foreign_thread(r);
+                }
+            }
+            Op::Unweak { w } => drop(self.weaks[w.idx()].take()),
+            _ => {}
+        }
+    }
+
     fn step(&mut self, py: Python<'_>, op: &Op) -> Result<(), StepResult> {
         const MOVED: StepResult = StepResult::Moved;
         // The source-slot rule (§4.1): a step needing a live wrapper does
@@ -223,6 +255,8 @@ impl PytieBackend {
             // references to wrappers are not offered, contract §3.1), so
             // `caps` leaves the step out: the executor never applies it.
             Op::PyWeak { .. } => return Err(StepResult::NoWeakref),
+            // `apply` runs it outside Python (`finalize`).
+            Op::Finalize => {}
             Op::Pickle { v, u } => {
                 if let Some(src) = self.source(py, u) {
                     let r = wrapper::pickle(&src).map_err(|Cyclic| StepResult::Cyclic)?;
@@ -270,14 +304,46 @@ impl Backend for PytieBackend {
         wrapper::reset()
     }
 
+    fn refuse(&mut self, op: &Op) -> Option<String> {
+        (matches!(op, Op::Finalize) && !crate::interp::in_forked_child()).then(|| {
+            format!(
+                "`finalize` ends the interpreter, which no process can undo: it runs only in \
+                 a child the harness forks ({})",
+                crate::interp::FINALIZE_RULE
+            )
+        })
+    }
+
     fn apply(&mut self, op: &Op) -> StepResult {
         let _traced = Traced::new();
+        if crate::interp::ended() {
+            self.after_end(op);
+            self.result = StepResult::Ok;
+            return self.result;
+        }
+        if let Op::Finalize = op {
+            self.result = self.finalize();
+            return self.result;
+        }
         let r = Python::attach(|py| self.step(py, op));
         self.result = r.err().unwrap_or(StepResult::Ok);
         self.result
     }
 
     fn observe(&mut self, out: &mut AbstractState) {
+        if crate::interp::ended() {
+            // No var holds anything after the end (`finalize`).
+            wrapper::observe_after_end(out);
+            out.vars = [VarState::Empty; VARS];
+            for (slot, h) in out.holders.iter_mut().zip(&self.holders) {
+                *slot = h.as_ref().map(|(_, id)| *id);
+            }
+            for (slot, w) in out.weaks.iter_mut().zip(&self.weaks) {
+                *slot = w.as_ref().map(|(_, id)| *id);
+            }
+            out.result = self.result;
+            return;
+        }
         Python::attach(|py| {
             wrapper::observe(py, out);
             for (slot, var) in out.vars.iter_mut().zip(&self.vars) {
@@ -318,11 +384,19 @@ impl Backend for PytieBackend {
 
     fn clear_all_fields(&mut self) {
         let _traced = Traced::new();
-        Python::attach(wrapper::clear_all_fields);
+        if crate::interp::ended() {
+            wrapper::clear_all_fields_after_end();
+        } else {
+            Python::attach(wrapper::clear_all_fields);
+        }
     }
 
     fn reclaim_leaked(&mut self) {
-        Python::attach(wrapper::reclaim_leaked);
+        if crate::interp::ended() {
+            wrapper::forget_leaked();
+        } else {
+            Python::attach(wrapper::reclaim_leaked);
+        }
     }
 
     fn leftovers(&mut self) -> Option<String> {

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use crate::native::{self, HandleRef, TYPE_CPP, TYPE_DICT, TYPE_PLAIN, WeakRef};
 use pytie_core::program::ObjKind;
 
-pub use observe::observe;
+pub use observe::{observe, observe_after_end};
 pub use tying::{INACTIVE, Tag, decode_tag};
 
 /// The step needed a live wrapper and found a moved-from one.
@@ -254,8 +254,20 @@ pub fn shutdown() {
 }
 
 /// Teardown (§6): in creation order, clear the field of every object alive
-/// at that moment (breaks native cycles).
+/// at that moment (breaks native cycles). With the GIL held (`py`), or
+/// after the interpreter has ended ([`clear_all_fields_after_end`]).
 pub fn clear_all_fields(_py: Python<'_>) {
+    clear_fields();
+}
+
+/// [`clear_all_fields`] after the interpreter has ended (`finalize`): the
+/// cascades reach `delete_space` after the shutdown flag, which touches no
+/// Python.
+pub fn clear_all_fields_after_end() {
+    clear_fields();
+}
+
+fn clear_fields() {
     let mut i = 0;
     while let Some(entry) =
         native::registry::with(|r| r.handles.get(i).map(|h| h.alive.then_some(h.addr)))
@@ -279,6 +291,17 @@ pub fn reclaim_leaked(_py: Python<'_>) {
     if reclaims || !mutant!(ShutdownFlagSticks) {
         accounts::set_shutdown(false);
     }
+}
+
+/// The test-only door after the interpreter has ended (`finalize`, in a
+/// child process that exits next): the leaked wrappers' memory cannot go
+/// back to an interpreter that is gone, and dies with the process; they are
+/// counted freed and the flag reset, as [`reclaim_leaked`] does.
+pub fn forget_leaked() {
+    for addr in accounts::take_leaked() {
+        accounts::wrapper_freed(addr);
+    }
+    accounts::set_shutdown(false);
 }
 
 /// What is still allocated: `None` when the world is empty.

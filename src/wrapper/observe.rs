@@ -24,6 +24,17 @@ pub use pytie_core::state::DANGLING;
 /// live storage blocks and allocated wrappers only (freed ones are freed
 /// for good): the cost is in live objects, not in every object made.
 pub fn observe(_py: Python<'_>, out: &mut AbstractState) {
+    observe_memory(out);
+}
+
+/// [`observe`] after the interpreter has ended (`finalize`): the same
+/// reads, of the registries and of memory they say is allocated (a leaked
+/// wrapper's memory stays allocated); no Python call.
+pub fn observe_after_end(out: &mut AbstractState) {
+    observe_memory(out);
+}
+
+fn observe_memory(out: &mut AbstractState) {
     out.handles.clear();
     out.wrappers.clear();
     // Reused between observations: no allocation per step once warm.

@@ -341,9 +341,13 @@ unsafe fn deactivate(
         return false;
     }
     // Take the phantom ref first, so that even a DecRef that turned out to
-    // be the last one would reclaim through a live object.
-    // SAFETY: GIL held, `w` is live.
-    unsafe { ffi::Py_INCREF(w) };
+    // be the last one would reclaim through a live object. (The mutant
+    // takes none after the flag: the finalizer does not resurrect W, whose
+    // memory the dealloc then frees under the Inactive tag.)
+    if !(mutant!(TeardownFreesCached) && accounts::shutting_down()) {
+        // SAFETY: GIL held, `w` is live.
+        unsafe { ffi::Py_INCREF(w) };
+    }
     // SAFETY: as above; null before the DecRef (I3).
     unsafe { seams::clear_chandle(w, Clear::Deactivate) };
     seams::mark_inactive(tag, w);

@@ -200,6 +200,7 @@ impl Canon {
         }
         self.drain(m, out, done);
         out.push(u8::from(m.shutdown));
+        out.push(u8::from(m.ended));
         num(out, m.handles.len() as u32);
         let leaked = m
             .wrappers

@@ -77,6 +77,9 @@ pub struct Model {
     cycles: Vec<WrapperNo>,
     /// The process-wide flag of §3 "Shutdown".
     shutdown: bool,
+    /// The interpreter has ended (`finalize`, §4.1 R16): only the steps
+    /// that need no Python act.
+    ended: bool,
     /// Result of the last state-changing step.
     result: StepResult,
     /// The transitions the last step (or teardown helper) took, in order.
@@ -108,6 +111,7 @@ impl Model {
             open_wrappers: Vec::new(),
             cycles: Vec::new(),
             shutdown: false,
+            ended: false,
             result: StepResult::Ok,
             transitions: Vec::new(),
             cause: Cause {
@@ -153,6 +157,7 @@ impl Model {
         self.freed = 0;
         self.cycles.clear();
         self.shutdown = false;
+        self.ended = false;
         self.result = StepResult::Ok;
         self.transitions.clear();
         self.cause.step = None;
@@ -176,8 +181,13 @@ impl Model {
         self.cause.cascade = false;
         self.cause.after_shutdown = self.shutdown;
         self.cause.step = (!self.teardown).then_some(kind);
-        // The source-slot rule (§4.1), written once in the vocabulary.
-        let rule = op.source_rule(|v| self.var(v).into());
+        // The source-slot rule (§4.1), written once in the vocabulary. After
+        // `finalize` only the C++ steps act (R16).
+        let rule = if self.ended && !kind.needs_no_python() {
+            SourceRule::Skip
+        } else {
+            op.source_rule(|v| self.var(v).into())
+        };
         let r = match rule {
             SourceRule::Skip => StepResult::Ok,
             SourceRule::Moved => StepResult::Moved,
@@ -319,6 +329,7 @@ impl Model {
                 self.cycles = cycles;
             }
             Op::Shutdown => self.shutdown = true,
+            Op::Finalize => self.finalize(),
             Op::Pickle { v, u } => return self.step_pickle(v, u),
             // A weak reference to V's wrapper (moved-from too), made and
             // dropped: only its type decides. Empty or None: nothing (R1).
@@ -452,6 +463,31 @@ impl Model {
         } else {
             self.assign(v, Val::None);
         }
+    }
+
+    /// `finalize` (§4.1 R16): the interpreter's real end. The atexit hooks
+    /// run (the flag of §3 "Shutdown"); module teardown drops every var's
+    /// wrapper, `v0` first (the vars are a module's globals, cleared in
+    /// their order); the collection at finalization kills the cycles in
+    /// creation order; then Python is gone.
+    fn finalize(&mut self) {
+        self.shutdown = true;
+        self.cause.after_shutdown = true;
+        for v in 0..VARS {
+            if let Val::W(w) = std::mem::replace(&mut self.vars[v], Val::Empty) {
+                self.py_decref(w);
+            }
+        }
+        let cycles = std::mem::take(&mut self.cycles);
+        for w in cycles {
+            self.py_decref(w);
+        }
+        self.ended = true;
+    }
+
+    /// The interpreter has ended (`finalize`).
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// `pickle V U` (§4.1): `V = pickle.loads(pickle.dumps(U))`. U empty

@@ -269,6 +269,21 @@ steps! {
     /// `pyweak V`: a Python weak reference to V's wrapper, made and
     /// dropped (`weakref.ref(V)`).
     PyWeak "pyweak" weight 1 { v: Var };
+    /// `finalize`: the interpreter ends (`Py_FinalizeEx`); only C++ steps
+    /// act after it.
+    Finalize "finalize" weight 1;
+}
+
+impl StepKind {
+    /// The step acts after the interpreter has ended (`finalize`, contract
+    /// §4.1 R16): a C++ holder's or weak slot's release, on either thread.
+    /// Every other step needs Python, and does nothing then.
+    pub fn needs_no_python(self) -> bool {
+        matches!(
+            self,
+            StepKind::Release | StepKind::ReleaseForeign | StepKind::Unweak
+        )
+    }
 }
 
 impl Op {

@@ -533,6 +533,8 @@ impl TvmFfiBackend {
                     self.assign(v, copy)?;
                 }
             }
+            // `apply` runs it outside Python.
+            Op::Finalize => {}
             Op::PyWeak { v } => {
                 if let Some(src) = self.source(py, v) {
                     match lib.pyweak.bind(py).call1((&src,)) {
@@ -742,6 +744,55 @@ impl TvmFfiBackend {
     }
 }
 
+impl TvmFfiBackend {
+    /// `finalize` (contract §4.1 R16), in a forked child: the vars become a
+    /// module's globals and the interpreter ends (`interp::end`): module
+    /// teardown drops them, `v0` first, and the collection at finalization
+    /// kills the cycles; the wrappers they held lose those references.
+    fn finalize(&mut self) {
+        let vars = self.vars.iter_mut().map(Option::take).collect();
+        for n in self.var_wr.iter_mut().filter_map(Option::take) {
+            self.wrappers[n as usize].refs -= 1;
+        }
+        for n in std::mem::take(&mut self.cycles) {
+            self.wrappers[n as usize].refs -= 1;
+        }
+        match crate::interp::end(vars) {
+            Ok(0) => {}
+            Ok(status) => self
+                .violations
+                .push(format!("`finalize`: Py_FinalizeEx returned {status}")),
+            Err(e) => self.violations.push(format!("`finalize`: {e}")),
+        }
+    }
+
+    /// A step after the interpreter has ended: only the C++ releases act
+    /// (R16); there is no GIL to let go of around a foreign release.
+    fn after_end(&mut self, op: &Op) {
+        match *op {
+            Op::Release { h } => {
+                if let Some((holder, _)) = self.holders[h.idx()].take() {
+                    // SAFETY: the holder the slot owned, not used after.
+                    unsafe { harness::release(holder) };
+                }
+            }
+            Op::ReleaseForeign { h } => {
+                if let Some((holder, _)) = self.holders[h.idx()].take() {
+                    // SAFETY: as above.
+                    unsafe { harness::release_foreign(holder) };
+                }
+            }
+            Op::Unweak { w } => {
+                if let Some((weak, _)) = self.weaks[w.idx()].take() {
+                    // SAFETY: the weak slot the var owned, not used after.
+                    unsafe { harness::unweak(weak) };
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Where the rule that runs `shutdown` in a forked child is written.
 pub const SHUTDOWN_RULE: &str = "src/child.rs; docs/tvmffi-tied.md, \"shutdown\"";
 
@@ -814,6 +865,16 @@ impl Backend for TvmFfiBackend {
     }
 
     fn refuse(&mut self, op: &Op) -> Option<String> {
+        if crate::interp::ended() {
+            return None;
+        }
+        if matches!(op, Op::Finalize) && !crate::interp::in_forked_child() {
+            return Some(format!(
+                "`finalize` ends the interpreter, which no process can undo: it runs only in a \
+                 child the harness forks ({})",
+                crate::interp::FINALIZE_RULE
+            ));
+        }
         if matches!(op, Op::Shutdown) && !crate::interp::in_forked_child() {
             return Some(format!(
                 "`shutdown` runs upstream's atexit hook, whose flag no process can reset: it \
@@ -841,6 +902,16 @@ impl Backend for TvmFfiBackend {
 
     fn apply(&mut self, op: &Op) -> StepResult {
         self.worked_around = None;
+        if crate::interp::ended() {
+            self.after_end(op);
+            self.result = StepResult::Ok;
+            return self.result;
+        }
+        if let Op::Finalize = op {
+            self.finalize();
+            self.result = StepResult::Ok;
+            return self.result;
+        }
         let r = Python::attach(|py| {
             self.step(py, op).unwrap_or_else(|e| {
                 self.violations
@@ -858,21 +929,26 @@ impl Backend for TvmFfiBackend {
 
     fn observe(&mut self, out: &mut AbstractState) {
         out.clear();
-        Python::attach(|py| {
-            for i in 0..VARS {
-                out.vars[i] = match (&self.vars[i], self.var_wr[i]) {
-                    (None, _) => VarState::Empty,
-                    (Some(_), None) => VarState::None,
-                    (Some(o), Some(n)) => {
-                        let h = self.handle_of(o.bind(py)).unwrap_or(Some(DANGLING));
-                        self.wrappers[n as usize].chandle = h;
-                        match h {
-                            None => VarState::Moved(n),
-                            Some(_) => VarState::Wrapper(n),
+        // After the end (`finalize`) no var holds anything and no Python is
+        // called: the rest is read from headers and tag words.
+        let ended = crate::interp::ended();
+        (!ended).then(|| {
+            Python::attach(|py| {
+                for i in 0..VARS {
+                    out.vars[i] = match (&self.vars[i], self.var_wr[i]) {
+                        (None, _) => VarState::Empty,
+                        (Some(_), None) => VarState::None,
+                        (Some(o), Some(n)) => {
+                            let h = self.handle_of(o.bind(py)).unwrap_or(Some(DANGLING));
+                            self.wrappers[n as usize].chandle = h;
+                            match h {
+                                None => VarState::Moved(n),
+                                Some(_) => VarState::Wrapper(n),
+                            }
                         }
-                    }
-                };
-            }
+                    };
+                }
+            })
         });
         // A wrapper nobody holds is dead unless its handle caches it.
         for i in 0..self.wrappers.len() {
@@ -896,7 +972,7 @@ impl Backend for TvmFfiBackend {
             t.live_blocks += u32::from(h.storage);
             out.handles.push(h);
         }
-        Python::attach(|_| {
+        let mut wrappers = |tracked: &dyn Fn(usize) -> bool| {
             for w in &self.wrappers {
                 let held = w.refs > 0;
                 t.live_wrappers += u32::from(held);
@@ -908,13 +984,20 @@ impl Backend for TvmFfiBackend {
                     },
                     refs: w.refs,
                     chandle: if held { w.chandle } else { None },
-                    // SAFETY: a wrapper the program holds is alive, and the
-                    // GIL is held (`gc.is_tracked`).
-                    tracked: held
-                        && unsafe { pyo3::ffi::PyObject_GC_IsTracked(w.addr as *mut _) } == 1,
+                    tracked: held && tracked(w.addr),
                 });
             }
-        });
+        };
+        if ended {
+            // Nothing is held after the end.
+            wrappers(&|_| false);
+        } else {
+            Python::attach(|_| {
+                // SAFETY: a wrapper the program holds is alive, and the GIL
+                // is held (`gc.is_tracked`).
+                wrappers(&|a| unsafe { pyo3::ffi::PyObject_GC_IsTracked(a as *mut _) } == 1);
+            });
+        }
         t.finalized = self.finalized();
         out.totals = t;
     }
