@@ -6,7 +6,8 @@
 //! The key is a complete description of what the model will do next:
 //! every slot, every live handle (counts, binding, field, the kind `new`
 //! asked for, when tying is on), every live wrapper (life, refs, chandle), the cycles awaiting
-//! `collect` in their order, the shutdown flag, how many handles were
+//! `collect` in their order, the shutdown flag, whether the interpreter
+//! has ended (`finalize`), how many handles were
 //! created (the search bounds that total) and how many wrappers were leaked
 //! at shutdown. What it leaves out cannot change a later step: freed
 //! handles and wrappers (nothing refers to them again), the result of the

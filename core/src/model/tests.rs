@@ -975,3 +975,77 @@ fn a_del_objects_wrappers_run_their_finalizer_at_each_free() {
         assert_eq!(st(&m).totals.finalized, 3, "no finalizer elsewhere");
     }
 }
+
+// ---- pickle, pyweak, finalize (R14-R16) --------------------------------------
+
+#[test]
+fn pickle_copies_a_chain_through_temporary_wrappers() {
+    // plain -> list -> plain: the list part went through a temporary
+    // wrapper (its parent is built by Python): Inactive; the plain part
+    // under the list never had one: Detached. Root Active in v1.
+    let m = model_u(
+        "new v0; new v2 list; set v0 v2; new v3; set v2 v3; drop v2; drop v3; pickle v1 v0",
+    );
+    let s = st(&m);
+    assert_eq!(s.handles.len(), 6);
+    let (root, list, part) = (s.handles[3], s.handles[4], s.handles[5]);
+    assert!(matches!(root.binding, Binding::Active(_)), "{root:?}");
+    assert_eq!((root.strong, root.field), (1, Some(4)));
+    assert!(matches!(list.binding, Binding::Inactive(_)), "{list:?}");
+    assert_eq!((list.strong, list.field), (1, Some(5)));
+    assert_eq!((part.strong, part.binding), (1, Binding::Detached));
+    assert_eq!(
+        s.vars[1],
+        VarState::Wrapper(match root.binding {
+            Binding::Active(w) => w,
+            _ => unreachable!(),
+        })
+    );
+}
+
+#[test]
+fn pickle_of_a_cycle_is_an_error_and_of_a_moved_wrapper_a_moved_copy() {
+    let mut m = model("new v0; new v1; set v0 v1; set v1 v0");
+    let before = st(&m);
+    assert_eq!(run(&mut m, "pickle v2 v0"), StepResult::Cyclic);
+    let after = st(&m);
+    assert_eq!(after.handles, before.handles);
+    assert_eq!(after.vars[2], VarState::Empty);
+    let m = model("new v0; move h0 v0; pickle v1 v0");
+    assert!(matches!(st(&m).vars[1], VarState::Moved(_)));
+    assert_ne!(st(&m).vars[1], st(&m).vars[0]);
+}
+
+#[test]
+fn pyweak_needs_a_weakref_slot() {
+    let mut m = model("new v0; new v1 weakref");
+    assert_eq!(run(&mut m, "pyweak v0"), StepResult::NoWeakref);
+    assert_eq!(run(&mut m, "pyweak v1"), StepResult::Ok);
+    assert_eq!(run(&mut m, "pyweak v2"), StepResult::Ok);
+}
+
+#[test]
+fn finalize_drops_the_vars_in_order_and_then_only_releases_act() {
+    // R11's order dependence, at module teardown: v0 is dropped first, so
+    // its wrapper settles Inactive under v1's object's field (which still
+    // keeps it), then v1's death orphans it: cached while the weak ref
+    // holds the storage.
+    let mut m = model("new v1; new v0; set v1 v0; weak w0 v0; hold h0 v1; finalize");
+    assert!(m.ended());
+    let s = st(&m);
+    assert!(s.vars.iter().all(|v| *v == VarState::Empty));
+    assert!(matches!(s.handles[1].binding, Binding::Inactive(_)));
+    // Steps that need Python do nothing now; the releases act.
+    let before = st(&m);
+    run(&mut m, "new v2; get v3 v0; shutdown; finalize; collect");
+    assert_eq!(st(&m).handles, before.handles);
+    run(&mut m, "release h0");
+    let s = st(&m);
+    assert!(!s.handles[0].alive());
+    // obj#1 died with its cached wrapper, which the weak ref keeps.
+    assert!(matches!(s.handles[1].binding, Binding::Inactive(_)));
+    run(&mut m, "unweak w0");
+    // Both cached wrappers leaked after the flag: obj#0's at its release
+    // (h0 kept it, so module teardown cached its wrapper), obj#1's now.
+    assert_eq!(st(&m).totals.leaked_wrappers, 2, "after the flag: leaked");
+}
