@@ -432,14 +432,46 @@ static FIRST_PROGRAM: OnceLock<Instant> = OnceLock::new();
 /// Returns the (transition, trigger) combinations the program took, for
 /// the target's extra coverage counters: so the fuzzer is guided by how a
 /// transition happened, not only by which code ran.
+///
+/// A *sequence* input (`binary::SEQUENCE_MAGIC`) is several programs, run
+/// in order; a target saves one when a failure does not replay alone
+/// ([`enable_sequence_search`]).
 pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
+    if let Some(parts) = binary::sequence(data) {
+        let n = parts.len();
+        let mut combos = ComboSet::default();
+        for (i, p) in parts.into_iter().enumerate() {
+            combos = fuzz_program::<B>(p, Some((i + 1, n)));
+        }
+        return combos;
+    }
+    let combos = fuzz_program::<B>(data, None);
+    if SEQUENCE_SEARCH.load(Ordering::Relaxed) {
+        RECENT.with_borrow_mut(|r| {
+            if r.len() == RECENT_PROGRAMS {
+                r.pop_front();
+            }
+            r.push_back(data.to_vec());
+        });
+    }
+    combos
+}
+
+/// One program of a fuzz input (`place`: its place in a sequence input).
+fn fuzz_program<B: Target>(data: &[u8], place: Option<(usize, usize)>) -> ComboSet {
     let n = PROGRAMS.fetch_add(1, Ordering::Relaxed) + 1;
     FIRST_PROGRAM.get_or_init(Instant::now);
     let prog = decode::<B>(data);
     match check_with::<B>(&prog, B::for_campaign) {
         Ok(Ok(outcome)) => outcome.combos,
         Ok(Err(f)) => {
-            let report = format!("{}\n{f}", found_line_after(n));
+            let mut report = format!("{}\n{f}", found_line_after(n));
+            match place {
+                Some((i, n)) => {
+                    report += &format!("\n(program {i} of the {n} of this sequence input)")
+                }
+                None => report += &sequence_note(data).unwrap_or_default(),
+            }
             eprintln!("{report}");
             keep_report(&report);
             std::process::abort();
@@ -449,6 +481,140 @@ pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
             std::process::exit(2);
         }
     }
+}
+
+/// How many passing programs a fuzz target keeps (issue 31): a failure
+/// that does not replay alone is searched for among the sequences of the
+/// last of them.
+pub const RECENT_PROGRAMS: usize = 8;
+
+thread_local! {
+    static RECENT: RefCell<std::collections::VecDeque<Vec<u8>>> =
+        const { RefCell::new(std::collections::VecDeque::new()) };
+}
+
+static SEQUENCE_SEARCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set in the process a target starts to replay an input in
+/// ([`sequence_note`]): it searches no further.
+const REPLAYING: &str = "PYTIE_REPLAYING";
+
+/// A libFuzzer target's init calls this: keep the last programs, and when
+/// a failure does not replay alone, replay it in fresh processes of this
+/// executable (`EXE FILE` runs one input), after the last one, two, ...
+/// programs before it, and save the shortest sequence that fails as
+/// `sequence-HASH` beside libFuzzer's own artifact (`-artifact_prefix`).
+/// Not for engines whose binary cannot run one input from a file argument.
+pub fn enable_sequence_search() {
+    if std::env::var_os(REPLAYING).is_none() {
+        SEQUENCE_SEARCH.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What [`shortest_failing_sequence`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// The program fails alone.
+    Alone,
+    /// It fails after the last `k` programs before it: the sequence input.
+    After(usize, Vec<u8>),
+    /// Not even after all of them.
+    NotFound,
+}
+
+/// The shortest run of `recent` programs (oldest first) after which `last`
+/// fails, as judged by `fails` (a fresh process each time): `last` alone
+/// first, then after the last one, two, ... programs.
+pub fn shortest_failing_sequence(
+    recent: &[Vec<u8>],
+    last: &[u8],
+    mut fails: impl FnMut(&[u8]) -> bool,
+) -> Replay {
+    if fails(last) {
+        return Replay::Alone;
+    }
+    for k in 1..=recent.len() {
+        let parts: Vec<&[u8]> = recent[recent.len() - k..]
+            .iter()
+            .map(Vec::as_slice)
+            .chain([last])
+            .collect();
+        let seq = binary::encode_sequence(&parts);
+        if fails(&seq) {
+            return Replay::After(k, seq);
+        }
+    }
+    Replay::NotFound
+}
+
+/// For the report of a failure of `data`: nothing when it replays alone in
+/// a fresh process (or the search is off); else where the sequence that
+/// reproduces it was saved, or that none was found.
+fn sequence_note(data: &[u8]) -> Option<String> {
+    if !SEQUENCE_SEARCH.load(Ordering::Relaxed) {
+        return None;
+    }
+    let recent: Vec<Vec<u8>> = RECENT.with_borrow(|r| r.iter().cloned().collect());
+    if recent.is_empty() {
+        return None;
+    }
+    let prefix = artifact_prefix();
+    let scratch = format!("{prefix}pytie-replay-{}", std::process::id());
+    let exe = std::env::current_exe().ok()?;
+    let fails = |input: &[u8]| {
+        std::fs::write(&scratch, input).is_ok()
+            && std::process::Command::new(&exe)
+                .arg(&scratch)
+                .env(REPLAYING, "1")
+                .env_remove("PYTIE_REPORT_FILE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| !s.success())
+    };
+    let found = shortest_failing_sequence(&recent, data, fails);
+    let _ = std::fs::remove_file(&scratch);
+    match found {
+        Replay::Alone => None,
+        Replay::After(k, seq) => {
+            let name = format!("{prefix}sequence-{:016x}", fnv1a(&seq));
+            let saved = std::fs::write(&name, &seq).is_ok();
+            Some(format!(
+                "\npytie: this program passes alone, in a fresh process: what it found was left by \
+                 the programs before it (state no check of this backend sees). It fails after the \
+                 last {k} program(s) this process ran: {}; replay it with `{} {name}` or `pytie run \
+                 --binary {name}` (docs/guide-triage.md, \"Sequences\")",
+                if saved {
+                    format!("the sequence of {} programs is saved as {name}", k + 1)
+                } else {
+                    format!("the sequence could not be written to {name}")
+                },
+                exe.display()
+            ))
+        }
+        Replay::NotFound => Some(format!(
+            "\npytie: this program passes alone, in a fresh process, and after each run of the last \
+             {} programs this process ran: what it found was left by an earlier program, or \
+             depends on more than the programs (docs/guide-triage.md, \"Sequences\")",
+            recent.len()
+        )),
+    }
+}
+
+/// libFuzzer's `-artifact_prefix=` (where it saves crash inputs), else the
+/// current directory.
+fn artifact_prefix() -> String {
+    std::env::args()
+        .find_map(|a| a.strip_prefix("-artifact_prefix=").map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// FNV-1a, 64 bits: a name for a saved sequence.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 thread_local! {

@@ -85,6 +85,8 @@ mutants! {
         "the registry's reset() clears its handle table one chunk of 8 entries at a time and stops after the first: after a program that made more than 8 objects, the next program numbers its objects after the leftovers";
     ShutdownFlagSticks "shutdown-flag-sticks":
         "reset() leaves the shutdown flag to the reclaim door, which clears it only when it reclaimed a wrapper: a `shutdown` outlives its program";
+    UnlistedLatch "unlisted-latch":
+        "a latch `shutdown` sets and nothing resets (the process is ending, the thinking goes), which later returns obey by not attaching their fresh wrapper: process-wide state the world check does not list";
     TeardownFreesCached "teardown-frees-cached":
         "after the shutdown flag, a wrapper settling Inactive is freed (nothing will revive it at exit, the thinking goes) while its object's tag word still caches it";
 }

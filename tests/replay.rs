@@ -19,7 +19,8 @@ fn corpus_files() -> Vec<PathBuf> {
 /// The in-process verdict in the CLI's words: `ok (N steps` or `FAIL: title`.
 fn verdict_in_process(f: &Path) -> String {
     let text = f.extension().is_some_and(|e| e == "pytie");
-    let p = pytie::cli::load(f, text).unwrap_or_else(|e| panic!("{e}"));
+    // As `pytie run` reads it (a binary file: as the `lifecycle` target does).
+    let p = pytie::cli::load_pytie(f, text).unwrap_or_else(|e| panic!("{e}"));
     match harness::check_lifecycle(&p) {
         Ok(o) => format!("ok ({} steps", o.steps),
         Err(e) => format!("FAIL: {}", e.kind.title()),

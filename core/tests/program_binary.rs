@@ -405,3 +405,23 @@ proptest! {
         prop_assert!(p.kinds().0 & !(allowed.0 | 1) == 0);
     }
 }
+
+// ---- sequences ----
+
+#[test]
+fn sequences_round_trip_and_decode_totally() {
+    use pytie_core::program::binary::{SEQUENCE_MAGIC, encode_sequence, sequence};
+    let a = encode(&text("new v0\nshutdown"));
+    let b = encode(&text("new v1\ndrop v1"));
+    let s = encode_sequence(&[&a, &b]);
+    assert_eq!(sequence(&s), Some(vec![a.as_slice(), b.as_slice()]));
+    // Not a sequence: one program.
+    assert_eq!(sequence(&a), None);
+    // Every byte string after the magic decodes: a short length takes what
+    // is left, an odd last byte is ignored.
+    let mut cut = SEQUENCE_MAGIC.to_vec();
+    cut.extend_from_slice(&[9, 0, 1, 2, 3]);
+    assert_eq!(sequence(&cut), Some(vec![&[1u8, 2, 3][..]]));
+    cut.truncate(SEQUENCE_MAGIC.len() + 1);
+    assert_eq!(sequence(&cut), Some(vec![]));
+}

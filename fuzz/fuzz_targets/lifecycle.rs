@@ -59,6 +59,9 @@ libfuzzer_sys::fuzz_target!(
         // Before the interpreter starts: PYTHONMALLOC, PYTHONHOME.
         harness::init_fuzzing::<PytieBackend>();
         pytie::report_sanitizer_finds!();
+        // A failure that does not replay alone: the shortest sequence of
+        // recent programs that does is saved (`EXE FILE` runs one input).
+        harness::enable_sequence_search();
     },
     |data: &[u8]| one_input(data)
 );

@@ -27,6 +27,9 @@ fuzz_target!(
         // then load tvm-ffi (and keep libFuzzer's SIGSEGV handler).
         harness::init_fuzzing::<TvmFfiBackend>();
         pytie::report_sanitizer_finds!();
+        // A failure that does not replay alone: the shortest sequence of
+        // recent programs that does is saved (`EXE FILE` runs one input).
+        harness::enable_sequence_search();
     },
     |data: &[u8]| {
         for i in harness::fuzz_one::<TvmFfiBackend>(data).indices() {

@@ -16,7 +16,9 @@ pub(super) fn decode(
 ) -> Result<ExitCode, Bad> {
     let data = read(file)?;
     let steps = match backend {
-        BackendName::Pytie => pytie_core::program::StepSet::ALL,
+        BackendName::Pytie => {
+            <crate::backend::pytie::PytieBackend as crate::harness::Target>::steps()
+        }
         BackendName::TvmFfi | BackendName::TvmFfiTied => crate::backend::tvmffi::steps(),
     };
     let p = decode_noting(file, &data, steps);

@@ -64,6 +64,27 @@ pub fn load(path: &Path, text_form: bool) -> Result<Program, String> {
     }
 }
 
+/// Load one program as `pytie run` reads it for pytie's runtime: a binary
+/// input within the kinds the `lifecycle` target decodes to (all but
+/// `pyweak` and `finalize`). A sequence file is an error here.
+pub fn load_pytie(path: &Path, text_form: bool) -> Result<Program, String> {
+    if text_form {
+        return load(path, true);
+    }
+    let data = read(path).map_err(|Bad(e)| e)?;
+    if binary::sequence(&data).is_some() {
+        return Err(format!(
+            "{}: a sequence of programs: `pytie run --binary` runs it",
+            path.display()
+        ));
+    }
+    Ok(decode_noting(
+        path,
+        &data,
+        <crate::backend::pytie::PytieBackend as crate::harness::Target>::steps(),
+    ))
+}
+
 /// Decode a binary program within `allowed`, saying on standard error
 /// what of `data` was ignored (bytes past the 256th step, or an
 /// incomplete last step): nothing is dropped silently.
@@ -89,17 +110,30 @@ pub(super) fn decode_noting(
     p
 }
 
-/// Load a program as `backend` reads it: binary inputs for tvm-ffi decode
-/// within its step kinds, as the `tvmffi` fuzz target does.
-pub(super) fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Program, Bad> {
-    match backend {
-        BackendName::TvmFfi | BackendName::TvmFfiTied if !is_text(path, form) => Ok(decode_noting(
-            path,
-            &read(path)?,
-            crate::backend::tvmffi::steps(),
-        )),
-        _ => load(path, is_text(path, form)).map_err(Bad),
+/// Load the programs of a file as `backend` reads them: binary inputs
+/// decode within the step kinds its fuzz target decodes to (`tvmffi`: all;
+/// `lifecycle`: all but `pyweak` and `finalize`), as that target does; a
+/// binary *sequence* (`binary::SEQUENCE_MAGIC`, what a target saves when a
+/// failure does not replay alone) is several programs, run in order in one
+/// process. A text file is one program.
+pub(super) fn load_for(path: &Path, form: Form, backend: BackendName) -> Result<Vec<Program>, Bad> {
+    if is_text(path, form) {
+        return load(path, true).map(|p| vec![p]).map_err(Bad);
     }
+    let allowed = match backend {
+        BackendName::TvmFfi | BackendName::TvmFfiTied => crate::backend::tvmffi::steps(),
+        BackendName::Pytie => {
+            <crate::backend::pytie::PytieBackend as crate::harness::Target>::steps()
+        }
+    };
+    let data = read(path)?;
+    Ok(match binary::sequence(&data) {
+        Some(parts) => parts
+            .into_iter()
+            .map(|p| decode_noting(path, p, allowed))
+            .collect(),
+        None => vec![decode_noting(path, &data, allowed)],
+    })
 }
 
 pub(super) fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), Bad> {

@@ -35,7 +35,7 @@ mod repro;
 mod run;
 mod trace;
 
-pub use input::{load, program_files};
+pub use input::{load, load_pytie, program_files};
 
 #[derive(Parser)]
 #[command(

@@ -17,7 +17,17 @@ pub(super) fn regress(
     output: &Path,
     allow_pass: bool,
 ) -> Result<ExitCode, Bad> {
-    let p = load_for(file, form, backend)?;
+    let mut ps = load_for(file, form, backend)?;
+    if ps.len() != 1 {
+        return Err(Bad(format!(
+            "{}: a sequence of {} programs (a failure that needs the programs before it): a text \
+             regression is one program; replay the sequence with `pytie run --binary {}`",
+            file.display(),
+            ps.len(),
+            file.display()
+        )));
+    }
+    let p = ps.pop().expect("one program");
     backend.prepare()?;
     let name = file
         .file_name()

@@ -15,7 +15,17 @@ pub(super) fn repro(
     backend: BackendName,
     output: Option<&Path>,
 ) -> Result<ExitCode, Bad> {
-    let p = load_for(file, form, BackendName::TvmFfi)?;
+    let mut ps = load_for(file, form, BackendName::TvmFfi)?;
+    if ps.len() != 1 {
+        return Err(Bad(format!(
+            "{}: a sequence of {} programs: repro --python writes a script for one program; \
+             replay the sequence with `pytie run --binary --backend tvm-ffi {}`",
+            file.display(),
+            ps.len(),
+            file.display()
+        )));
+    }
+    let p = ps.pop().expect("one program");
     // The model's profile: the installed tvm-ffi's, else tying off (every
     // published wheel). An explicit `--backend tvm-ffi-tied` must load.
     match backend {

@@ -112,9 +112,19 @@ pub(super) fn run(
     work_around: bool,
     strict: bool,
 ) -> Result<ExitCode, Bad> {
-    let mut programs = Vec::new();
+    // A sequence file's programs run in order, each named by its place.
+    let mut programs: Vec<(PathBuf, Program)> = Vec::new();
     for f in files {
-        programs.push((f, load_for(f, form, backend)?));
+        let ps = load_for(f, form, backend)?;
+        let n = ps.len();
+        for (i, p) in ps.into_iter().enumerate() {
+            let name = if n > 1 {
+                PathBuf::from(format!("{} [program {} of {n}]", f.display(), i + 1))
+            } else {
+                f.clone()
+            };
+            programs.push((name, p));
+        }
     }
     let known = if work_around {
         KnownFindings::WorkAround

@@ -9,10 +9,10 @@ use crate::harness::{self, with_executor};
 use pytie_core::exec::report::state_summary;
 use pytie_core::program::text;
 
-use super::input::{is_text, load};
+use super::input::{is_text, load_pytie};
 use super::{Bad, Form};
 pub(super) fn trace(file: &Path, form: Form) -> Result<ExitCode, Bad> {
-    let p = load(file, is_text(file, form)).map_err(Bad)?;
+    let p = load_pytie(file, is_text(file, form)).map_err(Bad)?;
     let _ = write!(std::io::stdout(), "{}", text::print(&p));
     out!("---");
     let mut n = 0;

@@ -251,6 +251,7 @@ pub fn collect(py: Python<'_>) -> PyResult<()> {
 /// `shutdown`: interpreter finalization begins (contract §3).
 pub fn shutdown() {
     accounts::set_shutdown(true);
+    seams::shutdown_seen();
 }
 
 /// Teardown (§6): in creation order, clear the field of every object alive

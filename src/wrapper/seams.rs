@@ -18,8 +18,33 @@ use crate::native::object::{self, Object};
 
 /// Detached -> Active: record the fresh wrapper `w` in the tag word.
 pub(super) fn attach(tag: &AtomicUsize, w: *mut ffi::PyObject) {
-    if !mutant!(FreshUnattached) {
+    let unlisted = mutant!(UnlistedLatch) && latched();
+    if !mutant!(FreshUnattached) && !unlisted {
         tag.store(w as usize, Ordering::Release);
+    }
+}
+
+/// The mutant `unlisted-latch`'s latch: set by `shutdown`, never reset,
+/// and not one of the world's items (contract §5): state a check cannot
+/// see, as tvm-ffi's Cython-held references are.
+#[cfg(feature = "mutants")]
+static LATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "mutants")]
+fn latched() -> bool {
+    LATCH.load(Ordering::Relaxed)
+}
+
+#[cfg(not(feature = "mutants"))]
+fn latched() -> bool {
+    false
+}
+
+/// `shutdown` (the mutant `unlisted-latch` latches here).
+pub(super) fn shutdown_seen() {
+    #[cfg(feature = "mutants")]
+    if mutant!(UnlistedLatch) {
+        LATCH.store(true, Ordering::Relaxed);
     }
 }
 

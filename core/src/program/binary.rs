@@ -299,3 +299,38 @@ impl<'a> Arbitrary<'a> for Op {
         (1, Some(3))
     }
 }
+
+/// The first bytes of a *sequence* input: several programs, run one after
+/// another in one process, as a fuzz target ran them when a failure would
+/// not replay alone (docs/format.md, "Sequences").
+pub const SEQUENCE_MAGIC: &[u8; 8] = b"PYTIESEQ";
+
+/// The programs of a sequence input, in order, each in the binary form;
+/// `None` when `data` does not start with [`SEQUENCE_MAGIC`] (it is one
+/// program). Total: after the magic, each program is a 2-byte little-endian
+/// length and that many bytes; a length running past the end takes what is
+/// there, and an odd last byte is ignored.
+pub fn sequence(data: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut rest = data.strip_prefix(SEQUENCE_MAGIC.as_slice())?;
+    let mut out = Vec::new();
+    while rest.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        let body = &rest[2..];
+        let (p, tail) = body.split_at(n.min(body.len()));
+        out.push(p);
+        rest = tail;
+    }
+    Some(out)
+}
+
+/// A sequence input of `programs` (each in the binary form, at most 65,535
+/// bytes: longer ones are cut there).
+pub fn encode_sequence(programs: &[&[u8]]) -> Vec<u8> {
+    let mut out = SEQUENCE_MAGIC.to_vec();
+    for p in programs {
+        let p = &p[..p.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(p.len() as u16).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
