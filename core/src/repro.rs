@@ -430,6 +430,63 @@ def none(a):
         fail(f"{a} holds {V[a]!r}; the contract expects None or nothing")
 
 
+# `call V H` / `call_move V H`: C++ calls a Python callback with a held
+# object, borrowed or moved (an rvalue), and returns what it returns;
+# compiled here against this tvm_ffi's headers, as `new_cpp` is.
+CALLBACK_SRC = r"""
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/function.h>
+#include <tvm/ffi/object.h>
+#include <tvm/ffi/reflection/registry.h>
+#include <tvm/ffi/rvalue_ref.h>
+using tvm::ffi::Any;
+using tvm::ffi::Function;
+using tvm::ffi::Object;
+using tvm::ffi::ObjectRef;
+using tvm::ffi::details::ObjectUnsafe;
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = tvm::ffi::reflection;
+  refl::GlobalDef()
+      .def("repro.call", [](int64_t addr, Function cb) -> Any {
+        ObjectRef r(ObjectUnsafe::ObjectPtrFromUnowned<Object>(reinterpret_cast<Object*>(addr)));
+        return cb(r);
+      })
+      .def("repro.call_move", [](int64_t addr, Function cb) -> Any {
+        ObjectRef r(ObjectUnsafe::ObjectPtrFromOwned<Object>(reinterpret_cast<Object*>(addr)));
+        return cb(tvm::ffi::RValueRef<ObjectRef>(std::move(r)));
+      });
+}
+"""
+_CALLBACK = []
+
+
+def callback(h, move):
+    """C++ calls `lambda x: x` with HOLDERS[h]'s object; moved: the holder's
+    reference goes into the call."""
+    if not _CALLBACK:
+        import os
+        import subprocess
+        import tempfile
+        import tvm_ffi.libinfo as li
+        d = tempfile.mkdtemp(prefix="repro-callback-")
+        src, lib = os.path.join(d, "callback.cc"), os.path.join(d, "libcallback.so")
+        with open(src, "w") as f:
+            f.write(CALLBACK_SRC)
+        libdir = os.path.dirname(li.find_libtvm_ffi())
+        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
+                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
+                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
+        ctypes.CDLL(lib)
+        _CALLBACK.append((tvm_ffi.get_global_func("repro.call"),
+                          tvm_ffi.get_global_func("repro.call_move"),
+                          tvm_ffi.convert(lambda x: x)))
+    call, call_move, cb = _CALLBACK[0]
+    if move:
+        addr, HOLDERS[h] = HOLDERS[h], 0
+        return call_move(addr, cb)
+    return call(HOLDERS[h], cb)
+
+
 # `finalize`: the interpreter's end. What a program does after it (C++
 # releases, no Python) runs after Py_FinalizeEx, from a C++ atexit handler
 # compiled here against this tvm_ffi's headers, as `new_cpp` is.
@@ -617,6 +674,8 @@ fn statement(op: &Op, copies: &[ObjKind]) -> String {
         }
         Op::PyWeak { v } => format!("_r = weakref.ref({0})\nassert _r() is {0}\ndel _r", q(v)),
         Op::Finalize => "finalize()".into(),
+        Op::Call { v, h } => format!("{} = callback({}, move=False)", q(v), h.0),
+        Op::CallMove { v, h } => format!("{} = callback({}, move=True)", q(v), h.0),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }
@@ -694,7 +753,9 @@ fn finds(op: &Op, s: &AbstractState) -> Finds {
         {
             Finds::Nothing(format!("{v} is empty or None"))
         }
-        Op::Ret { h, .. } if s.holders[h.idx()].is_none() => {
+        Op::Ret { h, .. } | Op::Call { h, .. } | Op::CallMove { h, .. }
+            if s.holders[h.idx()].is_none() =>
+        {
             Finds::Nothing(format!("{h} is empty"))
         }
         Op::Lock { w, .. } if s.weaks[w.idx()].is_none() => Finds::Nothing(format!("{w} is empty")),

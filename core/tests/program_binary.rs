@@ -27,8 +27,8 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 6);
-    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 49);
+    assert_eq!(FORMAT_VERSION, 7);
+    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 52);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
     assert_eq!(MAX_STEPS, 256);
@@ -60,24 +60,26 @@ fn short_header_reads_zeros() {
 fn all_zero_header_enables_everything() {
     let cfg = header(&[0, 0, 0, 0]);
     assert_eq!(cfg.kinds, StepSet::ALL);
-    // Opcodes then range over all 21 kinds by weight (total 49): 5 is in
-    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x31 = 49 wraps to 0,
+    // Opcodes then range over all 23 kinds by weight (total 52): 5 is in
+    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x34 = 52 wraps to 0,
     // new; kind 9 % 16 = 9 is list.
     assert_eq!(decode(&hex("00 00 00 00 | 05 07 09")), text("ret v0 h0"));
-    assert_eq!(decode(&hex("00 00 00 00 | 31 07 09")), text("new v0 list"));
+    assert_eq!(decode(&hex("00 00 00 00 | 34 07 09")), text("new v0 list"));
     // The last opcode of each kind's range, and the one after it.
     assert_eq!(
-        decode(&hex("00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30")),
-        text("collect\nshutdown\npickle v0 v0\npyweak v0\nfinalize")
+        decode(&hex(
+            "00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30 | 32 00 00 | 33 00 00"
+        )),
+        text("collect\nshutdown\npickle v0 v0\npyweak v0\nfinalize\ncall v0 h0\ncall_move v0 h0")
     );
 }
 
 #[test]
 fn new_is_always_enabled_and_new_only_means_all() {
-    // Bit 0 alone, or nothing but ignored bits 21..23: every kind.
+    // Bit 0 alone, or nothing but ignored bit 23: every kind.
     assert_eq!(header(&[0x01, 0, 0, 0]).kinds, StepSet::ALL);
-    assert_eq!(header(&[0, 0, 0xe0, 0]).kinds, StepSet::ALL);
-    assert_eq!(header(&[0x01, 0, 0xe0, 0]).kinds, StepSet::ALL);
+    assert_eq!(header(&[0, 0, 0x80, 0]).kinds, StepSet::ALL);
+    assert_eq!(header(&[0x01, 0, 0x80, 0]).kinds, StepSet::ALL);
     // `new` is on whatever its bit says.
     assert_eq!(
         header(&[0x02, 0, 0, 0]).kinds,
@@ -87,10 +89,10 @@ fn new_is_always_enabled_and_new_only_means_all() {
         header(&[0x03, 0, 0, 0]).kinds,
         set(&[StepKind::New, StepKind::Ret])
     );
-    // Bits 17..20 are shutdown, pickle, pyweak and finalize; bits 21..23
-    // are ignored.
+    // Bits 17..22 are shutdown, pickle, pyweak, finalize, call and
+    // call_move; bit 23 is ignored.
     assert_eq!(
-        header(&[0, 0, 0xe2, 0]).kinds,
+        header(&[0, 0, 0x82, 0]).kinds,
         set(&[StepKind::New, StepKind::Shutdown])
     );
     assert_eq!(
@@ -99,7 +101,9 @@ fn new_is_always_enabled_and_new_only_means_all() {
             StepKind::New,
             StepKind::Pickle,
             StepKind::PyWeak,
-            StepKind::Finalize
+            StepKind::Finalize,
+            StepKind::Call,
+            StepKind::CallMove
         ])
     );
     assert_eq!(header(&[0xff, 0xff, 0xff, 0]).kinds, StepSet::ALL);

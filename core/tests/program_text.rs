@@ -21,8 +21,8 @@ fn one(src: &str) -> Op {
 }
 
 const ALL_STEPS: &str = "new, ret, echo, get, set, unset, clone, drop, hold, move, release, \
-release_foreign, weak, unweak, lock, cycle, collect, shutdown, pickle, pyweak, finalize, mark, \
-expect";
+release_foreign, weak, unweak, lock, cycle, collect, shutdown, pickle, pyweak, finalize, call, \
+call_move, mark, expect";
 
 // ---- every step, canonical text both ways ----
 

@@ -257,6 +257,20 @@ impl PytieBackend {
             Op::PyWeak { .. } => return Err(StepResult::NoWeakref),
             // `apply` runs it outside Python (`finalize`).
             Op::Finalize => {}
+            Op::Call { v, h } => {
+                if let Some((r, _)) = &self.holders[h.idx()] {
+                    let r = wrapper::callback(py, r.clone_ref());
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
+            Op::CallMove { v, h } => {
+                if let Some((r, _)) = self.holders[h.idx()].take() {
+                    let r = wrapper::callback(py, r);
+                    let o = self.py_result(py, op, r)?;
+                    self.assign(v, o);
+                }
+            }
             Op::Pickle { v, u } => {
                 if let Some(src) = self.source(py, u) {
                     let r = wrapper::pickle(&src).map_err(|Cyclic| StepResult::Cyclic)?;

@@ -170,6 +170,21 @@ fn copy_of(h: &HandleRef) -> HandleRef {
     }
 }
 
+/// `call` / `call_move` (contract §4.1 R17): C++ calls a Python callback
+/// with `arg` (a reference the callback's argument takes: a new one for a
+/// borrowed argument, the holder's for a moved one) that returns its
+/// argument, and returns that: the argument returned to Python, the
+/// callback's result made an owned reference, the callback's frame ended,
+/// the result returned to Python.
+pub fn callback(py: Python<'_>, arg: HandleRef) -> PyResult<Bound<'_, PyAny>> {
+    let arg = return_handle(py, arg)?;
+    let result = handle_of(&arg).map_err(|Moved| {
+        pyo3::exceptions::PyRuntimeError::new_err("a callback's argument is moved-from")
+    })?;
+    drop(arg);
+    return_handle(py, result)
+}
+
 /// Is this error the moved-from error?
 pub fn is_moved(err: &PyErr, py: Python<'_>) -> bool {
     // SAFETY: the exception type lives for the process.

@@ -67,10 +67,11 @@ fn steps_within_bounds() {
     let all = steps(&b, StepSet::ALL);
     // new 3x4, ret 3x2, echo/get/set/clone 3x3 each, unset/drop/cycle/lock/
     // weak 3 each, hold/move 2x3 each, release/release_foreign 2 each,
-    // unweak 1, collect, shutdown, pickle 3x3, pyweak 3, finalize.
+    // unweak 1, collect, shutdown, pickle 3x3, pyweak 3, finalize,
+    // call/call_move 3x2 each.
     assert_eq!(
         all.len(),
-        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1
+        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1 + 2 * 6
     );
     let distinct: HashSet<Op> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len());

@@ -330,6 +330,19 @@ impl Model {
             }
             Op::Shutdown => self.shutdown = true,
             Op::Finalize => self.finalize(),
+            // C++ passes H's object to a Python callback: borrowed (the
+            // argument's wrapper takes a new +1) or moved (it takes H's).
+            Op::Call { v, h } => {
+                if let Some(o) = self.holders[h.idx()] {
+                    self.inc_ref(o);
+                    self.callback_into(v, o);
+                }
+            }
+            Op::CallMove { v, h } => {
+                if let Some(o) = self.holders[h.idx()].take() {
+                    self.callback_into(v, o);
+                }
+            }
             Op::Pickle { v, u } => return self.step_pickle(v, u),
             // A weak reference to V's wrapper (moved-from too), made and
             // dropped: only its type decides. Empty or None: nothing (R1).
@@ -483,6 +496,19 @@ impl Model {
             self.py_decref(w);
         }
         self.ended = true;
+    }
+
+    /// A Python callback called by C++ with `o` (the caller owns +1 on it,
+    /// which the argument's wrapper takes), returning its argument, which C++
+    /// returns into `v` (§4.1 R17): the argument is returned to Python
+    /// (`make_ret`), the callback's result becomes an owned reference
+    /// (IncRef), the callback's frame ends (the argument's Python ref goes),
+    /// and C++ returns that reference (`make_ret` into `v`).
+    fn callback_into(&mut self, v: Var, o: HandleNo) {
+        let arg = self.make_ret(o);
+        self.inc_ref(o);
+        self.py_decref(arg);
+        self.ret_into(v, o);
     }
 
     /// The interpreter has ended (`finalize`).

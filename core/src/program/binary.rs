@@ -15,6 +15,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::{HOLDERS, ObjKind, Op, Program, Sort, StepKind, StepSet, VARS, Var, WEAKS};
 
 /// Version of the layout below. Bump it on any change (docs/format.md).
+/// 7: `call` (21) and `call_move` (22) appended.
 /// 6: `finalize` appended (20).
 /// 5: two step kinds appended, `pickle` (18) and `pyweak` (19) (every
 /// opcode the encoder writes for the older kinds means the same).
@@ -24,7 +25,7 @@ use super::{HOLDERS, ObjKind, Op, Program, Sort, StepKind, StepSet, VARS, Var, W
 /// the first 4; an operand the encoder writes means the same in both).
 /// 2: weighted opcodes and slot-count tables (version 1 took opcodes
 /// uniformly and slot counts `1 + bits`).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// How many opcode values each step kind gets among the enabled kinds, in
 /// `StepKind` order (docs/format.md): declared with the vocabulary

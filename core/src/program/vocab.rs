@@ -272,6 +272,12 @@ steps! {
     /// `finalize`: the interpreter ends (`Py_FinalizeEx`); only C++ steps
     /// act after it.
     Finalize "finalize" weight 1;
+    /// `call V H`: C++ calls a Python callback with H's object (borrowed)
+    /// and returns what it returns (its argument) into V.
+    Call "call" weight 2 { v: Var, h: Holder };
+    /// `call_move V H`: the same with H's reference moved into the call
+    /// (an rvalue): H is empty after it.
+    CallMove "call_move" weight 1 { v: Var, h: Holder };
 }
 
 impl StepKind {

@@ -102,6 +102,11 @@ ret = tvm_ffi.get_global_func("pytie.tvmffi.ret")
 take = tvm_ffi.get_global_func("pytie.tvmffi.take")
 lock = tvm_ffi.get_global_func("pytie.tvmffi.lock")
 new_legacy = tvm_ffi.get_global_func("pytie.tvmffi.new_legacy")
+# `call` / `call_move`: C++ (harness.cc) calls this Python callback, an
+# ffi::Function made from a Python callable, which returns its argument.
+callback = tvm_ffi.convert(lambda x: x)
+call = tvm_ffi.get_global_func("pytie.tvmffi.call")
+call_move = tvm_ffi.get_global_func("pytie.tvmffi.call_move")
 def roundtrip(o):  # the `pickle` step
     return pickle.loads(pickle.dumps(o))
 def pyweak(o):  # the `pyweak` step: TypeError without a __weakref__ slot
@@ -132,6 +137,11 @@ pub(super) struct Lib {
     pub(super) pickle: Py<PyAny>,
     /// `weakref.ref(o)`, checked and dropped.
     pub(super) pyweak: Py<PyAny>,
+    /// `pytie.tvmffi.call` / `call_move` (harness.cc) and the Python
+    /// callback they call.
+    pub(super) call: Py<PyAny>,
+    pub(super) call_move: Py<PyAny>,
+    pub(super) callback: Py<PyAny>,
     pub(super) new_legacy: Py<PyAny>,
     /// `Node`'s type index (a legacy object is made with it).
     pub(super) node_type_index: i32,
@@ -282,6 +292,9 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         lock: get("lock")?.unbind(),
         pickle: get("roundtrip")?.unbind(),
         pyweak: get("pyweak")?.unbind(),
+        call: get("call")?.unbind(),
+        call_move: get("call_move")?.unbind(),
+        callback: get("callback")?.unbind(),
         new_legacy: get("new_legacy")?.unbind(),
         node_type_index: 0,
         asan: venv.join(".pytie-asan-runtime").exists(),

@@ -15,6 +15,9 @@
 //   ret                       an ObjectRef returned by a typed ffi::Function
 //   take (move's callee)      a typed ffi::Function with an `Any` parameter
 //                             (AnyView -> Any: an RValueRef is stolen)
+//   call / call_move          a typed ffi::Function calling a Python callback
+//                             with a holder's object, borrowed or as an
+//                             RValueRef (rvalue_ref.h)
 //   new V cpp                 make_object<PytieCppNodeObj>() (memory.h's
 //                             object allocator), returned the first time
 //   the field of a List/Dict  SeqBaseObj::operator[], MapBaseObj::find;
@@ -39,6 +42,7 @@
 #include <tvm/ffi/memory.h>
 #include <tvm/ffi/object.h>
 #include <tvm/ffi/reflection/registry.h>
+#include <tvm/ffi/rvalue_ref.h>
 #include <tvm_ffi_python_object.h>
 
 #include <atomic>
@@ -52,6 +56,7 @@
 namespace {
 
 using tvm::ffi::Any;
+using tvm::ffi::Function;
 using tvm::ffi::Dict;
 using tvm::ffi::List;
 using tvm::ffi::MapBaseObj;
@@ -262,6 +267,22 @@ TVM_FFI_STATIC_INIT_BLOCK() {
                TVM_FFI_THROW(TypeError) << "pytie.tvmffi.take takes an object";
              }
              return reinterpret_cast<int64_t>(new ObjectRef(x.cast<ObjectRef>()));
+           })
+      // `call V H`: C++ calls a Python callback (an ffi::Function made from a
+      // Python callable) with the holder's object, borrowed (an AnyView of
+      // the holder's ObjectRef: the callback's argument setter IncRefs), and
+      // returns what it returns.
+      .def("pytie.tvmffi.call",
+           [](int64_t holder, Function cb) -> Any {
+             return cb(*reinterpret_cast<ObjectRef*>(holder));
+           })
+      // `call_move V H`: the same with the holder's reference moved into
+      // the call (rvalue_ref.h RValueRef: the argument setter steals the
+      // +1 and NULLs the slot); the holder is left empty.
+      .def("pytie.tvmffi.call_move",
+           [](int64_t holder, Function cb) -> Any {
+             ObjectRef r = std::move(*reinterpret_cast<ObjectRef*>(holder));
+             return cb(tvm::ffi::RValueRef<ObjectRef>(std::move(r)));
            })
       // `lock V W`: WeakObjectPtr::lock() of a weak slot: the object with a
       // new strong reference, or None once it died.

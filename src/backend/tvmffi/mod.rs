@@ -23,6 +23,7 @@
 //! | `clone`/`drop`/`cycle`/`collect` | plain Python |
 //! | `pickle V U` | `pickle.loads(pickle.dumps(u))`; the copies are numbered by reading their fields, their temporary wrappers from their tag words ([`TvmFfiBackend::number_copies`]) |
 //! | `pyweak V` | `weakref.ref(v)`, checked and dropped; TypeError is *noweakref* |
+//! | `call V H` / `call_move V H` | `pytie.tvmffi.call(h, cb)` / `call_move`: a typed `ffi::Function` (harness.cc) calling the Python callback `cb = tvm_ffi.convert(lambda x: x)` with the holder's object, borrowed or as an `RValueRef` (the holder emptied), returning its result |
 //!
 //! Every step kind is expressed. `shutdown` runs upstream's atexit hook,
 //! whose flag no process can reset, so it and the rest of the program run
@@ -535,6 +536,29 @@ impl TvmFfiBackend {
             }
             // `apply` runs it outside Python.
             Op::Finalize => {}
+            Op::Call { v, h } => {
+                if let Some((holder, n)) = self.holders[h.idx()] {
+                    let unseen = self.argument_dies_unseen(n);
+                    let o = lib.call.bind(py).call1((holder.0, lib.callback.bind(py)))?;
+                    self.number_unseen(unseen);
+                    self.assign(v, o)?;
+                }
+            }
+            Op::CallMove { v, h } => {
+                if let Some((holder, n)) = self.holders[h.idx()].take() {
+                    let unseen = self.argument_dies_unseen(n);
+                    let o = lib
+                        .call_move
+                        .bind(py)
+                        .call1((holder.0, lib.callback.bind(py)));
+                    // SAFETY: the holder the slot owned (its reference moved
+                    // out by the call, or still there if the call failed
+                    // before), not used after.
+                    unsafe { harness::release(holder) };
+                    self.number_unseen(unseen);
+                    self.assign(v, o?)?;
+                }
+            }
             Op::PyWeak { v } => {
                 if let Some(src) = self.source(py, v) {
                     match lib.pyweak.bind(py).call1((&src,)) {
@@ -548,6 +572,33 @@ impl TvmFfiBackend {
             Op::Mark { .. } | Op::Expect(_) => {}
         }
         Ok(StepResult::Ok)
+    }
+
+    /// Before a callback step on handle `n`: will the callback's argument be
+    /// a fresh wrapper that dies before anything here sees it (the object
+    /// untied, or Detached with an ineligible wrapper type)? The model
+    /// numbers it (contract §4.1 R17); an eligible one is cached and revived
+    /// into the result, the same wrapper.
+    fn argument_dies_unseen(&self, n: HandleNo) -> bool {
+        let Some(i) = (n != DANGLING).then_some(n as usize) else {
+            return false;
+        };
+        if !self.lib.tying || !self.kinds[i].is_tied() {
+            return true;
+        }
+        self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
+    }
+
+    /// Number a wrapper that lived and died inside a step, unseen.
+    fn number_unseen(&mut self, unseen: bool) {
+        if unseen {
+            self.wrappers.push(Wr {
+                addr: 0,
+                dead: true,
+                refs: 0,
+                chandle: None,
+            });
+        }
     }
 
     /// The kinds of the objects along the field chain from handle `n`,
