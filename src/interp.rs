@@ -122,6 +122,16 @@ pub fn end(vars: Vec<Option<Py<PyAny>>>) -> Result<i32, String> {
     Ok(status)
 }
 
+/// [`end`], as a backend's `finalize` step does it: what went wrong, as a
+/// violation to report (`None`: a clean end).
+pub fn end_step(vars: Vec<Option<Py<PyAny>>>) -> Option<String> {
+    match end(vars) {
+        Ok(0) => None,
+        Ok(status) => Some(format!("`finalize`: Py_FinalizeEx returned {status}")),
+        Err(e) => Some(format!("`finalize`: {e}")),
+    }
+}
+
 /// Which side of [`fork`] this is.
 pub enum Forked {
     /// The new process: it carries on from the fork and must end with

@@ -261,6 +261,20 @@ fn expectations_after_a_skipped_step_are_not_judged() {
 /// Issue 24: `shutdown` runs upstream's atexit hook in a forked child,
 /// with the steps after it; the parent's interpreter keeps its flag, so
 /// the next program caches and reclaims as before.
+/// This process's interpreter runs programs (the flag is down, nothing
+/// ended): a revival works.
+fn assert_this_interpreter_revives() {
+    let alive = harness::with_tvmffi(KnownFindings::Report, |ex| {
+        ex.run(
+            &text::parse("new v0\nhold h0 v0\nmark m0 v0\ndrop v0\nret v1 h0\nexpect v1 is m0\n")
+                .unwrap(),
+        )
+        .map_err(|f| f.to_string())
+    })
+    .unwrap();
+    assert!(alive.is_ok(), "{alive:?}");
+}
+
 #[test]
 fn shutdown_runs_in_a_forked_child_and_the_parent_is_untouched() {
     if !setup("shutdown_runs_in_a_forked_child_and_the_parent_is_untouched") {
@@ -279,15 +293,7 @@ fn shutdown_runs_in_a_forked_child_and_the_parent_is_untouched() {
     // reclaims.
     let after = text::parse("new v0\nhold h0 v0\ndrop v0\nrelease h0\n").unwrap();
     check(&after, KnownFindings::WorkAround).unwrap();
-    let alive = harness::with_tvmffi(KnownFindings::Report, |ex| {
-        ex.run(
-            &text::parse("new v0\nhold h0 v0\nmark m0 v0\ndrop v0\nret v1 h0\nexpect v1 is m0\n")
-                .unwrap(),
-        )
-        .map_err(|f| f.to_string())
-    })
-    .unwrap();
-    assert!(alive.is_ok(), "{alive:?}");
+    assert_this_interpreter_revives();
     // A failing expectation after the fork is relayed with its step.
     let p =
         text::parse("new v0\nhold h0 v0\ndrop v0\nshutdown\nret v1 h0\nexpect v1 none\n").unwrap();
@@ -320,15 +326,7 @@ fn finalize_ends_the_interpreter_in_a_child_and_the_parent_goes_on() {
     let e = check(&p, KnownFindings::Report).unwrap_err();
     assert!(e.contains("failed expectation at step 7"), "{e}");
     // This process's interpreter is alive: a revival works.
-    let alive = harness::with_tvmffi(KnownFindings::Report, |ex| {
-        ex.run(
-            &text::parse("new v0\nhold h0 v0\nmark m0 v0\ndrop v0\nret v1 h0\nexpect v1 is m0\n")
-                .unwrap(),
-        )
-        .map_err(|f| f.to_string())
-    })
-    .unwrap();
-    assert!(alive.is_ok(), "{alive:?}");
+    assert_this_interpreter_revives();
 }
 
 #[test]

@@ -94,21 +94,27 @@ TVM_FFI_STATIC_INIT_BLOCK() {
 _NEW_CPP = []
 
 
+def compile_cpp(name, source):
+    """Compile C++ `source` against this tvm_ffi's headers into a shared
+    library and load it (needs a C++17 compiler: $CXX, default g++)."""
+    import os
+    import subprocess
+    import tempfile
+    import tvm_ffi.libinfo as li
+    d = tempfile.mkdtemp(prefix=f"repro-{name}-")
+    src, lib = os.path.join(d, f"{name}.cc"), os.path.join(d, f"lib{name}.so")
+    with open(src, "w") as f:
+        f.write(source)
+    libdir = os.path.dirname(li.find_libtvm_ffi())
+    subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
+                           "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
+                           "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
+    return ctypes.CDLL(lib)
+
+
 def new_cpp():
     if not _NEW_CPP:
-        import os
-        import subprocess
-        import tempfile
-        import tvm_ffi.libinfo as li
-        d = tempfile.mkdtemp(prefix="repro-cpp-")
-        src, lib = os.path.join(d, "cpp_node.cc"), os.path.join(d, "libcpp_node.so")
-        with open(src, "w") as f:
-            f.write(CPP_NODE)
-        libdir = os.path.dirname(li.find_libtvm_ffi())
-        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
-                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
-                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
-        ctypes.CDLL(lib)
+        compile_cpp("cpp_node", CPP_NODE)
 
         @c_class("repro.CppNode")
         class CppNode(Object):
@@ -464,19 +470,7 @@ def callback(h, move):
     """C++ calls `lambda x: x` with HOLDERS[h]'s object; moved: the holder's
     reference goes into the call."""
     if not _CALLBACK:
-        import os
-        import subprocess
-        import tempfile
-        import tvm_ffi.libinfo as li
-        d = tempfile.mkdtemp(prefix="repro-callback-")
-        src, lib = os.path.join(d, "callback.cc"), os.path.join(d, "libcallback.so")
-        with open(src, "w") as f:
-            f.write(CALLBACK_SRC)
-        libdir = os.path.dirname(li.find_libtvm_ffi())
-        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
-                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
-                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
-        ctypes.CDLL(lib)
+        compile_cpp("callback", CALLBACK_SRC)
         _CALLBACK.append((tvm_ffi.get_global_func("repro.call"),
                           tvm_ffi.get_global_func("repro.call_move"),
                           tvm_ffi.convert(lambda x: x)))
@@ -525,19 +519,7 @@ def after_end(kind, addr):
     """Queue a C++ step for after Py_FinalizeEx (kind: 0 release, 1
     release_foreign, 2 unweak)."""
     if not _AFTER_END:
-        import os
-        import subprocess
-        import tempfile
-        import tvm_ffi.libinfo as li
-        d = tempfile.mkdtemp(prefix="repro-end-")
-        src, lib = os.path.join(d, "after_end.cc"), os.path.join(d, "libafter_end.so")
-        with open(src, "w") as f:
-            f.write(AFTER_END_SRC)
-        libdir = os.path.dirname(li.find_libtvm_ffi())
-        subprocess.check_call([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC",
-                               "-shared", *["-I" + p for p in li.include_paths()], src, "-o", lib,
-                               "-L" + libdir, "-ltvm_ffi", "-Wl,-rpath," + libdir])
-        h = ctypes.CDLL(lib)
+        h = compile_cpp("after_end", AFTER_END_SRC)
         h.repro_after_end.argtypes = [ctypes.c_int, ctypes.c_void_p]
         h.repro_arm()
         _AFTER_END.append(h)
@@ -567,14 +549,8 @@ def expect_error(why, fn):
 
 
 def expect_moved_error(what, fn):
-    print(f"  {what} is moved-from: the contract expects the error *moved* "
-          f"(tvm_ffi {tvm_ffi.__version__} dereferences the NULL handle on most uses)", flush=True)
-    try:
-        fn()
-    except Exception as e:  # the error the contract asks for
-        print(f"  raised {type(e).__name__}: as expected", flush=True)
-        return
-    fail("no error")
+    expect_error(f"{what} is moved-from (tvm_ffi {tvm_ffi.__version__} dereferences the NULL "
+                 "handle on most uses; the error *moved*)", fn)
 
 
 # Is tying active? A second return of the same object is the same wrapper.

@@ -95,13 +95,7 @@ impl PytieBackend {
     fn finalize(&mut self) -> StepResult {
         let vars = self.vars.iter_mut().map(Option::take).collect();
         self.cycles.clear();
-        match crate::interp::end(vars) {
-            Ok(0) => {}
-            Ok(status) => self
-                .violations
-                .push(format!("`finalize`: Py_FinalizeEx returned {status}")),
-            Err(e) => self.violations.push(format!("`finalize`: {e}")),
-        }
+        self.violations.extend(crate::interp::end_step(vars));
         StepResult::Ok
     }
 

@@ -808,13 +808,7 @@ impl TvmFfiBackend {
         for n in std::mem::take(&mut self.cycles) {
             self.wrappers[n as usize].refs -= 1;
         }
-        match crate::interp::end(vars) {
-            Ok(0) => {}
-            Ok(status) => self
-                .violations
-                .push(format!("`finalize`: Py_FinalizeEx returned {status}")),
-            Err(e) => self.violations.push(format!("`finalize`: {e}")),
-        }
+        self.violations.extend(crate::interp::end_step(vars));
     }
 
     /// A step after the interpreter has ended: only the C++ releases act
