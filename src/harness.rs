@@ -637,7 +637,7 @@ impl Target for PytieBackend {
     /// Every kind this runtime expresses (not `pyweak`) but `finalize`:
     /// each program with it forks a child (about 1.8 ms), and with it in
     /// the decoded kinds the `lifecycle` target runs 466 programs a second
-    /// where it runs 7,666 without (BENCHMARKS.md, issue 24). pytie's
+    /// where it runs 7,243 without (BENCHMARKS.md, issue 24). pytie's
     /// runtime runs `finalize` in `pytie run`, the corpus replay and the
     /// zoo; the `tvmffi` target and `exhaust` on tvm-ffi generate it.
     fn steps() -> StepSet {
