@@ -9,7 +9,7 @@ use std::time::Duration;
 use pytie_core::exec::Failure;
 use pytie_core::exhaust::{self, Bounds, Progress, Stop, Summary};
 use pytie_core::model::{Design, Model};
-use pytie_core::program::{ObjKind, StepSet, text};
+use pytie_core::program::{ObjKind, text};
 
 use crate::harness::{Target, with_executor};
 
@@ -36,7 +36,7 @@ pub fn run<B: Target>(
         let caps = ex.caps();
         // What the backend's campaigns generate (`Target::steps`): on
         // pytie's runtime not `finalize`, each of whose programs forks.
-        let kinds = StepSet(caps.steps.0 & B::steps().0);
+        let kinds = caps.steps.and(B::steps());
         let b = &Bounds {
             kinds: b.kinds_or(caps.kinds),
             ..*b

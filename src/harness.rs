@@ -448,10 +448,16 @@ pub fn fuzz_one<B: Target>(data: &[u8]) -> ComboSet {
     let combos = fuzz_program::<B>(data, None);
     if SEQUENCE_SEARCH.load(Ordering::Relaxed) {
         RECENT.with_borrow_mut(|r| {
-            if r.len() == RECENT_PROGRAMS {
-                r.pop_front();
-            }
-            r.push_back(data.to_vec());
+            // Once full, the oldest program's buffer takes the newest: no
+            // allocation per program.
+            let mut buf = if r.len() == RECENT_PROGRAMS {
+                r.pop_front().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            buf.clear();
+            buf.extend_from_slice(data);
+            r.push_back(buf);
         });
     }
     combos

@@ -75,7 +75,18 @@ pub fn interpreter_origin(py: Python<'_>) -> PyResult<String> {
 }
 
 /// Where the rule that runs `finalize` in a forked child is written.
-pub const FINALIZE_RULE: &str = "src/child.rs; docs/contract.md §4.1 R16";
+const FINALIZE_RULE: &str = "src/child.rs; docs/contract.md §4.1 R16";
+
+/// Every backend refuses `finalize` outside a forked child: no process can
+/// undo the interpreter's end ([`FINALIZE_RULE`]).
+pub fn refuse_outside_child(op: &pytie_core::program::Op) -> Option<String> {
+    (matches!(op, pytie_core::program::Op::Finalize) && !in_forked_child()).then(|| {
+        format!(
+            "`finalize` ends the interpreter, which no process can undo: it runs only in a \
+             child the harness forks ({FINALIZE_RULE})"
+        )
+    })
+}
 
 static ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -45,7 +45,10 @@ fn a_small_bound_passes_on_pytie_and_counts_what_the_model_reaches() {
     // The same search on the model alone, over the step kinds pytie's
     // campaigns generate (all but `pyweak`, which it does not express, and
     // `finalize`, which forks), finds the same states.
-    let kinds = StepSet(PytieBackend::new().caps().steps.0 & <PytieBackend as Target>::steps().0);
+    let kinds = PytieBackend::new()
+        .caps()
+        .steps
+        .and(<PytieBackend as Target>::steps());
     assert!(!kinds.contains(pytie_core::program::StepKind::Finalize));
     let alone = pytie_core::exhaust::explore(
         &Model::new(Design::S),

@@ -671,26 +671,13 @@ fn moved_call(op: &Op) -> String {
     }
 }
 
-/// For `pickle V U` on a live U: the kinds of the copies (root first,
-/// along the field), or `Err(U)` when the chain has a cycle. Empty for
-/// every other step and for a moved-from U.
-fn copies_of(op: &Op, s: &AbstractState, kinds: &[ObjKind]) -> Result<Vec<ObjKind>, Var> {
-    let Op::Pickle { u, .. } = *op else {
-        return Ok(Vec::new());
-    };
-    let VarState::Wrapper(w) = s.vars[u.idx()] else {
-        return Ok(Vec::new());
-    };
-    let mut chain = Vec::new();
-    let mut next = s.wrappers.get(w as usize).and_then(|w| w.chandle);
-    while let Some(h) = next {
-        if chain.contains(&h) {
-            return Err(u);
-        }
-        chain.push(h);
-        next = s.handles.get(h as usize).and_then(|h| h.field);
+/// For `pickle V U`: the kinds of the copies (root first, along the field),
+/// or `Err(U)` when the chain has a cycle; empty for every other step.
+fn copies_of(op: &Op, model: &Model) -> Result<Vec<ObjKind>, Var> {
+    match *op {
+        Op::Pickle { u, .. } => model.pickle_copies(u).ok_or(u),
+        _ => Ok(Vec::new()),
     }
-    Ok(chain.iter().map(|&h| kinds[h as usize].copied()).collect())
 }
 
 /// What a step finds in its sources (contract §4.1 rules).
@@ -828,7 +815,7 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
                     q(v)
                 );
             }
-            Finds::Live => match copies_of(op, &before, model.kinds()) {
+            Finds::Live => match copies_of(op, &model) {
                 Err(u) => {
                     let _ = writeln!(
                         out,

@@ -99,15 +99,31 @@ impl PytieBackend {
         StepResult::Ok
     }
 
-    /// A step after the interpreter has ended: only the C++ releases act
-    /// (R16), with no GIL to let go of.
-    fn after_end(&mut self, op: &Op) {
+    /// The C++ releases (`release`, `release_foreign`, `unweak`), the
+    /// steps that act after the interpreter has ended too (R16): with `py`,
+    /// the interpreter's thread lets go of the GIL while it waits for the
+    /// foreign thread (contract §3 "Threads"); after the end there is no
+    /// GIL. Any other step does nothing here.
+    fn cpp_release(&mut self, op: &Op, py: Option<Python<'_>>) {
         match *op {
             Op::Release { h } => drop(self.holders[h.idx()].take()),
             Op::ReleaseForeign { h } => {
-                if let Some((r, _)) = self.holders[h.idx()].take() {
-                    let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
-                    release_on_foreign_thread(r);
+                let Some((r, _)) = self.holders[h.idx()].take() else {
+                    return;
+                };
+                match py {
+                    Some(_) if crate::mutant!(ForeignWaitHoldsGil) => {
+                        let _p = watchdog::enter(Side::Interp, Phase::WaitForeignHoldingGil);
+                        release_on_foreign_thread(r);
+                    }
+                    Some(py) => py.detach(move || {
+                        let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
+                        release_on_foreign_thread(r)
+                    }),
+                    None => {
+                        let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
+                        release_on_foreign_thread(r);
+                    }
                 }
             }
             Op::Unweak { w } => drop(self.weaks[w.idx()].take()),
@@ -192,21 +208,8 @@ impl PytieBackend {
                     self.store_holder(h, r);
                 }
             }
-            Op::Release { h } => drop(self.holders[h.idx()].take()),
-            Op::ReleaseForeign { h } => {
-                if let Some((r, _)) = self.holders[h.idx()].take() {
-                    // The interpreter's thread lets go of the GIL while it
-                    // waits (contract §3 "Threads").
-                    if crate::mutant!(ForeignWaitHoldsGil) {
-                        let _p = watchdog::enter(Side::Interp, Phase::WaitForeignHoldingGil);
-                        release_on_foreign_thread(r);
-                    } else {
-                        py.detach(move || {
-                            let _p = watchdog::enter(Side::Interp, Phase::WaitForeign);
-                            release_on_foreign_thread(r)
-                        });
-                    }
-                }
+            Op::Release { .. } | Op::ReleaseForeign { .. } | Op::Unweak { .. } => {
+                self.cpp_release(op, Some(py));
             }
             Op::Weak { w, v } => {
                 if let Some(src) = self.source(py, v) {
@@ -217,7 +220,6 @@ impl PytieBackend {
                     drop(old);
                 }
             }
-            Op::Unweak { w } => drop(self.weaks[w.idx()].take()),
             Op::Lock { v, w } => {
                 if let Some((r, _)) = &self.weaks[w.idx()] {
                     let o = match r.upgrade() {
@@ -313,19 +315,13 @@ impl Backend for PytieBackend {
     }
 
     fn refuse(&mut self, op: &Op) -> Option<String> {
-        (matches!(op, Op::Finalize) && !crate::interp::in_forked_child()).then(|| {
-            format!(
-                "`finalize` ends the interpreter, which no process can undo: it runs only in \
-                 a child the harness forks ({})",
-                crate::interp::FINALIZE_RULE
-            )
-        })
+        crate::interp::refuse_outside_child(op)
     }
 
     fn apply(&mut self, op: &Op) -> StepResult {
         let _traced = Traced::new();
         if crate::interp::ended() {
-            self.after_end(op);
+            self.cpp_release(op, None);
             self.result = StepResult::Ok;
             return self.result;
         }

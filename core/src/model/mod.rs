@@ -511,6 +511,40 @@ impl Model {
         self.ret_into(v, o);
     }
 
+    /// Handle `h` and the objects it reaches through the field, in order;
+    /// `None` when the chain comes back to one of them (a cycle).
+    fn chain_from(&self, h: HandleNo) -> Option<Vec<HandleNo>> {
+        let mut chain = vec![h];
+        let mut next = self.handles[h as usize].field;
+        while let Some(n) = next {
+            if chain.contains(&n) {
+                return None;
+            }
+            chain.push(n);
+            next = self.handles[n as usize].field;
+        }
+        Some(chain)
+    }
+
+    /// The kinds of the copies `pickle V U` would make now (root first,
+    /// R14): empty when U holds no live wrapper, `None` when U's chain has a
+    /// cycle (the step fails with *cyclic*).
+    pub fn pickle_copies(&self, u: Var) -> Option<Vec<ObjKind>> {
+        let Val::W(w) = self.vars[u.idx()] else {
+            return Some(Vec::new());
+        };
+        let Some(h) = self.wrappers[w as usize].chandle else {
+            return Some(Vec::new());
+        };
+        let chain = self.chain_from(h)?;
+        Some(
+            chain
+                .iter()
+                .map(|&o| self.kinds[o as usize].copied())
+                .collect(),
+        )
+    }
+
     /// The interpreter has ended (`finalize`).
     pub fn ended(&self) -> bool {
         self.ended
@@ -534,57 +568,38 @@ impl Model {
         let (eligible, finalizer) = (self.eligible[wu as usize], self.finalizer[wu as usize]);
         let weakref_slot = self.weakref_slot[wu as usize];
         let w = match self.wrappers[wu as usize].chandle {
-            None => {
-                let w = self.wrappers.len() as WrapperNo;
-                self.eligible.push(eligible);
-                self.finalizer.push(finalizer);
-                self.weakref_slot.push(weakref_slot);
-                self.open_wrappers.push(w);
-                self.wrappers.push(WrapperState {
-                    life: WrapperLife::Live,
-                    refs: 1,
-                    chandle: None,
-                    tracked: false,
-                });
-                w
-            }
+            None => self.new_wrapper(None, eligible),
             Some(h) => {
-                let mut chain = vec![h];
-                let mut next = self.handles[h as usize].field;
-                while let Some(n) = next {
-                    if chain.contains(&n) {
-                        return StepResult::Cyclic;
-                    }
-                    chain.push(n);
-                    next = self.handles[n as usize].field;
-                }
+                let Some(chain) = self.chain_from(h) else {
+                    return StepResult::Cyclic;
+                };
                 let copies: Vec<HandleNo> = chain
                     .iter()
                     .map(|&o| self.new_handle(self.kinds[o as usize].copied()))
                     .collect();
                 for i in (0..copies.len() - 1).rev() {
                     let (parent, part) = (copies[i], copies[i + 1]);
-                    if self.kinds[parent as usize].built_by_python() {
+                    // A Python `__init__` receives the part as an argument.
+                    let temp = self.kinds[parent as usize].built_by_python().then(|| {
                         self.inc_ref(part);
-                        let temp = self.make_ret(part);
-                        self.inc_ref(part);
-                        self.handles[parent as usize].field = Some(part);
+                        self.make_ret(part)
+                    });
+                    self.inc_ref(part);
+                    self.handles[parent as usize].field = Some(part);
+                    if let Some(temp) = temp {
                         self.py_decref(temp);
-                    } else {
-                        self.inc_ref(part);
-                        self.handles[parent as usize].field = Some(part);
                     }
                 }
                 for &part in &copies[1..] {
                     self.dec_ref(part);
                 }
-                let w = self.make_ret(copies[0]);
-                self.eligible[w as usize] = eligible;
-                self.finalizer[w as usize] = finalizer;
-                self.weakref_slot[w as usize] = weakref_slot;
-                w
+                self.make_ret(copies[0])
             }
         };
+        // Of U's wrapper's type.
+        self.eligible[w as usize] = eligible;
+        self.finalizer[w as usize] = finalizer;
+        self.weakref_slot[w as usize] = weakref_slot;
         self.assign(v, Val::W(w));
         StepResult::Ok
     }
@@ -677,16 +692,26 @@ impl Model {
 
     /// A fresh wrapper of the object's registered type (a return's).
     fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
-        let w = self.wrappers.len() as WrapperNo;
         let kind = self.kinds[h as usize];
-        self.eligible.push(kind.wrapper_type_eligible(false));
-        self.finalizer.push(kind.has_finalizer());
-        self.weakref_slot.push(kind.has_weakref_slot());
+        let w = self.new_wrapper(Some(h), kind.wrapper_type_eligible(false));
+        self.finalizer[w as usize] = kind.has_finalizer();
+        self.weakref_slot[w as usize] = kind.has_weakref_slot();
+        w
+    }
+
+    /// A new wrapper with one Python ref, of `h` (`None`: moved-from), of a
+    /// type that may be cached or not and has no finalizer and no weakref
+    /// slot until said.
+    fn new_wrapper(&mut self, h: Option<HandleNo>, eligible: bool) -> WrapperNo {
+        let w = self.wrappers.len() as WrapperNo;
+        self.eligible.push(eligible);
+        self.finalizer.push(false);
+        self.weakref_slot.push(false);
         self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,
             refs: 1,
-            chandle: Some(h),
+            chandle: h,
             tracked: false,
         });
         w

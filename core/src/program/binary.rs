@@ -106,7 +106,7 @@ pub fn header(data: &[u8]) -> Config {
 pub fn header_for(data: &[u8], allowed: StepSet) -> Config {
     let b = |i: usize| data.get(i).copied().unwrap_or(0);
     let mask = u32::from(b(0)) | u32::from(b(1)) << 8 | u32::from(b(2)) << 16;
-    let allowed = StepSet(allowed.0 & StepSet::ALL.0).with(StepKind::New);
+    let allowed = allowed.and(StepSet::ALL).with(StepKind::New);
     let new_only = StepSet::EMPTY.with(StepKind::New);
     let mut kinds = StepSet(mask & allowed.0).with(StepKind::New);
     if kinds == new_only {

@@ -237,6 +237,10 @@ impl StepSet {
     pub fn with(self, k: StepKind) -> StepSet {
         StepSet(self.0 | (1 << k as u32))
     }
+    /// The kinds in both sets.
+    pub fn and(self, other: StepSet) -> StepSet {
+        StepSet(self.0 & other.0)
+    }
     pub fn without(self, k: StepKind) -> StepSet {
         StepSet(self.0 & !(1 << k as u32))
     }

@@ -455,20 +455,8 @@ impl TvmFfiBackend {
                     }
                 }
             }
-            Op::Release { h } => {
-                if let Some((holder, _)) = self.holders[h.idx()].take() {
-                    // SAFETY: the holder the slot owned, not used after.
-                    unsafe { harness::release(holder) };
-                }
-            }
-            Op::ReleaseForeign { h } => {
-                if let Some((holder, _)) = self.holders[h.idx()].take() {
-                    // The interpreter's thread lets go of the GIL while a
-                    // C++ thread drops the holder (contract §3 "Threads").
-                    let holder = holder.0;
-                    // SAFETY: the holder the slot owned, not used after.
-                    py.detach(move || unsafe { harness::release_foreign(Holder(holder)) });
-                }
+            Op::Release { .. } | Op::ReleaseForeign { .. } | Op::Unweak { .. } => {
+                self.cpp_release(op, Some(py));
             }
             Op::Cycle { v } => {
                 if let Some(src) = self.source(py, v) {
@@ -500,12 +488,6 @@ impl TvmFfiBackend {
                         // SAFETY: the weak slot the var owned, not used after.
                         unsafe { harness::unweak(old) };
                     }
-                }
-            }
-            Op::Unweak { w } => {
-                if let Some((weak, _)) = self.weaks[w.idx()].take() {
-                    // SAFETY: the weak slot the var owned, not used after.
-                    unsafe { harness::unweak(weak) };
                 }
             }
             Op::Lock { v, w } => {
@@ -540,7 +522,9 @@ impl TvmFfiBackend {
                 if let Some((holder, n)) = self.holders[h.idx()] {
                     let unseen = self.argument_dies_unseen(n);
                     let o = lib.call.bind(py).call1((holder.0, lib.callback.bind(py)))?;
-                    self.number_unseen(unseen);
+                    if unseen {
+                        self.number_temporary(None);
+                    }
                     self.assign(v, o)?;
                 }
             }
@@ -555,7 +539,9 @@ impl TvmFfiBackend {
                     // out by the call, or still there if the call failed
                     // before), not used after.
                     unsafe { harness::release(holder) };
-                    self.number_unseen(unseen);
+                    if unseen {
+                        self.number_temporary(None);
+                    }
                     self.assign(v, o?)?;
                 }
             }
@@ -589,16 +575,16 @@ impl TvmFfiBackend {
         self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
     }
 
-    /// Number a wrapper that lived and died inside a step, unseen.
-    fn number_unseen(&mut self, unseen: bool) {
-        if unseen {
-            self.wrappers.push(Wr {
-                addr: 0,
-                dead: true,
-                refs: 0,
-                chandle: None,
-            });
-        }
+    /// Number a wrapper a step made and let go of unseen (a callback's
+    /// argument, `pickle`'s temporary one for a part): cached in handle
+    /// `n`'s tag word, or dead (`None`).
+    fn number_temporary(&mut self, cached: Option<(usize, HandleNo)>) {
+        self.wrappers.push(Wr {
+            addr: cached.map_or(0, |(addr, _)| addr),
+            dead: cached.is_none(),
+            refs: 0,
+            chandle: cached.map(|(_, n)| n),
+        });
     }
 
     /// The kinds of the objects along the field chain from handle `n`,
@@ -647,12 +633,7 @@ impl TvmFfiBackend {
                 continue;
             }
             let cached = self.tag(part).filter(|t| t & 1 != 0);
-            self.wrappers.push(Wr {
-                addr: cached.map_or(0, |t| t & !7),
-                dead: cached.is_none(),
-                refs: 0,
-                chandle: cached.map(|_| part as HandleNo),
-            });
+            self.number_temporary(cached.map(|t| (t & !7, part as HandleNo)));
             let leak = self.lib.kind(parent).leak_per_store;
             if self.known == KnownFindings::WorkAround && leak > 0 {
                 // SAFETY: the part was just stored by a library that leaked
@@ -811,9 +792,12 @@ impl TvmFfiBackend {
         self.violations.extend(crate::interp::end_step(vars));
     }
 
-    /// A step after the interpreter has ended: only the C++ releases act
-    /// (R16); there is no GIL to let go of around a foreign release.
-    fn after_end(&mut self, op: &Op) {
+    /// The C++ releases (`release`, `release_foreign`, `unweak`), the
+    /// steps that act after the interpreter has ended too (R16): with `py`,
+    /// the interpreter's thread lets go of the GIL while a C++ thread drops
+    /// a holder (contract §3 "Threads"); after the end there is no GIL.
+    /// Any other step does nothing here.
+    fn cpp_release(&mut self, op: &Op, py: Option<Python<'_>>) {
         match *op {
             Op::Release { h } => {
                 if let Some((holder, _)) = self.holders[h.idx()].take() {
@@ -823,8 +807,13 @@ impl TvmFfiBackend {
             }
             Op::ReleaseForeign { h } => {
                 if let Some((holder, _)) = self.holders[h.idx()].take() {
-                    // SAFETY: as above.
-                    unsafe { harness::release_foreign(holder) };
+                    let holder = holder.0;
+                    // SAFETY: the holder the slot owned, not used after.
+                    let release = move || unsafe { harness::release_foreign(Holder(holder)) };
+                    match py {
+                        Some(py) => py.detach(release),
+                        None => release(),
+                    }
                 }
             }
             Op::Unweak { w } => {
@@ -913,12 +902,8 @@ impl Backend for TvmFfiBackend {
         if crate::interp::ended() {
             return None;
         }
-        if matches!(op, Op::Finalize) && !crate::interp::in_forked_child() {
-            return Some(format!(
-                "`finalize` ends the interpreter, which no process can undo: it runs only in a \
-                 child the harness forks ({})",
-                crate::interp::FINALIZE_RULE
-            ));
+        if let Some(why) = crate::interp::refuse_outside_child(op) {
+            return Some(why);
         }
         if matches!(op, Op::Shutdown) && !crate::interp::in_forked_child() {
             return Some(format!(
@@ -948,7 +933,7 @@ impl Backend for TvmFfiBackend {
     fn apply(&mut self, op: &Op) -> StepResult {
         self.worked_around = None;
         if crate::interp::ended() {
-            self.after_end(op);
+            self.cpp_release(op, None);
             self.result = StepResult::Ok;
             return self.result;
         }
@@ -977,7 +962,7 @@ impl Backend for TvmFfiBackend {
         // After the end (`finalize`) no var holds anything and no Python is
         // called: the rest is read from headers and tag words.
         let ended = crate::interp::ended();
-        (!ended).then(|| {
+        if !ended {
             Python::attach(|py| {
                 for i in 0..VARS {
                     out.vars[i] = match (&self.vars[i], self.var_wr[i]) {
@@ -993,8 +978,8 @@ impl Backend for TvmFfiBackend {
                         }
                     };
                 }
-            })
-        });
+            });
+        }
         // A wrapper nobody holds is dead unless its handle caches it.
         for i in 0..self.wrappers.len() {
             let w = &self.wrappers[i];
