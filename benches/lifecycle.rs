@@ -15,7 +15,8 @@
 
 use std::time::Instant;
 
-use pytie::harness;
+use pytie::backend::pytie::PytieBackend;
+use pytie::harness::{self, Target};
 use pytie_core::exec::{run_backend_only, run_model_only};
 use pytie_core::program::{Program, binary};
 
@@ -28,9 +29,11 @@ fn corpus() -> Vec<Program> {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
+    // Read as the lifecycle target reads its inputs: its kinds only
+    // (`finalize`, which forks, is not among them).
     files
         .iter()
-        .map(|f| binary::decode(&std::fs::read(f).unwrap()))
+        .map(|f| binary::decode_for(&std::fs::read(f).unwrap(), PytieBackend::steps()))
         .collect()
 }
 
