@@ -10,6 +10,10 @@
 //! fuzz targets do, judging the invariants only where the states differ
 //! (`Executor::judge_invariants_on_divergence`).
 //!
+//! A line runs the runtime alone reading its whole state after every step
+//! (nothing compared): the floor under any check that reads the state
+//! after every step, whatever it does with it.
+//!
 //! `cargo bench -- ROUNDS` (default 21); `PYTIE_BENCH_CORPUS=DIR` measures
 //! another directory of binary programs.
 
@@ -17,8 +21,10 @@ use std::time::Instant;
 
 use pytie::backend::pytie::PytieBackend;
 use pytie::harness::{self, Target};
-use pytie_core::exec::{run_backend_only, run_model_only};
+use pytie_core::backend::Backend;
+use pytie_core::exec::{run_backend_only, run_model_only, teardown_ops};
 use pytie_core::program::{Program, binary};
+use pytie_core::state::AbstractState;
 
 fn corpus() -> Vec<Program> {
     // PYTIE_BENCH_CORPUS: another directory of binary programs.
@@ -35,6 +41,26 @@ fn corpus() -> Vec<Program> {
         .iter()
         .map(|f| binary::decode_for(&std::fs::read(f).unwrap(), PytieBackend::steps()))
         .collect()
+}
+
+/// The runtime alone, its whole state read (as the executor reads it)
+/// after every step and teardown action, nothing compared: the floor under
+/// any check that reads the whole state after every step.
+fn run_backend_observed<B: Backend>(b: &mut B, prog: &Program, state: &mut AbstractState) {
+    b.begin().expect("begin");
+    let steps = b.caps().steps;
+    let supported = |op: &&pytie_core::program::Op| op.kind().is_some_and(|k| steps.contains(k));
+    for op in prog.ops.iter().filter(supported) {
+        b.apply(op);
+        b.observe(state);
+    }
+    b.clear_all_fields();
+    for op in teardown_ops() {
+        b.apply(&op);
+        b.observe(state);
+    }
+    b.reclaim_leaked();
+    assert!(b.leftovers().is_none(), "the runtime ends empty");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -68,6 +94,8 @@ fn main() {
     let (mut full, mut runtime, mut model) = (Vec::new(), Vec::new(), Vec::new());
     let mut bare = Vec::new();
     let mut fuzzing = Vec::new();
+    let mut observed = Vec::new();
+    let mut state = AbstractState::default();
     harness::with_lifecycle(|ex| {
         for _ in 0..rounds {
             full.push(rate(&programs, passes, |p| {
@@ -84,6 +112,9 @@ fn main() {
             runtime.push(rate(&programs, passes, |p| {
                 run_backend_only(&mut ex.backend, p).expect("the runtime ends empty");
             }));
+            observed.push(rate(&programs, passes, |p| {
+                run_backend_observed(&mut ex.backend, p, &mut state)
+            }));
             model.push(rate(&programs, passes, |p| {
                 run_model_only(&mut ex.model, p)
             }));
@@ -92,6 +123,7 @@ fn main() {
     let (f, r, m) = (median(full), median(runtime), median(model));
     let b = median(bare);
     let fz = median(fuzzing);
+    let o = median(observed);
     println!(
         "seed corpus: {} programs, {steps} steps ({:.1} steps/program); {rounds} rounds, medians",
         programs.len(),
@@ -105,6 +137,10 @@ fn main() {
         100.0 * (1.0 - f / b)
     );
     println!("  runtime alone                         {r:>9.0} exec/s");
+    println!(
+        "  runtime, its state read after every step {o:>9.0} exec/s ({:.1}x the runtime alone)",
+        r / o
+    );
     println!("  model alone                           {m:>9.0} exec/s");
     println!(
         "  lifecycle costs {:.1}x the runtime alone ({:.1}x as the fuzz targets check); the model is {:.1}% of the runtime's cost",
