@@ -243,8 +243,13 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
 pub unsafe fn make_new_as(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
     // SAFETY: GIL held, +1 handed over, `tp` ours.
     let w = unsafe { fresh_wrapper_of(obj, tp) };
+    if w.is_null() {
+        // The +1 was released with the failed wrapper: `obj` may be gone
+        // (`pytie sweep` found the tag read that was here, after it).
+        return w;
+    }
     // SAFETY: live body (the wrapper's +1).
-    if let (false, Some(tag)) = (w.is_null(), unsafe { tag_of(obj) }) {
+    if let Some(tag) = unsafe { tag_of(obj) } {
         seams::attach(tag, w);
     }
     w
@@ -270,8 +275,16 @@ unsafe fn fresh_wrapper_of(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut
     // SAFETY: GIL held; `tp` is one of our heap types.
     let w = unsafe { types::wrapper_alloc(tp, 0) };
     if w.is_null() {
+        if mutant!(AllocFailKeepsRef) {
+            return ptr::null_mut();
+        }
         // SAFETY: the +1 was ours to hand over; nobody took it.
         unsafe { object::dec_ref(obj) };
+        if mutant!(AllocFailDecrefsTwice) {
+            // SAFETY: (the fault) a second release of the same +1; the
+            // registry catches a release of a dead object.
+            unsafe { object::dec_ref(obj) };
+        }
         return ptr::null_mut();
     }
     // SAFETY: `w` is a freshly allocated, zeroed wrapper.
