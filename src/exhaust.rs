@@ -36,7 +36,8 @@ pub fn run<B: Target>(
         let caps = ex.caps();
         // What the backend's campaigns generate (`Target::steps`): on
         // pytie's runtime not `finalize`, each of whose programs forks.
-        let kinds = caps.steps.and(B::steps());
+        // Not `oom` (`exhaust::searched`).
+        let kinds = exhaust::searched(caps.steps.and(B::steps()));
         let b = &Bounds {
             kinds: b.kinds_or(caps.kinds),
             ..*b

@@ -22,6 +22,7 @@
 //! - [`exhaust`]: `pytie exhaust`, the bounded search checked on a backend.
 //! - [`cli`]: the `pytie` command.
 
+pub mod alloc_fault;
 pub mod backend;
 pub mod child;
 pub mod cli;

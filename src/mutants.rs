@@ -89,6 +89,10 @@ mutants! {
         "a latch `shutdown` sets and nothing resets (the process is ending, the thinking goes), which later returns obey by not attaching their fresh wrapper: process-wide state the world check does not list";
     TeardownFreesCached "teardown-frees-cached":
         "after the shutdown flag, a wrapper settling Inactive is freed (nothing will revive it at exit, the thinking goes) while its object's tag word still caches it";
+    AllocFailKeepsRef "alloc-fail-keeps-ref":
+        "when the wrapper cannot be allocated (MemoryError), the +1 the caller handed over is not released: the object leaks one strong reference";
+    AllocFailDecrefsTwice "alloc-fail-decrefs-twice":
+        "when the wrapper cannot be allocated, the handed-over +1 is released twice (once here, once by a caller that thinks it still owns it): the object dies while a var's field or a holder still refers to it";
 }
 
 const NONE: u8 = u8::MAX;

@@ -529,3 +529,47 @@ fn a_fuzz_failure_report_is_kept_for_scripts_fuzz_to_print_last() {
             && script.contains("cat \"$PYTIE_REPORT_FILE\"")
     );
 }
+
+#[test]
+fn sweep_counts_points_and_failed_steps_and_stops_where_allocations_end() {
+    let f = Scratch::new(
+        "sweep.pytie",
+        b"new v0\nnew v1 dict\nset v0 v1\nexpect strong v1 2\ndrop v1\nget v2 v0\n",
+    );
+    let o = pytie(&["sweep", f.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    // "swept 1 programs: N points (...), M where the step failed ..."
+    let nums: Vec<usize> = out
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(out.starts_with("swept 1 programs: "), "{out}");
+    let (points, failed, failing) = (nums[1], nums[2], nums[3]);
+    // Five steps, each stopped at its first K beyond its allocations, far
+    // below 255 each; `new` and the fresh `get` fail at least once each.
+    assert!(points > 5 && points < 100, "{out}");
+    assert!(failed >= 2 && failed < points, "{out}");
+    assert_eq!(failing, 0, "{out}");
+    // Twice the same (nothing in the sweep depends on what ran before).
+    assert_eq!(
+        stdout(&pytie(&["sweep", f.path()])).lines().next(),
+        out.lines().next()
+    );
+}
+
+#[test]
+fn sweep_of_nothing_or_a_missing_path_exits_2() {
+    let o = pytie(&["sweep", "/nonexistent/pytie"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    let f = Scratch::new("notes.md", b"# not a program\n");
+    let dir = std::path::Path::new(f.path())
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let o = pytie(&["sweep", &dir]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+}

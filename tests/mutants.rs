@@ -334,3 +334,47 @@ fn a_none_drain_deep_in_a_long_program_is_reported_at_its_step() {
     // The world is usable after the abandoned program.
     assert!(harness::check_lifecycle(&program(Mutant::ALL[0])).is_ok());
 }
+
+/// `pytie sweep` (contract §4.4) finds the mutants in the runtime's
+/// allocation-failure branch in the hand-written scenarios, none of which
+/// has an `oom` of its own but one: each report names the failed step and
+/// shows the `oom` the sweep put before it.
+#[test]
+fn the_sweep_finds_the_allocation_failure_mutants_in_the_scenarios() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/scenarios");
+    for m in [Mutant::AllocFailKeepsRef, Mutant::AllocFailDecrefsTwice] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+            .env("PYTIE_MUTANT", m.name())
+            .args(["sweep", "--show", "1"])
+            .arg(&scenarios)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{}: {out}", m.name());
+        assert!(
+            out.contains("(allocation failure injected)") && out.contains("# <- step "),
+            "{}: {out}",
+            m.name()
+        );
+        let failing: usize = out
+            .lines()
+            .last()
+            .and_then(|l| l.split(", ").nth(2))
+            .and_then(|w| w.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(failing > 10, "{}: {out}", m.name());
+    }
+    // Without a mutant the same sweep passes.
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["sweep"])
+        .arg(&scenarios)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -173,6 +173,12 @@ pub trait Backend {
     /// Fill `out` with the observed abstract state (all of it; the
     /// executor masks what `caps().observes` leaves out).
     fn observe(&mut self, out: &mut AbstractState);
+    /// After a step an `oom` armed (contract §4.4): whether the step made
+    /// the allocation that was to fail (`false`: it made fewer). `None`
+    /// for a backend without `oom`.
+    fn allocation_failed(&mut self) -> Option<bool> {
+        None
+    }
     /// Runtime assertion failures since the last call (empty when none).
     fn violations(&mut self) -> Vec<String>;
     /// The address (`id()`) of the wrapper var `v` holds, if any.

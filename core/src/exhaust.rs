@@ -103,6 +103,13 @@ impl Bounds {
     }
 }
 
+/// The kinds a search over `kinds` steps with: all but `oom`, which
+/// changes no state the model searches (the step after it does, as
+/// `pytie sweep` explores allocation by allocation; contract §4.1 R18).
+pub fn searched(kinds: StepSet) -> StepSet {
+    kinds.without(StepKind::Oom)
+}
+
 /// Every step of the kinds `kinds` whose operands are within `b`, in
 /// vocabulary order, operands in increasing order (`new`: every kind of
 /// object).
@@ -113,6 +120,8 @@ pub fn steps(b: &Bounds, kinds: StepSet) -> Vec<Op> {
             Sort::Holder => (0..b.holders).collect(),
             Sort::Weak => (0..b.weaks).collect(),
             Sort::Kind => b.kinds.iter().map(|k| k.to_byte()).collect(),
+            // `oom`: the first allocation of the next step only.
+            Sort::Count => vec![0],
         }
     };
     let mut out = Vec::new();
@@ -396,7 +405,7 @@ pub fn reachable_combos(b: &Bounds) -> Result<(Vec<(Combo, Program)>, Summary), 
         });
         Ok(())
     };
-    let summary = explore(&model, b, StepSet::ALL, &mut check, &mut |_| {})?;
+    let summary = explore(&model, b, searched(StepSet::ALL), &mut check, &mut |_| {})?;
     found.sort_by_key(|(c, _)| *c);
     Ok((found, summary))
 }

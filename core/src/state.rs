@@ -54,6 +54,9 @@ pub enum StepResult {
     /// `pyweak` on a wrapper whose type takes no Python weak reference (no
     /// `__weakref__` slot): Python's TypeError.
     NoWeakref,
+    /// The step failed with MemoryError: an allocation `oom` armed failed
+    /// (contract §4.4).
+    NoMemory,
 }
 
 /// The binding of a handle (contract §3).

@@ -27,8 +27,8 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 7);
-    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 52);
+    assert_eq!(FORMAT_VERSION, 8);
+    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 53);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
     assert_eq!(MAX_STEPS, 256);
@@ -60,26 +60,28 @@ fn short_header_reads_zeros() {
 fn all_zero_header_enables_everything() {
     let cfg = header(&[0, 0, 0, 0]);
     assert_eq!(cfg.kinds, StepSet::ALL);
-    // Opcodes then range over all 23 kinds by weight (total 52): 5 is in
-    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x34 = 52 wraps to 0,
+    // Opcodes then range over all 24 kinds by weight (total 53): 5 is in
+    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x35 = 53 wraps to 0,
     // new; kind 9 % 16 = 9 is list.
     assert_eq!(decode(&hex("00 00 00 00 | 05 07 09")), text("ret v0 h0"));
-    assert_eq!(decode(&hex("00 00 00 00 | 34 07 09")), text("new v0 list"));
-    // The last opcode of each kind's range, and the one after it.
+    assert_eq!(decode(&hex("00 00 00 00 | 35 07 09")), text("new v0 list"));
+    // The last opcode of each kind's range, and the one after it; `oom`'s
+    // operand is K - 1 modulo 255 (0xff is K = 1 again).
     assert_eq!(
         decode(&hex(
-            "00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30 | 32 00 00 | 33 00 00"
+            "00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30 | 32 00 00 | 33 00 00 | 34 06 | 34 fe | 34 ff"
         )),
-        text("collect\nshutdown\npickle v0 v0\npyweak v0\nfinalize\ncall v0 h0\ncall_move v0 h0")
+        text(
+            "collect\nshutdown\npickle v0 v0\npyweak v0\nfinalize\ncall v0 h0\ncall_move v0 h0\n\
+             oom 7\noom 255\noom 1"
+        )
     );
 }
 
 #[test]
 fn new_is_always_enabled_and_new_only_means_all() {
-    // Bit 0 alone, or nothing but ignored bit 23: every kind.
+    // Bit 0 alone: every kind.
     assert_eq!(header(&[0x01, 0, 0, 0]).kinds, StepSet::ALL);
-    assert_eq!(header(&[0, 0, 0x80, 0]).kinds, StepSet::ALL);
-    assert_eq!(header(&[0x01, 0, 0x80, 0]).kinds, StepSet::ALL);
     // `new` is on whatever its bit says.
     assert_eq!(
         header(&[0x02, 0, 0, 0]).kinds,
@@ -89,11 +91,11 @@ fn new_is_always_enabled_and_new_only_means_all() {
         header(&[0x03, 0, 0, 0]).kinds,
         set(&[StepKind::New, StepKind::Ret])
     );
-    // Bits 17..22 are shutdown, pickle, pyweak, finalize, call and
-    // call_move; bit 23 is ignored.
+    // Bits 17..23 are shutdown, pickle, pyweak, finalize, call,
+    // call_move and oom.
     assert_eq!(
         header(&[0, 0, 0x82, 0]).kinds,
-        set(&[StepKind::New, StepKind::Shutdown])
+        set(&[StepKind::New, StepKind::Shutdown, StepKind::Oom])
     );
     assert_eq!(
         header(&[0, 0, 0xfc, 0]).kinds,
@@ -103,8 +105,13 @@ fn new_is_always_enabled_and_new_only_means_all() {
             StepKind::PyWeak,
             StepKind::Finalize,
             StepKind::Call,
-            StepKind::CallMove
+            StepKind::CallMove,
+            StepKind::Oom
         ])
+    );
+    assert_eq!(
+        header(&[0, 0, 0x80, 0]).kinds,
+        set(&[StepKind::New, StepKind::Oom])
     );
     assert_eq!(header(&[0xff, 0xff, 0xff, 0]).kinds, StepSet::ALL);
 }

@@ -4,7 +4,7 @@ use pytie_core::program::strategy as program_strategy;
 
 use proptest::prelude::*;
 use pytie_core::program::text::{ParseError, parse, parse_bytes, print};
-use pytie_core::program::{Expect, Holder, Mark, ObjKind, Op, Program, Var, WeakSlot};
+use pytie_core::program::{AllocNo, Expect, Holder, Mark, ObjKind, Op, Program, Var, WeakSlot};
 
 /// Parse `src`, expecting an error; return it as `line:col: msg`.
 fn err(src: &str) -> String {
@@ -22,7 +22,7 @@ fn one(src: &str) -> Op {
 
 const ALL_STEPS: &str = "new, ret, echo, get, set, unset, clone, drop, hold, move, release, \
 release_foreign, weak, unweak, lock, cycle, collect, shutdown, pickle, pyweak, finalize, call, \
-call_move, mark, expect";
+call_move, oom, mark, expect";
 
 // ---- every step, canonical text both ways ----
 
@@ -156,6 +156,30 @@ fn comments_blank_lines_tabs_and_crlf() {
             }),
         ]
     );
+}
+
+#[test]
+fn oom_takes_an_allocation_number_from_1_to_255() {
+    assert_eq!(
+        one("oom 1"),
+        Op::Oom {
+            k: AllocNo::of(1).unwrap()
+        }
+    );
+    assert_eq!(one("oom 255").to_string(), "oom 255");
+    for (bad, col) in [
+        ("oom 0", 5),
+        ("oom 256", 5),
+        ("oom", 4),
+        ("oom v0", 5),
+        ("oom -1", 5),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("1:{col}: expected an allocation number (1..=255)")),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]

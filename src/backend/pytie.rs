@@ -3,6 +3,7 @@
 //! real native references; every step goes through the runtime's public
 //! paths (attribute access and the FFI function through Python).
 
+use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 
 use crate::native::sancov::Traced;
@@ -24,6 +25,10 @@ pub struct PytieBackend {
     cycles: Vec<WrapperNo>,
     result: StepResult,
     violations: Vec<String>,
+    /// `oom K` ran: the next step has its K-th Python allocation fail.
+    oom: Option<u32>,
+    /// After a step `oom` armed: whether its armed allocation came.
+    oom_reached: Option<bool>,
 }
 
 impl Default for PytieBackend {
@@ -41,6 +46,8 @@ impl PytieBackend {
             weaks: Default::default(),
             cycles: Vec::new(),
             result: StepResult::Ok,
+            oom: None,
+            oom_reached: None,
             violations: Vec::new(),
         }
     }
@@ -81,6 +88,11 @@ impl PytieBackend {
     /// anything else is a runtime fault.
     fn py_result<T>(&mut self, py: Python<'_>, op: &Op, r: PyResult<T>) -> Result<T, StepResult> {
         r.map_err(|e| {
+            // An allocation `oom` made fail (contract §4.4): Python's
+            // MemoryError is the step's result.
+            if crate::alloc_fault::armed() && e.is_instance_of::<PyMemoryError>(py) {
+                return StepResult::NoMemory;
+            }
             if !wrapper::is_moved(&e, py) {
                 self.violations
                     .push(format!("`{op}` raised an unexpected Python exception: {e}"));
@@ -232,13 +244,15 @@ impl PytieBackend {
                     self.assign(v, o);
                 }
             }
+            // As `make_cycle(v); del v`: a cycle that cannot be made
+            // leaves V as it was.
             Op::Cycle { v } => {
                 if let Some(src) = self.source(py, v) {
                     let serial = wrapper::info(&src).map_or(u32::MAX, |i| i.serial);
-                    drop(self.vars[v.idx()].take());
-                    self.cycles.push(serial);
                     let r = wrapper::into_cycle(src);
                     self.py_result(py, op, r)?;
+                    drop(self.vars[v.idx()].take());
+                    self.cycles.push(serial);
                 }
             }
             Op::Collect => {
@@ -251,8 +265,9 @@ impl PytieBackend {
             // references to wrappers are not offered, contract §3.1), so
             // `caps` leaves the step out: the executor never applies it.
             Op::PyWeak { .. } => return Err(StepResult::NoWeakref),
-            // `apply` runs it outside Python (`finalize`).
-            Op::Finalize => {}
+            // `apply` runs them: `finalize` outside Python, `oom` arms the
+            // next step.
+            Op::Finalize | Op::Oom { .. } => {}
             Op::Call { v, h } => {
                 if let Some((r, _)) = &self.holders[h.idx()] {
                     let r = wrapper::callback(py, r.clone_ref());
@@ -311,6 +326,8 @@ impl Backend for PytieBackend {
         self.result = StepResult::Ok;
         self.cycles.clear();
         self.violations.clear();
+        self.oom = None;
+        self.oom_reached = None;
         wrapper::reset()
     }
 
@@ -329,9 +346,28 @@ impl Backend for PytieBackend {
             self.result = self.finalize();
             return self.result;
         }
-        let r = Python::attach(|py| self.step(py, op));
+        if let Op::Oom { k } = *op {
+            self.oom = Some(k.k());
+            self.result = StepResult::Ok;
+            return self.result;
+        }
+        let armed = self.oom.take();
+        let r = Python::attach(|py| {
+            if let Some(k) = armed {
+                crate::alloc_fault::arm(py, k);
+            }
+            let r = self.step(py, op);
+            if armed.is_some() {
+                self.oom_reached = Some(crate::alloc_fault::disarm());
+            }
+            r
+        });
         self.result = r.err().unwrap_or(StepResult::Ok);
         self.result
+    }
+
+    fn allocation_failed(&mut self) -> Option<bool> {
+        self.oom_reached.take()
     }
 
     fn observe(&mut self, out: &mut AbstractState) {
@@ -388,6 +424,9 @@ impl Backend for PytieBackend {
 
     fn clear_all_fields(&mut self) {
         let _traced = Traced::new();
+        // Teardown (§6) begins: an `oom` that was the program's last step
+        // arms nothing.
+        self.oom = None;
         if crate::interp::ended() {
             wrapper::clear_all_fields_after_end();
         } else {

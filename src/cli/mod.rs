@@ -33,6 +33,7 @@ mod input;
 mod regress;
 mod repro;
 mod run;
+mod sweep;
 mod trace;
 
 pub use input::{load, load_pytie, program_files};
@@ -220,6 +221,26 @@ enum Cmd {
     /// reported with a shortest program (docs/guide-campaigns.md "Exhaustive bounded
     /// checking").
     Exhaust(crate::exhaust::ExhaustArgs),
+    /// SQLite-style out-of-memory test: every program with each of its
+    /// steps' Python allocations made to fail in turn (`oom K` before the
+    /// step), each judged as any program is; exit 1 if one fails
+    /// (contract §4.4). On pytie's runtime.
+    Sweep {
+        #[command(flatten)]
+        form: Form,
+        /// The most allocations tried in one step.
+        #[arg(long, default_value_t = 255, value_name = "K")]
+        max_k: u32,
+        /// The most points (a step, an allocation) tried in one program.
+        #[arg(long, value_name = "N")]
+        max_points: Option<usize>,
+        /// How many failure reports to print (all are counted).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        show: usize,
+        /// Program files, or directories (recursed as `coverage` does).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Binary program to text.
     Decode {
         file: PathBuf,
@@ -304,6 +325,13 @@ pub fn main() -> ExitCode {
             reachable.map(|depth| (depth, write_missing.as_deref())),
         ),
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
+        Cmd::Sweep {
+            form,
+            max_k,
+            max_points,
+            show,
+            paths,
+        } => sweep::sweep(&paths, form, max_k, max_points, show),
         Cmd::Decode {
             file,
             output,

@@ -13,7 +13,9 @@ use crate::model::{Design, Model};
 use crate::program::{
     Expect, HOLDERS, Holder, MARKS, Op, Program, StepKind, VARS, Var, WEAKS, WeakSlot,
 };
-use crate::state::{AbstractState, HandleNo, VarState, WrapperLife, WrapperNo};
+use crate::state::{
+    AbstractState, Binding, HandleNo, StepResult, VarState, WrapperLife, WrapperNo,
+};
 
 pub use report::{Failure, FailureKind};
 
@@ -41,6 +43,22 @@ pub struct Outcome {
     /// The (transition, trigger) combinations the model took, teardown
     /// included (coverage; the fuzz target's extra counters).
     pub combos: coverage::ComboSet,
+    /// The steps an `oom` armed (contract §4.4), in order.
+    pub injected: Vec<Injected>,
+}
+
+/// A step run with an allocation failure armed by `oom K`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Injected {
+    /// The step (1-based).
+    pub step: usize,
+    /// The allocation that was to fail.
+    pub k: u32,
+    /// The step made that allocation (it failed); `false`: it made fewer.
+    pub reached: bool,
+    /// The step failed with MemoryError (else it went on as if nothing
+    /// had failed, which must then be the model's state after it).
+    pub failed: bool,
 }
 
 /// A step of the run: a program step, or a teardown action.
@@ -113,6 +131,9 @@ pub struct Executor<B: Backend> {
     scratch: invariants::Scratch,
     /// The steps of the current program so far (for reports).
     ops: Vec<Op>,
+    /// `oom K` ran: the next step that runs has an allocation failure
+    /// armed.
+    armed: Option<u32>,
     outcome: Outcome,
     /// Overrides [`Self::strict_expectations`]'s default.
     strict: Option<bool>,
@@ -153,6 +174,7 @@ impl<B: Backend> Executor<B> {
             marks: [None; MARKS],
             scratch: invariants::Scratch::default(),
             ops: Vec::new(),
+            armed: None,
             outcome: Outcome::default(),
             strict: None,
             invariants_always: true,
@@ -228,6 +250,7 @@ impl<B: Backend> Executor<B> {
     /// has been abandoned; start again with `begin`.
     pub fn begin(&mut self) -> Result<(), Box<Failure>> {
         self.ops.clear();
+        self.armed = None;
         self.outcome = Outcome::default();
         self.model.reset();
         self.addrs.clear();
@@ -257,11 +280,28 @@ impl<B: Backend> Executor<B> {
                 Ok(false)
             }
             Some(_) => {
+                let armed = self.armed.take();
+                let before = armed.map(|_| self.model.clone());
                 self.model.apply(op);
                 self.took_transitions();
-                self.backend.apply(op);
+                let result = self.backend.apply(op);
                 if let Some(what) = self.backend.worked_around() {
                     self.outcome.worked_around.push((i + 1, what));
+                }
+                if let (Some(k), Some(before)) = (armed, before) {
+                    let failed = result == StepResult::NoMemory;
+                    self.outcome.injected.push(Injected {
+                        step: i + 1,
+                        k,
+                        reached: self.backend.allocation_failed().unwrap_or(false),
+                        failed,
+                    });
+                    if failed {
+                        self.settle_failed_step(before, op);
+                    }
+                }
+                if let Op::Oom { k } = *op {
+                    self.armed = Some(k.k());
                 }
                 self.outcome.steps += 1;
                 self.check(At::Step(i, op)).map(|()| true)
@@ -336,6 +376,65 @@ impl<B: Backend> Executor<B> {
             ));
         }
         Ok(())
+    }
+
+    /// A step failed with MemoryError (contract §4.4): the model takes the
+    /// state the failure may leave. Either the failure came after the
+    /// step's work (in making its result): the model's state after the
+    /// step, with the error as the result, if that is what the backend
+    /// shows; or it came before the work was done: the state before the
+    /// step, with what [`Self::take_failed_steps_leftovers`] allows.
+    fn settle_failed_step(&mut self, before: Model, op: &Op) {
+        self.model.fail_result();
+        self.observe();
+        if self.expected == self.actual {
+            return;
+        }
+        self.model = before;
+        self.model.failed_step(op);
+        self.take_failed_steps_leftovers();
+    }
+
+    /// A step failed with MemoryError (contract §4.4) and the model is back
+    /// at its state before it: give the model what the step may have left
+    /// and the backend shows. Numbers the step gave out to objects and
+    /// wrappers are taken, freed (a wrapper, after `shutdown`, leaked if
+    /// the backend leaked it); a wrapper it made for an object that had
+    /// none and dropped again is made and dropped in the model, which
+    /// caches it where the contract does. Anything else the step changed
+    /// is a divergence at the comparison that follows.
+    fn take_failed_steps_leftovers(&mut self) {
+        let obs = self.caps.observes;
+        let mut real = AbstractState::default();
+        self.backend.observe(&mut real);
+        obs.mask(&mut real);
+        let (handles, wrappers) = self.model.numbered();
+        let mut before = AbstractState::default();
+        self.model.observe(&mut before);
+        // Objects that were Detached and now cache a wrapper numbered in
+        // the step.
+        let cached: Vec<(WrapperNo, HandleNo)> = real
+            .handles
+            .entries()
+            .filter(|&(h, _)| h < handles && before.handles[h].binding == Binding::Detached)
+            .filter_map(|(h, hs)| match hs.binding {
+                Binding::Inactive(w) if w as usize >= wrappers => Some((w, h as HandleNo)),
+                _ => None,
+            })
+            .collect();
+        for n in wrappers..real.wrappers.len() {
+            match cached.iter().find(|(w, _)| *w as usize == n) {
+                Some(&(_, h)) => {
+                    self.model.made_and_dropped(h);
+                }
+                None if real.wrappers[n].life == WrapperLife::Leaked
+                    && self.model.skip_wrapper_leaked().is_some() => {}
+                None => self.model.skip_wrapper(),
+            }
+        }
+        for _ in handles..real.handles.len() {
+            self.model.skip_handle();
+        }
     }
 
     /// Count the combinations the model's last step took.

@@ -298,6 +298,7 @@ pub fn state_summary(s: &AbstractState) -> String {
         crate::state::StepResult::Moved => out += "  result   moved\n",
         crate::state::StepResult::Cyclic => out += "  result   cyclic\n",
         crate::state::StepResult::NoWeakref => out += "  result   noweakref\n",
+        crate::state::StepResult::NoMemory => out += "  result   nomemory\n",
     }
     for (i, h) in s.handles.all().enumerate() {
         let name = format!("obj#{i}");

@@ -68,10 +68,10 @@ fn steps_within_bounds() {
     // new 3x4, ret 3x2, echo/get/set/clone 3x3 each, unset/drop/cycle/lock/
     // weak 3 each, hold/move 2x3 each, release/release_foreign 2 each,
     // unweak 1, collect, shutdown, pickle 3x3, pyweak 3, finalize,
-    // call/call_move 3x2 each.
+    // call/call_move 3x2 each, oom 1.
     assert_eq!(
         all.len(),
-        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1 + 2 * 6
+        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1 + 2 * 6 + 1
     );
     let distinct: HashSet<Op> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len());
@@ -320,6 +320,8 @@ fn every_program_checked_is_within_bounds_and_progress_is_reported() {
                         Sort::Holder => b.holders,
                         Sort::Weak => b.weaks,
                         Sort::Kind => u8::MAX,
+                        // `oom`: only K = 1.
+                        Sort::Count => 1,
                     };
                     assert!(x < max, "{op} out of bounds");
                 }

@@ -330,6 +330,10 @@ impl Model {
             }
             Op::Shutdown => self.shutdown = true,
             Op::Finalize => self.finalize(),
+            // Arms an allocation failure in the next step: what that step
+            // may then leave is the executor's to judge (§4.4), with
+            // `failed_step` below.
+            Op::Oom { .. } => {}
             // C++ passes H's object to a Python callback: borrowed (the
             // argument's wrapper takes a new +1) or moved (it takes H's).
             Op::Call { v, h } => {
@@ -440,6 +444,82 @@ impl Model {
         }
         t.finalized = self.finalized;
         out.totals = t;
+    }
+
+    // ---- §4.4: a step that failed with MemoryError --------------------------
+
+    /// How many handle and wrapper numbers were given out.
+    pub fn numbered(&self) -> (usize, usize) {
+        (self.handles.len(), self.wrappers.len())
+    }
+
+    /// The step `op` just undone (the model was set back to its state
+    /// before it) failed: its result is the error *nomemory*, and what it
+    /// gave away before it could fail is gone: `call_move` moved its
+    /// holder's reference into the call (an rvalue is moved-from whether
+    /// the callee returns or raises), released when the call failed.
+    pub fn failed_step(&mut self, op: &Op) {
+        self.transitions.clear();
+        if let Op::CallMove { h, .. } = *op {
+            let o = self.holders[h.idx()].take();
+            self.release(o);
+            self.prune();
+        }
+        self.fail_result();
+    }
+
+    /// The last step did its work and then failed: its result is the
+    /// error *nomemory*.
+    pub fn fail_result(&mut self) {
+        self.result = StepResult::NoMemory;
+    }
+
+    /// What a failed step may leave (§4.4): an object it made and
+    /// destroyed again. Takes the next handle number, freed.
+    pub fn skip_handle(&mut self) {
+        self.handles.push(HandleState::FREED);
+        self.kinds.push(ObjKind::Plain);
+    }
+
+    /// What a failed step may leave (§4.4): a wrapper it made and freed
+    /// again. Takes the next wrapper number, freed.
+    pub fn skip_wrapper(&mut self) {
+        self.wrappers.push(WrapperState::FREED);
+        self.eligible.push(false);
+        self.finalizer.push(false);
+        self.weakref_slot.push(false);
+    }
+
+    /// What a failed step may leave after `shutdown` (§4.4): a wrapper of
+    /// an object it made and destroyed again, cached and then leaked as
+    /// §3 "Shutdown" leaks a cached wrapper whose object dies. Takes the
+    /// next wrapper number, leaked; `None` (nothing taken) before
+    /// `shutdown`.
+    pub fn skip_wrapper_leaked(&mut self) -> Option<WrapperNo> {
+        if !self.shutdown {
+            return None;
+        }
+        self.skip_wrapper();
+        let w = self.wrappers.len() - 1;
+        self.wrappers[w] = WrapperState {
+            life: WrapperLife::Leaked,
+            refs: 0,
+            chandle: None,
+            tracked: false,
+        };
+        self.open_wrappers.push(w as WrapperNo);
+        Some(w as WrapperNo)
+    }
+
+    /// What a failed step may leave (§4.4): a wrapper it returned for
+    /// handle `h` (as a `get` would) and dropped when the error came, so
+    /// that `h`'s first wrapper may now be cached. The wrapper's number.
+    pub fn made_and_dropped(&mut self, h: HandleNo) -> WrapperNo {
+        self.inc_ref(h);
+        let w = self.make_ret(h);
+        self.py_decref(w);
+        self.prune();
+        w
     }
 
     /// What `new` made each handle as (by handle number).

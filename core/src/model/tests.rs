@@ -749,7 +749,7 @@ fn reduce(k: StepKind, mut a: [u8; 2]) -> [u8; 2] {
             Sort::Var => VARS as u8,
             Sort::Holder => HOLDERS as u8,
             Sort::Weak => WEAKS as u8,
-            Sort::Kind => crate::program::binary::NEW_KINDS.len() as u8,
+            Sort::Kind | Sort::Count => sort.fixed_range().unwrap_or(1),
         };
     }
     a

@@ -25,7 +25,7 @@ use super::{HOLDERS, ObjKind, Op, Program, Sort, StepKind, StepSet, VARS, Var, W
 /// the first 4; an operand the encoder writes means the same in both).
 /// 2: weighted opcodes and slot-count tables (version 1 took opcodes
 /// uniformly and slot counts `1 + bits`).
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// How many opcode values each step kind gets among the enabled kinds, in
 /// `StepKind` order (docs/format.md): declared with the vocabulary
@@ -170,7 +170,7 @@ fn read_step(kind: StepKind, cfg: &Config, bytes: &mut impl Iterator<Item = u8>)
             Sort::Var => cfg.vars,
             Sort::Holder => cfg.holders,
             Sort::Weak => cfg.weaks,
-            Sort::Kind => NEW_KINDS.len() as u8,
+            Sort::Kind | Sort::Count => sort.fixed_range().unwrap_or(1),
         };
         *slot = bytes.next()? % modulus.max(1);
     }
@@ -238,7 +238,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
                 Sort::Var => vars = vars.max(x),
                 Sort::Holder => holders = holders.max(x),
                 Sort::Weak => weaks = weaks.max(x),
-                Sort::Kind => {}
+                Sort::Kind | Sort::Count => {}
             }
         }
     }

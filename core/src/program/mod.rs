@@ -37,6 +37,32 @@ pub struct Holder(pub u8);
 /// A C++ weak slot, `w0`, `w1`. Always `< WEAKS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WeakSlot(pub u8);
+/// `oom`'s allocation number K (1-based): the byte is K - 1, so K runs
+/// from 1 to [`AllocNo::MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocNo(pub u8);
+
+impl AllocNo {
+    /// The largest K (the binary byte is reduced modulo it).
+    pub const MAX: u16 = 255;
+    /// K, from 1.
+    pub fn k(self) -> u32 {
+        u32::from(self.0) + 1
+    }
+    /// The allocation number K (`1..=MAX`).
+    pub fn of(k: u32) -> Option<AllocNo> {
+        (1..=u32::from(Self::MAX))
+            .contains(&k)
+            .then(|| AllocNo((k - 1) as u8))
+    }
+}
+
+impl fmt::Display for AllocNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.k())
+    }
+}
+
 /// An identity label, `m0`..`m7`. Always `< MARKS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mark(pub u8);

@@ -22,9 +22,7 @@
 //! [`encode_with`]: the header it was given, widened where the steps need
 //! it, so that the output decodes to exactly the mutated steps.
 
-use super::binary::{
-    self, Config, HEADER_LEN, HOLDER_COUNTS, MAX_STEPS, NEW_KINDS, VAR_COUNTS, WEAK_COUNTS,
-};
+use super::binary::{self, Config, HEADER_LEN, HOLDER_COUNTS, MAX_STEPS, VAR_COUNTS, WEAK_COUNTS};
 use super::{Op, Sort, StepKind, StepSet};
 
 /// A small deterministic generator (SplitMix64), seeded from the
@@ -117,7 +115,7 @@ pub fn encode_with(
                 Sort::Var => vars = vars.max(x),
                 Sort::Holder => holders = holders.max(x),
                 Sort::Weak => weaks = weaks.max(x),
-                Sort::Kind => {}
+                Sort::Kind | Sort::Count => {}
             }
         }
     }
@@ -150,7 +148,7 @@ fn range(cfg: &Config, sort: Sort) -> usize {
         Sort::Var => cfg.vars,
         Sort::Holder => cfg.holders,
         Sort::Weak => cfg.weaks,
-        Sort::Kind => NEW_KINDS.len() as u8,
+        Sort::Kind | Sort::Count => sort.fixed_range().unwrap_or(1),
     })
 }
 
@@ -170,7 +168,7 @@ fn in_use(steps: &[Step], sort: Sort) -> Vec<u8> {
 /// An operand of `sort`: half the time a slot already in use (steps must
 /// meet on the same objects to reach deep states), else any slot.
 fn operand(rng: &mut Rng, cfg: &Config, steps: &[Step], sort: Sort) -> u8 {
-    let used = if sort == Sort::Kind {
+    let used = if matches!(sort, Sort::Kind | Sort::Count) {
         Vec::new()
     } else {
         in_use(steps, sort)

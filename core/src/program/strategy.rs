@@ -6,7 +6,6 @@
 
 use proptest::prelude::*;
 
-use super::binary::NEW_KINDS;
 use super::{Expect, HOLDERS, MARKS, Mark, Op, Program, Sort, StepKind, VARS, Var, WEAKS};
 
 /// The number of values an operand of `sort` takes.
@@ -15,7 +14,7 @@ fn range(sort: Sort) -> u8 {
         Sort::Var => VARS as u8,
         Sort::Holder => HOLDERS as u8,
         Sort::Weak => WEAKS as u8,
-        Sort::Kind => NEW_KINDS.len() as u8,
+        Sort::Kind | Sort::Count => sort.fixed_range().unwrap_or(1),
     }
 }
 

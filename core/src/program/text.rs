@@ -12,8 +12,8 @@
 use std::fmt;
 
 use super::{
-    Expect, HOLDERS, Holder, MARKS, MAX_PROGRAM_STEPS, Mark, ObjKind, Op, Program, StepKind, VARS,
-    Var, WEAKS, WeakSlot,
+    AllocNo, Expect, HOLDERS, Holder, MARKS, MAX_PROGRAM_STEPS, Mark, ObjKind, Op, Program,
+    StepKind, VARS, Var, WEAKS, WeakSlot,
 };
 
 /// A parse error at a 1-based `line` and `col` (column in characters,
@@ -258,6 +258,21 @@ impl<'s> Line<'s> {
         self.try_slot('w', WEAKS)
             .map(WeakSlot)
             .ok_or_else(|| self.expected("a weak slot (w0, w1)"))
+    }
+
+    /// `oom`'s allocation number, a decimal K from 1.
+    pub(super) fn alloc_no(&mut self) -> Result<AllocNo, ParseError> {
+        let n = self
+            .peek()
+            .and_then(|t| t.parse::<u32>().ok())
+            .and_then(AllocNo::of);
+        match n {
+            Some(n) => {
+                self.bump();
+                Ok(n)
+            }
+            None => Err(self.expected(&format!("an allocation number (1..={})", AllocNo::MAX))),
+        }
     }
 
     fn mark(&mut self) -> Result<Mark, ParseError> {

@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use super::{Holder, ObjKind, Var, WeakSlot, text};
+use super::{AllocNo, Holder, ObjKind, Var, WeakSlot, text};
 
 /// The sort of an operand: what range its binary byte is reduced to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,20 @@ pub enum Sort {
     Weak,
     /// `new`'s object kind, an index into `binary::NEW_KINDS`.
     Kind,
+    /// `oom`'s allocation number, K - 1.
+    Count,
+}
+
+impl Sort {
+    /// How many values an operand of this sort takes when its range does
+    /// not depend on a program's header (every sort but the slots).
+    pub const fn fixed_range(self) -> Option<u8> {
+        match self {
+            Sort::Kind => Some(super::binary::NEW_KINDS.len() as u8),
+            Sort::Count => Some(AllocNo::MAX as u8),
+            Sort::Var | Sort::Holder | Sort::Weak => None,
+        }
+    }
 }
 
 /// An operand type of a step.
@@ -84,6 +98,22 @@ impl Operand for WeakSlot {
     }
     fn parse(line: &mut text::Line<'_>) -> Result<Self, text::ParseError> {
         line.weak()
+    }
+    fn write(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, " {self}")
+    }
+}
+
+impl Operand for AllocNo {
+    const SORT: Sort = Sort::Count;
+    fn to_byte(self) -> u8 {
+        self.0
+    }
+    fn from_byte(b: u8) -> Self {
+        AllocNo(b)
+    }
+    fn parse(line: &mut text::Line<'_>) -> Result<Self, text::ParseError> {
+        line.alloc_no()
     }
     fn write(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, " {self}")
@@ -278,6 +308,9 @@ steps! {
     /// `call_move V H`: the same with H's reference moved into the call
     /// (an rvalue): H is empty after it.
     CallMove "call_move" weight 1 { v: Var, h: Holder };
+    /// `oom K`: the next step that runs has the K-th allocation it makes
+    /// through Python's allocators fail (contract §4.4).
+    Oom "oom" weight 1 { k: AllocNo };
 }
 
 impl StepKind {

@@ -518,6 +518,8 @@ impl TvmFfiBackend {
             }
             // `apply` runs it outside Python.
             Op::Finalize => {}
+            // Not among this backend's steps yet (`steps()`): never applied.
+            Op::Oom { .. } => {}
             Op::Call { v, h } => {
                 if let Some((holder, n)) = self.holders[h.idx()] {
                     let unseen = self.argument_dies_unseen(n);
