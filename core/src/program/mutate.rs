@@ -11,10 +11,13 @@
 //! swarm mask, change the slot counts, and splice a run of steps from
 //! another input. Half the mutations (and every mutation of an input of
 //! fewer than 4 steps) instead draw a fresh random program of 8 to 40
-//! steps, operands uniform over the slots: an empty corpus reaches
-//! multi-step programs in its first executions, and the faults any few
-//! random steps expose are found at a random tester's rate per program,
-//! while the other half follows coverage.
+//! steps, operands uniform over the slots ([`fresh`]; the `lifecycle`
+//! target draws only those for a campaign's first 1,000 mutations): an
+//! empty corpus reaches multi-step programs in its first executions, and
+//! the faults any few random steps expose are found at a random tester's
+//! rate per program, while the other half follows coverage. `oom`'s
+//! allocation number is 1 to 4 three times in four (a step's first
+//! allocations are where its error branches are).
 //!
 //! Everything is pure and deterministic: the output depends only on the
 //! input bytes, the size limit and the seed. Decoding stays total (every
@@ -168,6 +171,12 @@ fn in_use(steps: &[Step], sort: Sort) -> Vec<u8> {
 /// An operand of `sort`: half the time a slot already in use (steps must
 /// meet on the same objects to reach deep states), else any slot.
 fn operand(rng: &mut Rng, cfg: &Config, steps: &[Step], sort: Sort) -> u8 {
+    // `oom`'s K: a step makes a few Python allocations, most of them its
+    // first ones (a wrapper, an exception): K from 1 to 4 three times in
+    // four, any K else.
+    if sort == Sort::Count && !rng.one_in(4) {
+        return rng.below(4) as u8;
+    }
     let used = if matches!(sort, Sort::Kind | Sort::Count) {
         Vec::new()
     } else {
@@ -227,22 +236,7 @@ pub fn mutate(data: &[u8], max_len: usize, seed: u32, allowed: StepSet) -> Vec<u
     // find the faults that any few steps expose in the first executions,
     // and keep finding them at the peer's rate per program.
     if p.steps.len() < 4 || rng.one_in(2) {
-        // Every kind most of the time (a mask of `new` alone), a random
-        // swarm mask else; few slots.
-        p.mask = if rng.one_in(4) {
-            rng.next_u64() as u32 & 0x00ff_ffff
-        } else {
-            0
-        };
-        p.slots = rng.next_u64() as u8;
-        let cfg = config(p.mask, p.slots, allowed);
-        let n = 8 + rng.below(33);
-        p.steps.clear();
-        for _ in 0..n {
-            let s = random_step(&mut rng, &cfg, &[]);
-            p.steps.push(s);
-        }
-        return encode_with(p.mask, p.slots, &p.steps, allowed, max_len);
+        return fresh_with(&mut rng, max_len, allowed);
     }
     // A couple of mutations stacked, like libFuzzer's own.
     let rounds = 1 + rng.below(3);
@@ -250,6 +244,28 @@ pub fn mutate(data: &[u8], max_len: usize, seed: u32, allowed: StepSet) -> Vec<u
         mutate_once(&mut rng, &mut p, allowed);
     }
     encode_with(p.mask, p.slots, &p.steps, allowed, max_len)
+}
+
+/// A fresh random program of 8 to 40 steps, operands uniform over the
+/// slots, as a random-testing peer draws them (what [`mutate`] draws one
+/// time in two); deterministic in `seed`.
+pub fn fresh(max_len: usize, seed: u32, allowed: StepSet) -> Vec<u8> {
+    fresh_with(&mut Rng::new(u64::from(seed)), max_len, allowed)
+}
+
+fn fresh_with(rng: &mut Rng, max_len: usize, allowed: StepSet) -> Vec<u8> {
+    // Every kind most of the time (a mask of `new` alone), a random swarm
+    // mask else; few slots.
+    let mask = if rng.one_in(4) {
+        rng.next_u64() as u32 & 0x00ff_ffff
+    } else {
+        0
+    };
+    let slots = rng.next_u64() as u8;
+    let cfg = config(mask, slots, allowed);
+    let n = 8 + rng.below(33);
+    let steps: Vec<Step> = (0..n).map(|_| random_step(rng, &cfg, &[])).collect();
+    encode_with(mask, slots, &steps, allowed, max_len)
 }
 
 fn mutate_once(rng: &mut Rng, p: &mut Parsed, allowed: StepSet) {
