@@ -403,11 +403,11 @@ impl<B: Backend> Executor<B> {
     /// none and dropped again is made and dropped in the model, which
     /// caches it where the contract does. Anything else the step changed
     /// is a divergence at the comparison that follows.
+    ///
+    /// `self.actual` is the backend's state after the step, as
+    /// [`Self::settle_failed_step`] just observed it.
     fn take_failed_steps_leftovers(&mut self) {
-        let obs = self.caps.observes;
-        let mut real = AbstractState::default();
-        self.backend.observe(&mut real);
-        obs.mask(&mut real);
+        let real = &self.actual;
         let (handles, wrappers) = self.model.numbered();
         let mut before = AbstractState::default();
         self.model.observe(&mut before);
@@ -422,17 +422,20 @@ impl<B: Backend> Executor<B> {
                 _ => None,
             })
             .collect();
-        for n in wrappers..real.wrappers.len() {
+        let leaked: Vec<bool> = (wrappers..real.wrappers.len())
+            .map(|n| real.wrappers[n].life == WrapperLife::Leaked)
+            .collect();
+        let real_handles = real.handles.len();
+        for (n, leaked) in (wrappers..).zip(leaked) {
             match cached.iter().find(|(w, _)| *w as usize == n) {
                 Some(&(_, h)) => {
                     self.model.made_and_dropped(h);
                 }
-                None if real.wrappers[n].life == WrapperLife::Leaked
-                    && self.model.skip_wrapper_leaked().is_some() => {}
+                None if leaked && self.model.skip_wrapper_leaked().is_some() => {}
                 None => self.model.skip_wrapper(),
             }
         }
-        for _ in handles..real.handles.len() {
+        for _ in handles..real_handles {
             self.model.skip_handle();
         }
     }
