@@ -31,6 +31,10 @@ static TARGET: AtomicU32 = AtomicU32::new(0);
 static COUNT: AtomicU32 = AtomicU32::new(0);
 /// The armed allocation came and failed.
 static FIRED: AtomicBool = AtomicBool::new(false);
+/// Armed by [`arm_in_library`]: count only inside [`library`].
+static SCOPED: AtomicBool = AtomicBool::new(false);
+/// Inside a [`library`] scope.
+static INSIDE: AtomicBool = AtomicBool::new(false);
 
 /// The allocators the hook wraps, mem's then obj's, each the `ctx` of the
 /// hook that wraps it.
@@ -46,10 +50,33 @@ static WRAPPED: OnceLock<Box<Wrapped>> = OnceLock::new();
 /// Arm: from now on the `k`-th allocation (from 1) fails, until
 /// [`disarm`]. Installs the hook the first time. The GIL is held (`py`).
 pub fn arm(py: Python<'_>, k: u32) {
+    arm_scoped(py, k, false);
+}
+
+/// Arm as [`arm`], counting only the allocations made inside
+/// [`library`] scopes: a backend that drives a library through Python
+/// builds its own arguments and reads its results outside them, so the
+/// failure lands in the library's code (and in the interpreter's calling
+/// machinery on the way in), never in the backend's own marshalling.
+pub fn arm_in_library(py: Python<'_>, k: u32) {
+    arm_scoped(py, k, true);
+}
+
+fn arm_scoped(py: Python<'_>, k: u32, scoped: bool) {
     install(py);
     COUNT.store(0, Ordering::Relaxed);
     FIRED.store(false, Ordering::Relaxed);
+    SCOPED.store(scoped, Ordering::Relaxed);
     TARGET.store(k, Ordering::Release);
+}
+
+/// Run `f`, a call into the library under test: the allocations it makes
+/// count towards an armed [`arm_in_library`].
+pub fn library<R>(f: impl FnOnce() -> R) -> R {
+    let outer = INSIDE.swap(true, Ordering::AcqRel);
+    let r = f();
+    INSIDE.store(outer, Ordering::Release);
+    r
 }
 
 /// Disarm; whether the armed allocation came (and failed).
@@ -96,12 +123,21 @@ fn install(_py: Python<'_>) {
 /// Count one allocation; `true` when it is the one to fail.
 fn fails_now() -> bool {
     let target = TARGET.load(Ordering::Acquire);
-    if target == 0 {
+    if target == 0 || (SCOPED.load(Ordering::Relaxed) && !INSIDE.load(Ordering::Acquire)) {
         return false;
     }
     let n = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
     if n == target {
         FIRED.store(true, Ordering::Release);
+        if std::env::var_os("PYTIE_OOM_BACKTRACE").is_some() {
+            // Where the failed allocation came from, to classify a finding
+            // (the C frames named from libpython's and the library's
+            // symbols). Rust's allocator, not the hooked one.
+            eprintln!(
+                "pytie: allocation {n} fails here:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        }
         return true;
     }
     false

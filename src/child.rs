@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 
 use pyo3::Python;
 use pytie_core::exec::coverage::{Combo, ComboSet};
-use pytie_core::exec::{Executor, Failure, FailureKind, Outcome};
+use pytie_core::exec::{Executor, Failure, FailureKind, Injected, Outcome};
 use pytie_core::program::{Op, Program, StepKind};
 
 use crate::harness::Target;
@@ -211,6 +211,12 @@ fn outcome_record(out: &mut Vec<u8>, o: &Outcome) {
     for c in combos {
         put_u32(out, c as u32);
     }
+    put_u32(out, o.injected.len() as u32);
+    for j in &o.injected {
+        put_u32(out, j.step as u32);
+        put_u32(out, j.k);
+        out.push(u8::from(j.reached) | u8::from(j.failed) << 1);
+    }
 }
 
 /// The failure's kind, step and text, and its report without the lines
@@ -326,6 +332,16 @@ fn read_outcome(r: &mut Reader<'_>) -> Option<Outcome> {
         }
     }
     o.combos = combos;
+    for _ in 0..r.u32()? {
+        let (step, k) = (r.u32()? as usize, r.u32()?);
+        let bits = r.u8()?;
+        o.injected.push(Injected {
+            step,
+            k,
+            reached: bits & 1 != 0,
+            failed: bits & 2 != 0,
+        });
+    }
     Some(o)
 }
 

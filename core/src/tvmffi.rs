@@ -4,7 +4,7 @@
 //! script generator ([`crate::repro`]) both read them from here.
 
 use crate::backend::Observes;
-use crate::program::{StepKind, StepSet};
+use crate::program::StepSet;
 
 /// The version `scripts/setup-tvmffi` installs and
 /// `scripts/setup-tvmffi-tied` builds from its source distribution.
@@ -17,17 +17,24 @@ pub const MOVED_FINDING: &str = "corpus/upstream/moved-from-use-segfaults.pytie"
 /// The finding "serializing a graph with a cycle overflows the stack".
 pub const CYCLE_FINDING: &str = "corpus/upstream/json-graph-cycle-segfaults.pytie";
 
+/// The finding "a callback's object argument is released twice when its
+/// wrapper cannot be made".
+pub const CALLBACK_FINDING: &str = "corpus/upstream/callback-arg-released-twice-on-oom.pytie";
+
+/// The finding in CPython 3.11 "a function whose argument is a cell
+/// variable leaks a reference to it when the cell cannot be allocated",
+/// met through tvm_ffi's `getitem_helper` (`List.__getitem__`).
+pub const CELL_FINDING: &str = "corpus/upstream/cpython-cell-arg-leaks-on-oom.pytie";
+
 /// The finding "an activated build reads before a legacy-layout object".
 pub const LEGACY_FINDING: &str = "corpus/upstream/legacy-layout-read-before-body.pytie";
 
-/// The step kinds tvm-ffi can express: all but `oom` (weak slots through the
+/// The step kinds tvm-ffi can express: all (weak slots through the
 /// object's weak count, as C++ `WeakObjectPtr` does; `shutdown` runs
 /// upstream's atexit hook, in a child process the harness forks, since its
 /// flag cannot be reset).
 pub fn steps() -> StepSet {
-    // `oom` (allocation failures) is pytie's runtime's for now: the
-    // backend maps no MemoryError of tvm-ffi's to a result yet.
-    StepSet::ALL.without(StepKind::Oom)
+    StepSet::ALL
 }
 
 /// What the backend observes (contract §5 restricted to what tvm-ffi shows);

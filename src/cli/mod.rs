@@ -224,10 +224,14 @@ enum Cmd {
     /// SQLite-style out-of-memory test: every program with each of its
     /// steps' Python allocations made to fail in turn (`oom K` before the
     /// step), each judged as any program is; exit 1 if one fails
-    /// (contract §4.4). On pytie's runtime.
+    /// (contract §4.4).
     Sweep {
         #[command(flatten)]
         form: Form,
+        /// The implementation to sweep (tvm-ffi: recorded findings worked
+        /// around, binary files read as the `tvmffi` target reads them).
+        #[arg(long, value_enum, default_value = "pytie")]
+        backend: BackendName,
         /// The most allocations tried in one step.
         #[arg(long, default_value_t = 255, value_name = "K")]
         max_k: u32,
@@ -327,11 +331,12 @@ pub fn main() -> ExitCode {
         Cmd::Exhaust(a) => Ok(crate::exhaust::command(&a)),
         Cmd::Sweep {
             form,
+            backend,
             max_k,
             max_points,
             show,
             paths,
-        } => sweep::sweep(&paths, form, max_k, max_points, show),
+        } => sweep::sweep(&paths, form, backend, max_k, max_points, show),
         Cmd::Decode {
             file,
             output,

@@ -390,9 +390,19 @@ impl<B: Backend> Executor<B> {
         if self.expected == self.actual {
             return;
         }
+        let mut gave_away = before.clone();
         self.model = before;
         self.model.failed_step(op);
         self.take_failed_steps_leftovers();
+        // A `move` may have given V's reference away before it failed.
+        if gave_away.failed_move(op) {
+            let nothing_done = std::mem::replace(&mut self.model, gave_away);
+            self.take_failed_steps_leftovers();
+            self.observe_model();
+            if self.expected != self.actual {
+                self.model = nothing_done;
+            }
+        }
     }
 
     /// A step failed with MemoryError (contract §4.4) and the model is back
@@ -438,6 +448,13 @@ impl<B: Backend> Executor<B> {
         for _ in handles..real_handles {
             self.model.skip_handle();
         }
+        // A wrapper of a finalizer type made and freed before it was seen
+        // (a `new V del` whose constructor failed) ran `__del__` once.
+        let mut now = AbstractState::default();
+        self.model.observe(&mut now);
+        if real.totals.finalized == now.totals.finalized + 1 {
+            self.model.finalized_unseen();
+        }
     }
 
     /// Count the combinations the model's last step took.
@@ -462,14 +479,19 @@ impl<B: Backend> Executor<B> {
     }
 
     fn observe(&mut self) {
-        self.model.observe(&mut self.expected);
         self.backend.observe(&mut self.actual);
+        self.caps.observes.mask(&mut self.actual);
+        self.observe_model();
+    }
+
+    /// The model's side of [`Self::observe`] alone.
+    fn observe_model(&mut self) {
+        self.model.observe(&mut self.expected);
         let obs = self.caps.observes;
         if obs.tracked {
             self.predict_tracked();
         }
         obs.mask(&mut self.expected);
-        obs.mask(&mut self.actual);
     }
 
     /// The model's wrappers that the program holds are tracked by the

@@ -468,6 +468,32 @@ impl Model {
         self.fail_result();
     }
 
+    /// What a failed `move H V` may leave instead of nothing done (§4.4):
+    /// V's reference given away to the callee and released when the call
+    /// failed (a C++ by-value parameter is destroyed when the call throws):
+    /// V's wrapper moved-from as `move` leaves it, H unchanged. `false`
+    /// (and the model unchanged) when `op` is no `move` of a live wrapper.
+    pub fn failed_move(&mut self, op: &Op) -> bool {
+        let Op::Move { v, .. } = *op else {
+            return false;
+        };
+        let live =
+            matches!(self.vars[v.idx()], Val::W(w) if self.wrappers[w as usize].chandle.is_some());
+        if !live {
+            return false;
+        }
+        self.transitions.clear();
+        let (w, obj) = self.live(v);
+        if self.detach_if_canonical(obj, w) {
+            self.took(Edge::Move, obj);
+        }
+        self.wrappers[w as usize].chandle = None;
+        self.release(Some(obj));
+        self.prune();
+        self.fail_result();
+        true
+    }
+
     /// The last step did its work and then failed: its result is the
     /// error *nomemory*.
     pub fn fail_result(&mut self) {
@@ -479,6 +505,13 @@ impl Model {
     pub fn skip_handle(&mut self) {
         self.handles.push(HandleState::FREED);
         self.kinds.push(ObjKind::Plain);
+    }
+
+    /// What a failed step may leave (§4.4): a wrapper of a type with a
+    /// finalizer it made and freed again unseen (not numbered) ran its
+    /// `__del__`, as every freed wrapper of that type does.
+    pub fn finalized_unseen(&mut self) {
+        self.finalized += 1;
     }
 
     /// What a failed step may leave (§4.4): a wrapper it made and freed

@@ -1,7 +1,8 @@
-//! The C ABI (include/tvm/ffi/c_api.h): the one exported C API function
-//! the backend calls itself (`TVMFFIObjectDecRef`, to give back what a
-//! recorded finding leaked), resolved with `dlopen`/`dlsym` in the copy of
-//! libtvm_ffi.so the import loaded; and the observer's pass-through deleter.
+//! The C ABI (include/tvm/ffi/c_api.h): the two exported C API functions
+//! the backend calls itself (`TVMFFIObjectDecRef` and `IncRef`, to give
+//! back what a recorded finding leaked, or restore what one released),
+//! resolved with `dlopen`/`dlsym` in the copy of libtvm_ffi.so the import
+//! loaded; and the observer's pass-through deleter.
 //! Everything that runs upstream's inline C++ (holders, weak slots, `lock`,
 //! the FFI functions pytie registers) is in the C++ harness (harness.rs).
 //!
@@ -31,6 +32,7 @@ type RefFn = unsafe extern "C" fn(*mut c_void) -> i32;
 
 /// The C API functions the backend calls (c_api.h signatures).
 struct Api {
+    inc_ref: RefFn,
     dec_ref: RefFn,
 }
 
@@ -39,6 +41,15 @@ static API: OnceLock<Api> = OnceLock::new();
 fn api() -> &'static Api {
     API.get()
         .expect("tvm-ffi's C API is resolved before any object exists")
+}
+
+/// `TVMFFIObjectIncRef`: a strong reference the caller then owns.
+///
+/// # Safety
+/// The object at `addr` is alive: a reference the caller knows of keeps it.
+pub(super) unsafe fn inc_ref(addr: usize) {
+    // SAFETY: the caller's contract: the object is alive.
+    unsafe { (api().inc_ref)(addr as *mut c_void) };
 }
 
 /// `TVMFFIObjectDecRef`.
@@ -75,6 +86,7 @@ pub(super) fn resolve(path: &str) -> Result<(), String> {
     // the function pointer types above spell out.
     let api = unsafe {
         Api {
+            inc_ref: std::mem::transmute::<*mut c_void, RefFn>(sym(c"TVMFFIObjectIncRef")?),
             dec_ref: std::mem::transmute::<*mut c_void, RefFn>(sym(c"TVMFFIObjectDecRef")?),
         }
     };

@@ -23,6 +23,7 @@ const GLUE: &CStr = cr#"
 from typing import Optional
 import gc
 import pickle
+import types
 import weakref
 import tvm_ffi
 from tvm_ffi import Object
@@ -113,6 +114,19 @@ def pyweak(o):  # the `pyweak` step: TypeError without a __weakref__ slot
     r = weakref.ref(o)
     if r() is not o:
         raise AssertionError("a weak reference to a live wrapper does not lead to it")
+# CPython 3.11 leaks a reference to a function's argument when a cell of
+# that function cannot be allocated (MAKE_CELL), as tvm_ffi's
+# getitem_helper(obj, ...) meets it (corpus/upstream/
+# cpython-cell-arg-leaks-on-oom.pytie): held by a cell made before the one
+# that failed, itself leaked, or by nothing. Empty the leaked cells that
+# hold `o` (so no cell dangles once `o` dies); how many were emptied.
+def clear_leaked_cells(o):
+    n = 0
+    for r in gc.get_referrers(o):
+        if type(r) is types.CellType and r.cell_contents is o:
+            del r.cell_contents
+            n += 1
+    return n
 version = tvm_ffi.__version__
 gc.disable()
 "#;
@@ -149,6 +163,8 @@ pub(super) struct Lib {
     /// (`scripts/setup-tvmffi-tied --asan` marks the venv so).
     pub(super) asan: bool,
     pub(super) gc_collect: Py<PyAny>,
+    /// `clear_leaked_cells(o)` (the glue): the CELL_FINDING work-around.
+    pub(super) clear_leaked_cells: Py<PyAny>,
 }
 
 /// How the backend makes one object kind and reaches its field.
@@ -299,6 +315,7 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         node_type_index: 0,
         asan: venv.join(".pytie-asan-runtime").exists(),
         gc_collect: gc_collect.unbind(),
+        clear_leaked_cells: get("clear_leaked_cells")?.unbind(),
     };
     probe(py, &mut lib).map_err(e("start-up probes"))?;
     {
@@ -402,7 +419,19 @@ fn wrapper_types(types: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static str, Py<PyA
     Ok(out)
 }
 
-/// `o.x = v`, `o[0] = v` or `o["x"] = v` (None: `= None`).
+/// The key of a field's access: the interned "x", or 0.
+fn field_key<'py>(py: Python<'py>, access: Access) -> Bound<'py, PyAny> {
+    match access {
+        Access::Attr | Access::KeyX => pyo3::intern!(py, "x").clone().into_any(),
+        // A small int: CPython's cached one, no allocation.
+        Access::Item0 => 0_i32
+            .into_pyobject(py)
+            .map_or_else(|e| match e {}, Bound::into_any),
+    }
+}
+
+/// `o.x = v`, `o[0] = v` or `o["x"] = v` (None: `= None`): a call into the
+/// library (an armed `oom` counts its allocations and no others).
 pub(super) fn store(
     o: &Bound<'_, PyAny>,
     access: Access,
@@ -410,24 +439,57 @@ pub(super) fn store(
 ) -> PyResult<()> {
     let py = o.py();
     let v = v.cloned().unwrap_or_else(|| py.None().into_bound(py));
-    match access {
-        Access::Attr => o.setattr(pyo3::intern!(py, "x"), v),
-        Access::Item0 => o.set_item(0, v),
-        Access::KeyX => o.set_item(pyo3::intern!(py, "x"), v),
+    let key = field_key(py, access);
+    let rc = crate::alloc_fault::library(|| match access {
+        // SAFETY: three live objects, the GIL held.
+        Access::Attr => unsafe {
+            pyo3::ffi::PyObject_SetAttr(o.as_ptr(), key.as_ptr(), v.as_ptr())
+        },
+        // SAFETY: as above.
+        Access::Item0 | Access::KeyX => unsafe {
+            pyo3::ffi::PyObject_SetItem(o.as_ptr(), key.as_ptr(), v.as_ptr())
+        },
+    });
+    if rc == -1 {
+        return Err(PyErr::fetch(py));
     }
+    Ok(())
 }
 
-/// `o.x`, `o[0]` or `o["x"]`.
+/// `o.x`, `o[0]` or `o["x"]`: a call into the library, as [`store`].
 pub(super) fn load_field<'py>(
     o: &Bound<'py, PyAny>,
     access: Access,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = o.py();
-    match access {
-        Access::Attr => o.getattr(pyo3::intern!(py, "x")),
-        Access::Item0 => o.get_item(0),
-        Access::KeyX => o.get_item(pyo3::intern!(py, "x")),
-    }
+    let key = field_key(py, access);
+    let r = crate::alloc_fault::library(|| match access {
+        // SAFETY: two live objects, the GIL held.
+        Access::Attr => unsafe { pyo3::ffi::PyObject_GetAttr(o.as_ptr(), key.as_ptr()) },
+        // SAFETY: as above.
+        Access::Item0 | Access::KeyX => unsafe {
+            pyo3::ffi::PyObject_GetItem(o.as_ptr(), key.as_ptr())
+        },
+    });
+    // SAFETY: a new reference, or NULL with the exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, r) }
+}
+
+/// `f(*args)`, a call into the library: the argument tuple is built
+/// before, outside what an armed `oom` counts (its failure must land in
+/// the library, not in pytie's marshalling).
+pub(super) fn call<'py, A>(f: &Bound<'py, PyAny>, args: A) -> PyResult<Bound<'py, PyAny>>
+where
+    A: IntoPyObject<'py, Target = pyo3::types::PyTuple>,
+{
+    let py = f.py();
+    let args = pyo3::BoundObject::into_bound(args.into_pyobject(py).map_err(Into::into)?);
+    let r = crate::alloc_fault::library(|| {
+        // SAFETY: a live callable and a live tuple, the GIL held.
+        unsafe { pyo3::ffi::PyObject_Call(f.as_ptr(), args.as_ptr(), std::ptr::null_mut()) }
+    });
+    // SAFETY: a new reference, or NULL with the exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, r) }
 }
 
 /// Start-up probes: is tying active (a second return of the same object is
@@ -478,4 +540,51 @@ fn probe(py: Python<'_>, lib: &mut Lib) -> PyResult<()> {
         unsafe { harness::unweak(wb) };
     }
     Ok(())
+}
+
+/// `l = [o]; l.append(l)`, the list then let go of: a reference cycle
+/// through `o`, for the collector. Made as a call into the library (an
+/// armed `oom` counts its allocations); on an error nothing is left.
+pub(super) fn self_list(o: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = o.py();
+    let made = crate::alloc_fault::library(|| {
+        // SAFETY: the GIL is held; a new list or NULL.
+        let l = unsafe { pyo3::ffi::PyList_New(0) };
+        if l.is_null() {
+            return false;
+        }
+        // SAFETY: `l` is a live list, `o` a live object; append takes its
+        // own references.
+        let ok = unsafe {
+            pyo3::ffi::PyList_Append(l, o.as_ptr()) == 0 && pyo3::ffi::PyList_Append(l, l) == 0
+        };
+        // SAFETY: our reference to `l`: the cycle (if made) keeps it.
+        unsafe { pyo3::ffi::Py_DECREF(l) };
+        ok
+    });
+    if made { Ok(()) } else { Err(PyErr::fetch(py)) }
+}
+
+/// `e`, raised by `op` after an armed allocation failed, is that failure's
+/// error (contract §4.4): a MemoryError, itself or as the cause or context
+/// of what was raised, or, for `pickle`, the PicklingError CPython's
+/// `_pickle` raises in place of the failed import of the class's module
+/// (it keeps no cause).
+pub(super) fn from_no_memory(py: Python<'_>, op: &pytie_core::program::Op, e: &PyErr) -> bool {
+    let mut cur = Some(e.clone_ref(py));
+    for _ in 0..8 {
+        let Some(x) = cur else { break };
+        if x.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
+            return true;
+        }
+        cur = x.cause(py).or_else(|| {
+            let ctx = x.value(py).getattr(pyo3::intern!(py, "__context__")).ok()?;
+            (!ctx.is_none()).then(|| PyErr::from_value(ctx))
+        });
+    }
+    matches!(op, pytie_core::program::Op::Pickle { .. })
+        && py
+            .import("pickle")
+            .and_then(|m| m.getattr("PicklingError"))
+            .is_ok_and(|t| e.get_type(py).is(&t))
 }

@@ -148,6 +148,13 @@ PYTIE_EXPORT void* pytie_holder_get(void* holder) {
   return const_cast<Object*>(static_cast<ObjectRef*>(holder)->get());
 }
 
+// The holder `pytie.tvmffi.take` made last, until the Rust side collects
+// it: the call's Python result (the holder's address as an int) may fail to
+// be made after `take` returned (an `oom`), and the holder must not be lost.
+std::atomic<ObjectRef*> last_taken{nullptr};
+
+PYTIE_EXPORT void* pytie_take_last() { return last_taken.exchange(nullptr); }
+
 // Drop a holder on this thread.
 PYTIE_EXPORT void pytie_holder_free(void* holder) { delete static_cast<ObjectRef*>(holder); }
 
@@ -266,7 +273,9 @@ TVM_FFI_STATIC_INIT_BLOCK() {
              if (x.type_index() < kTVMFFIStaticObjectBegin) {
                TVM_FFI_THROW(TypeError) << "pytie.tvmffi.take takes an object";
              }
-             return reinterpret_cast<int64_t>(new ObjectRef(x.cast<ObjectRef>()));
+             ObjectRef* h = new ObjectRef(x.cast<ObjectRef>());
+             last_taken.store(h);
+             return reinterpret_cast<int64_t>(h);
            })
       // `call V H`: C++ calls a Python callback (an ffi::Function made from a
       // Python callable) with the holder's object, borrowed (an AnyView of

@@ -28,6 +28,7 @@ struct Fns {
     holder_get: unsafe extern "C" fn(Ptr) -> Ptr,
     holder_free: unsafe extern "C" fn(Ptr),
     holder_free_foreign: unsafe extern "C" fn(Ptr),
+    take_last: unsafe extern "C" fn() -> Ptr,
     weak_new: unsafe extern "C" fn(Ptr) -> Ptr,
     weak_free: unsafe extern "C" fn(Ptr),
     counts: unsafe extern "C" fn(Ptr, *mut u32, *mut u32),
@@ -109,6 +110,7 @@ pub(super) fn load(venv: &Path) -> Result<(), String> {
         holder_get: f!(c"pytie_holder_get", unsafe extern "C" fn(Ptr) -> Ptr),
         holder_free: f!(c"pytie_holder_free", unsafe extern "C" fn(Ptr)),
         holder_free_foreign: f!(c"pytie_holder_free_foreign", unsafe extern "C" fn(Ptr)),
+        take_last: f!(c"pytie_take_last", unsafe extern "C" fn() -> Ptr),
         weak_new: f!(c"pytie_weak_new", unsafe extern "C" fn(Ptr) -> Ptr),
         weak_free: f!(c"pytie_weak_free", unsafe extern "C" fn(Ptr)),
         counts: f!(
@@ -146,6 +148,15 @@ pub(super) struct Weak(pub(super) usize);
 pub(super) unsafe fn hold(addr: usize) -> Holder {
     // SAFETY: the caller's contract.
     Holder(unsafe { (fns().holder_new)(addr as Ptr) } as usize)
+}
+
+/// The holder `pytie.tvmffi.take` made since the last call, if any (made
+/// even when the call's Python result could not be, §4.4). The caller
+/// owns it.
+pub(super) fn take_last() -> Option<Holder> {
+    // SAFETY: no arguments; an exchange of the harness's atomic slot.
+    let p = unsafe { (fns().take_last)() };
+    (!p.is_null()).then_some(Holder(p as usize))
 }
 
 /// The object a holder keeps.

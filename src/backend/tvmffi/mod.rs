@@ -79,7 +79,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use pytie_core::backend::{Backend, Caps, GcWrappers, Observes};
 use pytie_core::model::Design;
@@ -95,7 +94,8 @@ use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
-    CYCLE_FINDING, LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING, OBSERVES, PINNED, steps,
+    CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING,
+    OBSERVES, PINNED, steps,
 };
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
@@ -144,6 +144,10 @@ pub struct TvmFfiBackend {
     refuse_legacy: bool,
     /// The glue's `__del__` count when this program began.
     finalizers_before: u64,
+    /// `oom K` ran: the next step has its K-th Python allocation fail.
+    oom: Option<u32>,
+    /// After a step `oom` armed: whether its armed allocation came.
+    oom_reached: Option<bool>,
 }
 
 impl TvmFfiBackend {
@@ -175,6 +179,8 @@ impl TvmFfiBackend {
             result: StepResult::Ok,
             violations: Vec::new(),
             worked_around: None,
+            oom: None,
+            oom_reached: None,
         })
     }
 
@@ -299,7 +305,8 @@ impl TvmFfiBackend {
         };
         let old = self.vars[v.idx()].replace(new.unbind());
         let old_n = std::mem::replace(&mut self.var_wr[v.idx()], n);
-        drop(old);
+        // The old value's wrapper may die here: the library's dealloc.
+        crate::alloc_fault::library(|| drop(old));
         if let Some(o) = old_n {
             self.wrappers[o as usize].refs -= 1;
         }
@@ -316,6 +323,92 @@ impl TvmFfiBackend {
     fn moved(&self, py: Python<'_>, v: Var) -> bool {
         self.source(py, v)
             .is_some_and(|o| chandle(&o).is_ok_and(|c| c == 0))
+    }
+
+    /// Strong refs on `val`'s object not accounted for by `target`'s field:
+    /// its strong count less one if the field holds it (for the store-leak
+    /// work-around on a store that failed).
+    fn store_refs(&self, target: &Bound<'_, PyAny>, val: &Bound<'_, PyAny>) -> PyResult<i64> {
+        let (t, addr) = (chandle(target)?, chandle(val)?);
+        let (tn, vn) = (self.handle_no(t), self.handle_no(addr));
+        if t == 0 || addr == 0 || tn == DANGLING || vn == DANGLING {
+            return Ok(0);
+        }
+        // SAFETY: both objects are alive: the wrappers keep them.
+        let (strong, _) = unsafe { harness::counts(addr) };
+        // SAFETY: as above; `t` is handle `tn`'s object.
+        let held = unsafe { self.field(tn as usize, t) } == Some(vn);
+        Ok(i64::from(strong) - i64::from(held))
+    }
+
+    /// Before a callback step under an armed `oom`, when recorded findings
+    /// are worked around ([`CALLBACK_FINDING`]): one strong reference of
+    /// the backend's own on the holder's object, so that the library's
+    /// second release of the argument on a failed wrapper allocation cannot
+    /// free it. Returns the object's address, its handle number and the
+    /// strong count a correct library leaves if the call fails (the guard
+    /// included): unchanged for a borrowed argument, one less for a moved
+    /// one (§4.4).
+    fn guard_callback_arg(&self, holder: Holder, moved: bool) -> Option<(usize, usize, u32)> {
+        if self.known != KnownFindings::WorkAround || !crate::alloc_fault::armed() {
+            return None;
+        }
+        // SAFETY: a holder the slot owns, not released.
+        let addr = unsafe { harness::held(holder) };
+        let n = self.handle_no(addr);
+        if n == DANGLING {
+            return None;
+        }
+        // SAFETY: the holder keeps the object alive.
+        let (strong, _) = unsafe { harness::counts(addr) };
+        // SAFETY: as above; the guard is released in unguard_callback_arg.
+        unsafe { capi::inc_ref(addr) };
+        Some((addr, n as usize, strong + 1 - u32::from(moved)))
+    }
+
+    /// After the call [`Self::guard_callback_arg`] guarded: if it failed
+    /// and the object has one strong reference fewer than a correct
+    /// library leaves, the library released the argument twice and the
+    /// guard stands in for the reference it took (reported); otherwise the
+    /// guard is released.
+    fn unguard_callback_arg(&mut self, guard: Option<(usize, usize, u32)>, failed: bool) {
+        let Some((addr, n, correct)) = guard else {
+            return;
+        };
+        if self.storage(n).is_none() {
+            // Freed: the guard went with the library's releases.
+            return;
+        }
+        // SAFETY: the storage is allocated (not freed, checked above).
+        let (strong, _) = unsafe { harness::counts(addr) };
+        if failed && strong + 1 == correct {
+            self.worked_around = Some(format!(
+                "kept a strong ref on the callback's argument, which the library released twice \
+                 when its wrapper could not be made ({CALLBACK_FINDING})"
+            ));
+            return;
+        }
+        if strong > 0 {
+            // SAFETY: the guard's reference, taken in guard_callback_arg.
+            unsafe { capi::dec_ref(addr) };
+        }
+    }
+
+    /// After a step that failed with MemoryError (§4.4): a wrapper the step
+    /// made, cached in an object's tag word (Inactive) and dropped before
+    /// anything here saw it, is numbered as a cached one.
+    fn number_left_cached(&mut self) {
+        for n in 0..self.handles.len() {
+            let Some(tag) = self.tag(n) else { continue };
+            let w = tag & !7;
+            let known = self
+                .wrappers
+                .iter()
+                .any(|x| x.addr == w && (x.refs > 0 || !x.dead));
+            if tag & 1 != 0 && w != 0 && !known {
+                self.number_temporary(Some((w, n as HandleNo)));
+            }
+        }
     }
 
     /// Holders: store first, release the old reference after.
@@ -344,12 +437,8 @@ impl TvmFfiBackend {
     /// A new object: numbered, observed until the program ends.
     fn new_object<'py>(&mut self, py: Python<'py>, kind: ObjKind) -> PyResult<Bound<'py, PyAny>> {
         let o = match &self.lib.kind(kind).ctor {
-            Some(ctor) => ctor.bind(py).call0()?,
-            None => self
-                .lib
-                .new_legacy
-                .bind(py)
-                .call1((self.lib.node_type_index,))?,
+            Some(ctor) => glue::call(ctor.bind(py), ())?,
+            None => glue::call(self.lib.new_legacy.bind(py), (self.lib.node_type_index,))?,
         };
         let addr = chandle(&o)?;
         // SAFETY: just made; only `o` reaches it, and the GIL is held.
@@ -368,7 +457,7 @@ impl TvmFfiBackend {
             }
             Op::Ret { v, h } => {
                 if let Some((holder, _)) = self.holders[h.idx()] {
-                    let o = lib.ret.bind(py).call1((holder.0,))?;
+                    let o = glue::call(lib.ret.bind(py), (holder.0,))?;
                     self.assign(v, o)?;
                 }
             }
@@ -376,14 +465,48 @@ impl TvmFfiBackend {
             // in Python's `v = f(u)`.
             Op::Echo { v, u } => {
                 if let Some(src) = self.source(py, u) {
-                    let o = lib.echo.bind(py).call1((&src,));
+                    let o = glue::call(lib.echo.bind(py), (&src,));
                     drop(src);
                     self.assign(v, o?)?;
                 }
             }
             Op::Get { v, u } => {
                 if let Some(src) = self.source(py, u) {
-                    let o = glue::load_field(&src, self.path_of(&src)?.access);
+                    let path = self.path_of(&src)?;
+                    let guard =
+                        self.known == KnownFindings::WorkAround && crate::alloc_fault::armed();
+                    // SAFETY: a live object.
+                    let refs = unsafe { pyo3::ffi::Py_REFCNT(src.as_ptr()) };
+                    let o = glue::load_field(&src, path.access).map_err(|e| {
+                        // The error's frames hold the wrapper: let go of
+                        // them (the step's error is only mapped to its
+                        // result) before counting.
+                        if !guard {
+                            return e;
+                        }
+                        let value = e.value(py).clone();
+                        drop(e);
+                        let _ = value.setattr(pyo3::intern!(py, "__traceback__"), py.None());
+                        PyErr::from_value(value.into_any())
+                    });
+                    // SAFETY: as above.
+                    let leaked = unsafe { pyo3::ffi::Py_REFCNT(src.as_ptr()) } - refs;
+                    if guard && o.is_err() && leaked > 0 {
+                        let cleared: usize =
+                            lib.clear_leaked_cells.bind(py).call1((&src,))?.extract()?;
+                        if cleared == 0 {
+                            // SAFETY: the reference CPython leaked in the
+                            // failed frame's slot, which nothing reads again
+                            // (no object refers to the wrapper for it); `src`
+                            // and the var keep the wrapper alive.
+                            unsafe { pyo3::ffi::Py_DECREF(src.as_ptr()) };
+                        }
+                        self.worked_around = Some(format!(
+                            "released the reference to the container's wrapper CPython leaked \
+                             ({cleared} leaked cell(s) emptied) when a cell of getitem_helper could \
+                             not be made ({CELL_FINDING})"
+                        ));
+                    }
                     drop(src);
                     self.assign(v, o?)?;
                 }
@@ -391,15 +514,38 @@ impl TvmFfiBackend {
             Op::Set { u, v } => {
                 if let (Some(target), Some(val)) = (self.source(py, u), self.source(py, v)) {
                     let path = self.path_of(&target)?;
-                    glue::store(&target, path.access, Some(&val))?;
                     let leak = path.leak_per_store;
-                    if self.known == KnownFindings::WorkAround && leak > 0 {
+                    let work_around = self.known == KnownFindings::WorkAround && leak > 0;
+                    let before = if work_around {
+                        self.store_refs(&target, &val)?
+                    } else {
+                        0
+                    };
+                    let r = glue::store(&target, path.access, Some(&val));
+                    // A store that returned leaked `leak` refs; one that
+                    // raised (an `oom`) leaked them if the conversion that
+                    // leaks ran before the failure: the refs left over
+                    // beyond what the field holds are counted.
+                    let leaked = match (&r, work_around) {
+                        (_, false) => 0,
+                        (Ok(()), true) => leak,
+                        (Err(_), true) => {
+                            let extra = self.store_refs(&target, &val)? - before;
+                            u32::try_from(extra)
+                                .ok()
+                                .filter(|&e| e == leak)
+                                .unwrap_or(0)
+                        }
+                    };
+                    if leaked > 0 {
                         let addr = chandle(&val)?;
-                        // SAFETY: `val` was just stored by a library that
-                        // leaked `leak` refs on it (the start-up probe).
+                        // SAFETY: `val` was just stored, or converted for a
+                        // store that then failed, by a library that leaked
+                        // `leak` refs on it (the start-up probe; counted).
                         let done = unsafe { findings::release_store_leak(addr, leak) };
                         self.worked_around = Some(done);
                     }
+                    r?;
                 }
             }
             Op::Unset { u } => {
@@ -415,7 +561,8 @@ impl TvmFfiBackend {
             // `del v` on a var holding None leaves it None.
             Op::Drop { v } => {
                 if self.source(py, v).is_some() {
-                    drop(self.vars[v.idx()].take());
+                    let old = self.vars[v.idx()].take();
+                    crate::alloc_fault::library(|| drop(old));
                     if let Some(n) = self.var_wr[v.idx()].take() {
                         self.wrappers[n as usize].refs -= 1;
                     }
@@ -436,21 +583,30 @@ impl TvmFfiBackend {
             Op::Move { h, v } => {
                 if let Some(src) = self.source(py, v) {
                     let was_moved = chandle(&src)? == 0;
-                    let rv = src.call_method0(pyo3::intern!(py, "_move"))?;
-                    let r = lib.take.bind(py).call1((rv,));
+                    let rv = crate::alloc_fault::library(|| {
+                        src.call_method0(pyo3::intern!(py, "_move"))
+                    })?;
+                    let r = glue::call(lib.take.bind(py), (rv,));
+                    // The C++ holder `take` made, read from the harness: its
+                    // address as a Python int may not have been made (§4.4).
+                    let made = harness::take_last();
                     drop(src);
-                    match r {
+                    match (r, made) {
                         // The library refuses a second move itself.
-                        Err(_) if was_moved => return Ok(StepResult::Moved),
-                        Err(e) => return Err(e),
-                        Ok(_) if was_moved => {
+                        (Err(_), None) if was_moved => return Ok(StepResult::Moved),
+                        (Err(e), None) => return Err(e),
+                        (_, Some(_)) if was_moved => {
                             self.violations
                                 .push(format!("`{op}`: moving a moved-from object did not fail"));
                         }
-                        Ok(new) => {
-                            // `take` returns the C++ holder it made.
-                            let new: usize = new.extract()?;
-                            self.store_holder(h.idx(), Holder(new));
+                        (r, Some(new)) => {
+                            self.store_holder(h.idx(), new);
+                            // The move was done; its result failed after.
+                            r?;
+                        }
+                        (Ok(_), None) => {
+                            self.violations
+                                .push(format!("`{op}`: the callee returned without a holder"));
                         }
                     }
                 }
@@ -460,19 +616,23 @@ impl TvmFfiBackend {
             }
             Op::Cycle { v } => {
                 if let Some(src) = self.source(py, v) {
+                    // `l = [v]; l.append(l); del v`: the var is left as it
+                    // was if Python could not make the cycle (§4.4).
+                    glue::self_list(&src)?;
+                    drop(src);
                     drop(self.vars[v.idx()].take());
                     if let Some(n) = self.var_wr[v.idx()].take() {
                         self.cycles.push(n);
                     }
-                    let l = PyList::new(py, [src])?;
-                    l.append(&l)?;
                 }
             }
             Op::Collect => {
+                // A collection that raised collected nothing: its cycles
+                // stay (gc.collect raises before it starts or not at all).
+                glue::call(lib.gc_collect.bind(py), ())?;
                 for n in std::mem::take(&mut self.cycles) {
                     self.wrappers[n as usize].refs -= 1;
                 }
-                lib.gc_collect.bind(py).call0()?;
             }
             Op::Weak { w, v } => {
                 if let Some(src) = self.source(py, v) {
@@ -492,7 +652,7 @@ impl TvmFfiBackend {
             }
             Op::Lock { v, w } => {
                 if let Some((weak, _)) = self.weaks[w.idx()] {
-                    let o = lib.lock.bind(py).call1((weak.0,))?;
+                    let o = glue::call(lib.lock.bind(py), (weak.0,))?;
                     self.assign(v, o)?;
                 }
             }
@@ -501,7 +661,8 @@ impl TvmFfiBackend {
                 // What the interpreter's end runs first: the atexit hooks,
                 // upstream's TVMFFIPyMarkPythonFinalizing among them
                 // (core.pyx). Only in a forked child (`refuse`).
-                py.import("atexit")?.call_method0("_run_exitfuncs")?;
+                let run = py.import("atexit")?.getattr("_run_exitfuncs")?;
+                glue::call(&run, ())?;
             }
             Op::Pickle { v, u } => {
                 if let Some(src) = self.source(py, u) {
@@ -509,7 +670,7 @@ impl TvmFfiBackend {
                         0 => Vec::new(),
                         addr => self.chain(self.handle_no(addr)).unwrap_or_default(),
                     };
-                    let copy = lib.pickle.bind(py).call1((&src,));
+                    let copy = glue::call(lib.pickle.bind(py), (&src,));
                     drop(src);
                     let copy = copy?;
                     self.number_copies(chandle(&copy)?, &kinds);
@@ -518,12 +679,15 @@ impl TvmFfiBackend {
             }
             // `apply` runs it outside Python.
             Op::Finalize => {}
-            // Not among this backend's steps yet (`steps()`): never applied.
+            // `apply` arms the next step with it.
             Op::Oom { .. } => {}
             Op::Call { v, h } => {
                 if let Some((holder, n)) = self.holders[h.idx()] {
                     let unseen = self.argument_dies_unseen(n);
-                    let o = lib.call.bind(py).call1((holder.0, lib.callback.bind(py)))?;
+                    let guard = self.guard_callback_arg(holder, false);
+                    let o = glue::call(lib.call.bind(py), (holder.0, lib.callback.bind(py)));
+                    self.unguard_callback_arg(guard, o.is_err());
+                    let o = o?;
                     if unseen {
                         self.number_temporary(None);
                     }
@@ -533,10 +697,9 @@ impl TvmFfiBackend {
             Op::CallMove { v, h } => {
                 if let Some((holder, n)) = self.holders[h.idx()].take() {
                     let unseen = self.argument_dies_unseen(n);
-                    let o = lib
-                        .call_move
-                        .bind(py)
-                        .call1((holder.0, lib.callback.bind(py)));
+                    let guard = self.guard_callback_arg(holder, true);
+                    let o = glue::call(lib.call_move.bind(py), (holder.0, lib.callback.bind(py)));
+                    self.unguard_callback_arg(guard, o.is_err());
                     // SAFETY: the holder the slot owned (its reference moved
                     // out by the call, or still there if the call failed
                     // before), not used after.
@@ -549,7 +712,7 @@ impl TvmFfiBackend {
             }
             Op::PyWeak { v } => {
                 if let Some(src) = self.source(py, v) {
-                    match lib.pyweak.bind(py).call1((&src,)) {
+                    match glue::call(lib.pyweak.bind(py), (&src,)) {
                         Err(e) if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => {
                             return Ok(StepResult::NoWeakref);
                         }
@@ -871,6 +1034,8 @@ impl Backend for TvmFfiBackend {
     }
 
     fn begin(&mut self) -> Result<(), String> {
+        self.oom = None;
+        self.oom_reached = None;
         Python::attach(|py| {
             for v in &mut self.vars {
                 if v.as_ref().is_some_and(|o| o.is_none(py)) {
@@ -944,8 +1109,26 @@ impl Backend for TvmFfiBackend {
             self.result = StepResult::Ok;
             return self.result;
         }
+        if let Op::Oom { k } = *op {
+            self.oom = Some(k.k());
+            self.result = StepResult::Ok;
+            return self.result;
+        }
+        let armed = self.oom.take();
         let r = Python::attach(|py| {
-            self.step(py, op).unwrap_or_else(|e| {
+            if let Some(k) = armed {
+                crate::alloc_fault::arm_in_library(py, k);
+            }
+            let r = self.step(py, op);
+            if armed.is_some() {
+                self.oom_reached = Some(crate::alloc_fault::disarm());
+            }
+            r.unwrap_or_else(|e| {
+                // An allocation `oom` made fail (contract §4.4).
+                if self.oom_reached == Some(true) && glue::from_no_memory(py, op, &e) {
+                    self.number_left_cached();
+                    return StepResult::NoMemory;
+                }
                 self.violations
                     .push(format!("`{op}` raised an unexpected Python exception: {e}"));
                 StepResult::Ok
@@ -953,6 +1136,10 @@ impl Backend for TvmFfiBackend {
         });
         self.result = r;
         r
+    }
+
+    fn allocation_failed(&mut self) -> Option<bool> {
+        self.oom_reached.take()
     }
 
     fn worked_around(&mut self) -> Option<String> {
@@ -1078,6 +1265,9 @@ impl Backend for TvmFfiBackend {
     /// held released. No wrapper is made (a wrapper made here would stay
     /// cached under its holder, which the model's teardown never does).
     fn clear_all_fields(&mut self) {
+        // Teardown (§6) begins: an `oom` that was the program's last step
+        // arms nothing.
+        self.oom = None;
         for i in 0..self.handles.len() {
             let Some(addr) = self.storage(i) else {
                 continue;
