@@ -466,19 +466,51 @@ TVM_FFI_STATIC_INIT_BLOCK() {
 _CALLBACK = []
 
 
-def callback(h, move):
-    """C++ calls `lambda x: x` with HOLDERS[h]'s object; moved: the holder's
-    reference goes into the call."""
+def _callback_fns():
+    """The C++ side of `call` (compiled once) and `lambda x: x`."""
     if not _CALLBACK:
         compile_cpp("callback", CALLBACK_SRC)
         _CALLBACK.append((tvm_ffi.get_global_func("repro.call"),
                           tvm_ffi.get_global_func("repro.call_move"),
                           tvm_ffi.convert(lambda x: x)))
-    call, call_move, cb = _CALLBACK[0]
+    return _CALLBACK[0]
+
+
+def callback(h, move):
+    """C++ calls `lambda x: x` with HOLDERS[h]'s object; moved: the holder's
+    reference goes into the call."""
+    call, call_move, cb = _callback_fns()
     if move:
         addr, HOLDERS[h] = HOLDERS[h], 0
         return call_move(addr, cb)
     return call(HOLDERS[h], cb)
+
+
+class CallbackRaised(Exception):
+    """What the raising callback raises."""
+
+
+def _raise(x):
+    raise CallbackRaised("pytie: the callback raised")
+
+
+def callback_raise(h, move):
+    """C++ calls a callback that raises with HOLDERS[h]'s object (moved:
+    the holder's reference goes into the call); the error comes back."""
+    call, call_move, _ = _callback_fns()
+    cb = tvm_ffi.convert(_raise)
+    try:
+        if move:
+            addr, HOLDERS[h] = HOLDERS[h], 0
+            call_move(addr, cb)
+        else:
+            call(HOLDERS[h], cb)
+    except Exception as e:  # tvm_ffi passes it back as its own error
+        if "pytie: the callback raised" not in str(e):
+            raise
+        e.__traceback__ = None
+    else:
+        raise AssertionError("the callback raised, and the call returned")
 
 
 # `finalize`: the interpreter's end. What a program does after it (C++
@@ -654,6 +686,8 @@ fn statement(op: &Op, copies: &[ObjKind]) -> String {
         Op::Finalize => "finalize()".into(),
         Op::Call { v, h } => format!("{} = callback({}, move=False)", q(v), h.0),
         Op::CallMove { v, h } => format!("{} = callback({}, move=True)", q(v), h.0),
+        Op::CallRaise { h } => format!("callback_raise({}, move=False)", h.0),
+        Op::CallMoveRaise { h } => format!("callback_raise({}, move=True)", h.0),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
 }
@@ -718,7 +752,11 @@ fn finds(op: &Op, s: &AbstractState) -> Finds {
         {
             Finds::Nothing(format!("{v} is empty or None"))
         }
-        Op::Ret { h, .. } | Op::Call { h, .. } | Op::CallMove { h, .. }
+        Op::Ret { h, .. }
+        | Op::Call { h, .. }
+        | Op::CallMove { h, .. }
+        | Op::CallRaise { h }
+        | Op::CallMoveRaise { h }
             if s.holders[h.idx()].is_none() =>
         {
             Finds::Nothing(format!("{h} is empty"))

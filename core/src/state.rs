@@ -57,6 +57,9 @@ pub enum StepResult {
     /// The step failed with MemoryError: an allocation `oom` armed failed
     /// (contract §4.4).
     NoMemory,
+    /// `call_raise`/`call_move_raise`: the callback raised and its error
+    /// came back to Python (contract §4.1 R19).
+    Raised,
 }
 
 /// The binding of a handle (contract §3).

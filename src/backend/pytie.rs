@@ -282,6 +282,21 @@ impl PytieBackend {
                     self.assign(v, o);
                 }
             }
+            // The callback raises (R19): its argument made and dropped.
+            Op::CallRaise { h } => {
+                if let Some((r, _)) = &self.holders[h.idx()] {
+                    let r = wrapper::callback_raise(py, r.clone_ref());
+                    self.py_result(py, op, r)?;
+                    return Err(StepResult::Raised);
+                }
+            }
+            Op::CallMoveRaise { h } => {
+                if let Some((r, _)) = self.holders[h.idx()].take() {
+                    let r = wrapper::callback_raise(py, r);
+                    self.py_result(py, op, r)?;
+                    return Err(StepResult::Raised);
+                }
+            }
             Op::Pickle { v, u } => {
                 if let Some(src) = self.source(py, u) {
                     let r = wrapper::pickle(&src).map_err(|Cyclic| StepResult::Cyclic)?;

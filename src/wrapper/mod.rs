@@ -185,6 +185,16 @@ pub fn callback(py: Python<'_>, arg: HandleRef) -> PyResult<Bound<'_, PyAny>> {
     return_handle(py, result)
 }
 
+/// A callback that raises (`call_raise`, contract §4.1 R19): C++ hands it
+/// `arg` (the reference goes into its argument's wrapper), and its frame
+/// lets go of that wrapper as the error leaves; the error itself is the
+/// step's result, not a Python exception here. `Err` only when the
+/// argument's wrapper cannot be made (an injected allocation failure).
+pub fn callback_raise(py: Python<'_>, arg: HandleRef) -> PyResult<()> {
+    drop(return_handle(py, arg)?);
+    Ok(())
+}
+
 /// Is this error the moved-from error?
 pub fn is_moved(err: &PyErr, py: Python<'_>) -> bool {
     // SAFETY: the exception type lives for the process.

@@ -299,6 +299,7 @@ pub fn state_summary(s: &AbstractState) -> String {
         crate::state::StepResult::Cyclic => out += "  result   cyclic\n",
         crate::state::StepResult::NoWeakref => out += "  result   noweakref\n",
         crate::state::StepResult::NoMemory => out += "  result   nomemory\n",
+        crate::state::StepResult::Raised => out += "  result   raised\n",
     }
     for (i, h) in s.handles.all().enumerate() {
         let name = format!("obj#{i}");

@@ -68,10 +68,10 @@ fn steps_within_bounds() {
     // new 3x4, ret 3x2, echo/get/set/clone 3x3 each, unset/drop/cycle/lock/
     // weak 3 each, hold/move 2x3 each, release/release_foreign 2 each,
     // unweak 1, collect, shutdown, pickle 3x3, pyweak 3, finalize,
-    // call/call_move 3x2 each, oom 1.
+    // call/call_move 3x2 each, oom 1, call_raise/call_move_raise 2 each.
     assert_eq!(
         all.len(),
-        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1 + 2 * 6 + 1
+        12 + 6 + 4 * 9 + 5 * 3 + 2 * 6 + 2 * 2 + 1 + 1 + 1 + 9 + 3 + 1 + 2 * 6 + 1 + 2 * 2
     );
     let distinct: HashSet<Op> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len());

@@ -347,6 +347,21 @@ impl Model {
                     self.callback_into(v, o);
                 }
             }
+            // The same, the callback raising (R19): its argument's wrapper
+            // is made and dropped, and the error comes back.
+            Op::CallRaise { h } => {
+                if let Some(o) = self.holders[h.idx()] {
+                    self.inc_ref(o);
+                    self.callback_raises(o);
+                    return StepResult::Raised;
+                }
+            }
+            Op::CallMoveRaise { h } => {
+                if let Some(o) = self.holders[h.idx()].take() {
+                    self.callback_raises(o);
+                    return StepResult::Raised;
+                }
+            }
             Op::Pickle { v, u } => return self.step_pickle(v, u),
             // A weak reference to V's wrapper (moved-from too), made and
             // dropped: only its type decides. Empty or None: nothing (R1).
@@ -460,7 +475,7 @@ impl Model {
     /// the callee returns or raises), released when the call failed.
     pub fn failed_step(&mut self, op: &Op) {
         self.transitions.clear();
-        if let Op::CallMove { h, .. } = *op {
+        if let Op::CallMove { h, .. } | Op::CallMoveRaise { h } = *op {
             let o = self.holders[h.idx()].take();
             self.release(o);
             self.prune();
@@ -617,6 +632,14 @@ impl Model {
     /// (`make_ret`), the callback's result becomes an owned reference
     /// (IncRef), the callback's frame ends (the argument's Python ref goes),
     /// and C++ returns that reference (`make_ret` into `v`).
+    /// A callback that raises receives `o` (the +1 the caller passed goes
+    /// into its argument's wrapper) and lets go of it when its frame and
+    /// error die.
+    fn callback_raises(&mut self, o: HandleNo) {
+        let arg = self.make_ret(o);
+        self.py_decref(arg);
+    }
+
     fn callback_into(&mut self, v: Var, o: HandleNo) {
         let arg = self.make_ret(o);
         self.inc_ref(o);

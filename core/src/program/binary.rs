@@ -25,7 +25,7 @@ use super::{HOLDERS, ObjKind, Op, Program, Sort, StepKind, StepSet, VARS, Var, W
 /// the first 4; an operand the encoder writes means the same in both).
 /// 2: weighted opcodes and slot-count tables (version 1 took opcodes
 /// uniformly and slot counts `1 + bits`).
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 
 /// How many opcode values each step kind gets among the enabled kinds, in
 /// `StepKind` order (docs/format.md): declared with the vocabulary
@@ -94,6 +94,19 @@ impl Config {
     };
 }
 
+/// The swarm mask of a header: 26 bits, bytes 0-2 and then bits 6-7 of
+/// byte 3 (layout 9; the slot counts use bits 0-5 of byte 3).
+pub fn mask_of(h: [u8; HEADER_LEN]) -> u32 {
+    u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16 | u32::from(h[3] >> 6) << 24
+}
+
+/// The header for a swarm mask (its low 26 bits) and slot-count bits (the
+/// low 6 bits of `slots`): the inverse of [`mask_of`] and the slot fields.
+pub fn header_bytes(mask: u32, slots: u8) -> [u8; HEADER_LEN] {
+    let m = mask.to_le_bytes();
+    [m[0], m[1], m[2], slots & 0x3f | (m[3] & 3) << 6]
+}
+
 /// Decode the header of `data`; missing bytes read as 0.
 pub fn header(data: &[u8]) -> Config {
     header_for(data, StepSet::ALL)
@@ -105,7 +118,7 @@ pub fn header(data: &[u8]) -> Config {
 /// `StepSet::ALL` this is [`header`].
 pub fn header_for(data: &[u8], allowed: StepSet) -> Config {
     let b = |i: usize| data.get(i).copied().unwrap_or(0);
-    let mask = u32::from(b(0)) | u32::from(b(1)) << 8 | u32::from(b(2)) << 16;
+    let mask = mask_of([b(0), b(1), b(2), b(3)]);
     let allowed = allowed.and(StepSet::ALL).with(StepKind::New);
     let new_only = StepSet::EMPTY.with(StepKind::New);
     let mut kinds = StepSet(mask & allowed.0).with(StepKind::New);
@@ -249,8 +262,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
         | count_index(&WEAK_COUNTS, weaks + 1) << 5;
 
     let mut out = Vec::with_capacity(HEADER_LEN + 3 * steps.len());
-    out.extend_from_slice(&kinds.0.to_le_bytes()[..3]);
-    out.push(slots as u8);
+    out.extend_from_slice(&header_bytes(kinds.0, slots as u8));
     for (kind, a) in &steps {
         out.push(opcode_of(*kind, kinds));
         out.extend_from_slice(&a[..kind.operands().len()]);

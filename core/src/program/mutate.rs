@@ -65,9 +65,9 @@ pub type Step = (StepKind, [u8; 2]);
 /// An input taken apart: the raw header fields and the steps it decodes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
-    /// The swarm mask's 24 bits as written.
+    /// The swarm mask's 26 bits as written (`binary::mask_of`).
     pub mask: u32,
-    /// The slot-count byte as written.
+    /// The slot-count bits (0-5 of the header's byte 3) as written.
     pub slots: u8,
     /// The steps, as `binary::decode_for` reads them.
     pub steps: Vec<Step>,
@@ -82,8 +82,8 @@ pub fn parse(data: &[u8], allowed: StepSet) -> Parsed {
         .filter_map(Op::operand_bytes)
         .collect();
     Parsed {
-        mask: u32::from(b(0)) | u32::from(b(1)) << 8 | u32::from(b(2)) << 16,
-        slots: b(3),
+        mask: binary::mask_of([b(0), b(1), b(2), b(3)]),
+        slots: b(3) & 0x3f,
         steps,
     }
 }
@@ -109,7 +109,7 @@ pub fn encode_with(
     max_len: usize,
 ) -> Vec<u8> {
     let used = steps.iter().fold(StepSet::EMPTY, |s, (k, _)| s.with(*k)).0;
-    let mask = (mask | used) & 0x00ff_ffff;
+    let mask = (mask | used) & StepSet::ALL.0;
     let (mut vars, mut holders, mut weaks) = (0usize, 0usize, 0usize);
     for (kind, a) in steps {
         for (sort, &x) in kind.operands().iter().zip(a) {
@@ -126,10 +126,9 @@ pub fn encode_with(
     let vi = (s & 7).max(count_index(&VAR_COUNTS, vars));
     let hi = ((s >> 3) & 3).max(count_index(&HOLDER_COUNTS, holders));
     let wi = ((s >> 5) & 1).max(count_index(&WEAK_COUNTS, weaks));
-    let slots = (s & 0xc0 | vi | hi << 3 | wi << 5) as u8;
+    let slots = (vi | hi << 3 | wi << 5) as u8;
     let mut out = Vec::with_capacity(HEADER_LEN + 3 * steps.len());
-    out.extend_from_slice(&mask.to_le_bytes()[..3]);
-    out.push(slots);
+    out.extend_from_slice(&binary::header_bytes(mask, slots));
     // The kinds as the decoder will read this header (a mask of `new`
     // alone enables every allowed kind): opcodes are relative to it.
     let cfg = binary::header_for(&out, allowed);
@@ -211,8 +210,7 @@ fn reduce(steps: &mut [Step], cfg: &Config) {
 
 /// The header's `Config` for raw fields.
 fn config(mask: u32, slots: u8, allowed: StepSet) -> Config {
-    let m = mask.to_le_bytes();
-    binary::header_for(&[m[0], m[1], m[2], slots], allowed)
+    binary::header_for(&binary::header_bytes(mask, slots), allowed)
 }
 
 /// Grow `p` by `n` random steps at random places.
@@ -257,7 +255,7 @@ fn fresh_with(rng: &mut Rng, max_len: usize, allowed: StepSet) -> Vec<u8> {
     // Every kind most of the time (a mask of `new` alone), a random swarm
     // mask else; few slots.
     let mask = if rng.one_in(4) {
-        rng.next_u64() as u32 & 0x00ff_ffff
+        rng.next_u64() as u32 & StepSet::ALL.0
     } else {
         0
     };

@@ -311,6 +311,13 @@ steps! {
     /// `oom K`: the next step that runs has the K-th allocation it makes
     /// through Python's allocators fail (contract §4.4).
     Oom "oom" weight 1 { k: AllocNo };
+    /// `call_raise H`: C++ calls a Python callback with H's object
+    /// (borrowed); the callback raises, and the error comes back through
+    /// C++ to Python: the result *raised* (contract §4.1).
+    CallRaise "call_raise" weight 1 { h: Holder };
+    /// `call_move_raise H`: the same with H's reference moved into the
+    /// call (an rvalue): H is empty after it.
+    CallMoveRaise "call_move_raise" weight 1 { h: Holder };
 }
 
 impl StepKind {

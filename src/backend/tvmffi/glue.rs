@@ -106,6 +106,12 @@ new_legacy = tvm_ffi.get_global_func("pytie.tvmffi.new_legacy")
 # `call` / `call_move`: C++ (harness.cc) calls this Python callback, an
 # ffi::Function made from a Python callable, which returns its argument.
 callback = tvm_ffi.convert(lambda x: x)
+# `call_raise` / `call_move_raise`: a callback that raises.
+class CallbackRaised(Exception):
+    pass
+def _raise(x):
+    raise CallbackRaised("pytie: the callback raised")
+raiser = tvm_ffi.convert(_raise)
 call = tvm_ffi.get_global_func("pytie.tvmffi.call")
 call_move = tvm_ffi.get_global_func("pytie.tvmffi.call_move")
 def roundtrip(o):  # the `pickle` step
@@ -156,6 +162,8 @@ pub(super) struct Lib {
     pub(super) call: Py<PyAny>,
     pub(super) call_move: Py<PyAny>,
     pub(super) callback: Py<PyAny>,
+    /// The callback `call_raise` passes: it raises [`RAISED`].
+    pub(super) raiser: Py<PyAny>,
     pub(super) new_legacy: Py<PyAny>,
     /// `Node`'s type index (a legacy object is made with it).
     pub(super) node_type_index: i32,
@@ -311,6 +319,7 @@ fn load(py: Python<'_>) -> Result<Lib, String> {
         call: get("call")?.unbind(),
         call_move: get("call_move")?.unbind(),
         callback: get("callback")?.unbind(),
+        raiser: get("raiser")?.unbind(),
         new_legacy: get("new_legacy")?.unbind(),
         node_type_index: 0,
         asan: venv.join(".pytie-asan-runtime").exists(),
@@ -587,4 +596,28 @@ pub(super) fn from_no_memory(py: Python<'_>, op: &pytie_core::program::Op, e: &P
             .import("pickle")
             .and_then(|m| m.getattr("PicklingError"))
             .is_ok_and(|t| e.get_type(py).is(&t))
+}
+
+/// The message of the error the glue's raising callback raises.
+pub(super) const RAISED: &str = "pytie: the callback raised";
+
+/// `e` is the raising callback's error as it came back through C++ (tvm_ffi
+/// passes it on as an error of its own carrying the message). Its frames
+/// (the callback's, whose local is the argument's wrapper) are let go of.
+pub(super) fn raised_by_callback(py: Python<'_>, e: PyErr) -> Result<(), PyErr> {
+    let value = e.value(py).clone();
+    if !value.to_string().contains(RAISED) {
+        return Err(e);
+    }
+    drop(e);
+    let mut cur = Some(value.into_any());
+    for _ in 0..8 {
+        let Some(x) = cur else { break };
+        let _ = x.setattr(pyo3::intern!(py, "__traceback__"), py.None());
+        cur = x
+            .getattr(pyo3::intern!(py, "__context__"))
+            .ok()
+            .filter(|c| !c.is_none());
+    }
+    Ok(())
 }

@@ -710,6 +710,41 @@ impl TvmFfiBackend {
                     self.assign(v, o?)?;
                 }
             }
+            Op::CallRaise { h } | Op::CallMoveRaise { h } => {
+                let moved = matches!(op, Op::CallMoveRaise { .. });
+                let slot = if moved {
+                    self.holders[h.idx()].take()
+                } else {
+                    self.holders[h.idx()]
+                };
+                if let Some((holder, n)) = slot {
+                    let unseen = self.argument_dies_unseen(n);
+                    let guard = self.guard_callback_arg(holder, moved);
+                    let f = if moved { &lib.call_move } else { &lib.call };
+                    let r = glue::call(f.bind(py), (holder.0, lib.raiser.bind(py)));
+                    self.unguard_callback_arg(guard, true);
+                    if moved {
+                        // SAFETY: the holder the slot owned (its reference
+                        // moved out by the call, or still there if the call
+                        // failed before), not used after.
+                        unsafe { harness::release(holder) };
+                    }
+                    match r {
+                        Ok(_) => {
+                            self.violations
+                                .push(format!("`{op}`: the callback raised and the call returned"));
+                        }
+                        Err(e) => {
+                            glue::raised_by_callback(py, e)?;
+                            if unseen {
+                                self.number_temporary(None);
+                            }
+                            self.number_left_cached();
+                            return Ok(StepResult::Raised);
+                        }
+                    }
+                }
+            }
             Op::PyWeak { v } => {
                 if let Some(src) = self.source(py, v) {
                     match glue::call(lib.pyweak.bind(py), (&src,)) {
