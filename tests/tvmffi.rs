@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use pytie::backend::tvmffi::{
-    self, CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, KnownFindings, LEAK_FINDING,
-    MOVED_FINDING, PINNED,
+    self, CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, KnownFindings,
+    LEAK_FINDING, MOVED_FINDING, PINNED,
 };
 use pytie::harness;
 use pytie_core::backend::Backend;
@@ -81,7 +81,9 @@ fn the_shared_corpus_replays_on_tvm_ffi() {
                 assert!(o.skipped.is_empty(), "{}: {:?}", f.display(), o.skipped);
                 for (_, why) in &o.refused {
                     assert!(
-                        why.contains(MOVED_FINDING) || why.contains(CYCLE_FINDING),
+                        why.contains(MOVED_FINDING)
+                            || why.contains(CYCLE_FINDING)
+                            || why.contains(ERROR_FINDING),
                         "{}: {why}",
                         f.display()
                     );
@@ -308,6 +310,26 @@ fn the_cpython_cell_leak_is_reported_at_teardown() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("refcount of the argument 2 -> 3"), "{out}");
+}
+
+/// Issue 30: an allocation failure while a raising callback's error goes
+/// to C++ crashes the process: refused by rule, reproduced on tvm_ffi alone.
+#[test]
+fn the_lost_callback_error_is_refused_and_reproduced() {
+    setup();
+    let p = load(&root().join(ERROR_FINDING));
+    let o = check(&p, KnownFindings::Report).unwrap();
+    assert_eq!(o.refused.len(), 1, "{o:?}");
+    assert_eq!(o.refused[0].0, 4, "{o:?}");
+    assert!(
+        o.refused[0].1.contains(ERROR_FINDING) && o.refused[0].1.contains("SIGSEGV"),
+        "{o:?}"
+    );
+    let probe = root().join("scripts/tvmffi-probes/callback-error-lost-on-oom-segfaults.py");
+    let o = Command::new(python()).arg(probe).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("died of signal 11"), "{out}");
 }
 
 /// Issue 30: `pytie sweep` on the wheel, recorded findings worked around:

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use pytie::backend::tvmffi::{
-    self, Build, CYCLE_FINDING, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED,
+    self, Build, CYCLE_FINDING, ERROR_FINDING, KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED,
 };
 use pytie::harness;
 use pytie_core::backend::Backend;
@@ -120,6 +120,7 @@ fn the_shared_corpus_replays_on_the_activated_build() {
                     assert!(
                         why.contains(MOVED_FINDING)
                             || why.contains(CYCLE_FINDING)
+                            || why.contains(ERROR_FINDING)
                             || why.contains("untied"),
                         "{}: {why}",
                         f.display()

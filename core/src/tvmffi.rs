@@ -21,6 +21,10 @@ pub const CYCLE_FINDING: &str = "corpus/upstream/json-graph-cycle-segfaults.pyti
 /// wrapper cannot be made".
 pub const CALLBACK_FINDING: &str = "corpus/upstream/callback-arg-released-twice-on-oom.pytie";
 
+/// The finding "an allocation failure while a callback's error is passed
+/// to C++ loses the error, and the caller dereferences the empty one".
+pub const ERROR_FINDING: &str = "corpus/upstream/callback-error-lost-on-oom-segfaults.pytie";
+
 /// The finding in CPython 3.11 "a function whose argument is a cell
 /// variable leaks a reference to it when the cell cannot be allocated",
 /// met through tvm_ffi's `getitem_helper` (`List.__getitem__`).

@@ -27,8 +27,8 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 8);
-    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 53);
+    assert_eq!(FORMAT_VERSION, 9);
+    assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 55);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
     assert_eq!(MAX_STEPS, 256);
@@ -60,20 +60,21 @@ fn short_header_reads_zeros() {
 fn all_zero_header_enables_everything() {
     let cfg = header(&[0, 0, 0, 0]);
     assert_eq!(cfg.kinds, StepSet::ALL);
-    // Opcodes then range over all 24 kinds by weight (total 53): 5 is in
-    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x35 = 53 wraps to 0,
+    // Opcodes then range over all 26 kinds by weight (total 55): 5 is in
+    // ret's 4..=7; operands 7 % 1 = 0 and 9 % 1 = 0. 0x37 = 55 wraps to 0,
     // new; kind 9 % 16 = 9 is list.
     assert_eq!(decode(&hex("00 00 00 00 | 05 07 09")), text("ret v0 h0"));
-    assert_eq!(decode(&hex("00 00 00 00 | 35 07 09")), text("new v0 list"));
+    assert_eq!(decode(&hex("00 00 00 00 | 37 07 09")), text("new v0 list"));
     // The last opcode of each kind's range, and the one after it; `oom`'s
     // operand is K - 1 modulo 255 (0xff is K = 1 again).
     assert_eq!(
         decode(&hex(
-            "00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30 | 32 00 00 | 33 00 00 | 34 06 | 34 fe | 34 ff"
+            "00 00 00 00 | 2b | 2c | 2e 00 00 | 2f 00 | 30 | 32 00 00 | 33 00 00 | 34 06 | 34 fe | 34 ff \
+             | 35 00 | 36 00"
         )),
         text(
             "collect\nshutdown\npickle v0 v0\npyweak v0\nfinalize\ncall v0 h0\ncall_move v0 h0\n\
-             oom 7\noom 255\noom 1"
+             oom 7\noom 255\noom 1\ncall_raise h0\ncall_move_raise h0"
         )
     );
 }
@@ -113,7 +114,23 @@ fn new_is_always_enabled_and_new_only_means_all() {
         header(&[0, 0, 0x80, 0]).kinds,
         set(&[StepKind::New, StepKind::Oom])
     );
-    assert_eq!(header(&[0xff, 0xff, 0xff, 0]).kinds, StepSet::ALL);
+    // Bits 24 and 25 (call_raise, call_move_raise) are bits 6 and 7 of the
+    // slot byte (layout 9).
+    assert_eq!(
+        header(&[0, 0, 0, 0x40]).kinds,
+        set(&[StepKind::New, StepKind::CallRaise])
+    );
+    assert_eq!(
+        header(&[0, 0, 0, 0x80]).kinds,
+        set(&[StepKind::New, StepKind::CallMoveRaise])
+    );
+    assert_eq!(
+        header(&[0xff, 0xff, 0xff, 0]).kinds,
+        StepSet::ALL
+            .without(StepKind::CallRaise)
+            .without(StepKind::CallMoveRaise)
+    );
+    assert_eq!(header(&[0xff, 0xff, 0xff, 0xc0]).kinds, StepSet::ALL);
 }
 
 #[test]

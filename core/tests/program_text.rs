@@ -22,7 +22,7 @@ fn one(src: &str) -> Op {
 
 const ALL_STEPS: &str = "new, ret, echo, get, set, unset, clone, drop, hold, move, release, \
 release_foreign, weak, unweak, lock, cycle, collect, shutdown, pickle, pyweak, finalize, call, \
-call_move, oom, mark, expect";
+call_move, oom, call_raise, call_move_raise, mark, expect";
 
 // ---- every step, canonical text both ways ----
 

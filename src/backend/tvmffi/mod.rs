@@ -94,8 +94,8 @@ use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
-    CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, LEAK_FINDING, LEGACY_FINDING, MOVED_FINDING,
-    OBSERVES, PINNED, steps,
+    CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, LEAK_FINDING, LEGACY_FINDING,
+    MOVED_FINDING, OBSERVES, PINNED, steps,
 };
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
@@ -718,7 +718,9 @@ impl TvmFfiBackend {
                     self.holders[h.idx()]
                 };
                 if let Some((holder, n)) = slot {
-                    let unseen = self.argument_dies_unseen(n);
+                    // A fresh argument wrapper (for a Detached or untied
+                    // object) is numbered whether it ends cached or dead.
+                    let fresh = self.argument_is_fresh(n);
                     let guard = self.guard_callback_arg(holder, moved);
                     let f = if moved { &lib.call_move } else { &lib.call };
                     let r = glue::call(f.bind(py), (holder.0, lib.raiser.bind(py)));
@@ -736,10 +738,11 @@ impl TvmFfiBackend {
                         }
                         Err(e) => {
                             glue::raised_by_callback(py, e)?;
-                            if unseen {
+                            let known = self.wrappers.len();
+                            self.number_left_cached();
+                            if fresh && self.wrappers.len() == known {
                                 self.number_temporary(None);
                             }
-                            self.number_left_cached();
                             return Ok(StepResult::Raised);
                         }
                     }
@@ -773,6 +776,15 @@ impl TvmFfiBackend {
             return true;
         }
         self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
+    }
+
+    /// Before a raising callback step on handle `n`: will the callback's
+    /// argument be a fresh wrapper (the object untied, or Detached)?
+    fn argument_is_fresh(&self, n: HandleNo) -> bool {
+        let Some(i) = (n != DANGLING).then_some(n as usize) else {
+            return false;
+        };
+        !self.lib.tying || !self.kinds[i].is_tied() || self.tag(i) == Some(0)
     }
 
     /// Number a wrapper a step made and let go of unseen (a callback's
@@ -1117,6 +1129,14 @@ impl Backend for TvmFfiBackend {
             && let Some(why) = self.refuse_pickle(u)
         {
             return Some(why);
+        }
+        if matches!(op, Op::CallRaise { .. } | Op::CallMoveRaise { .. }) && self.oom.is_some() {
+            return Some(format!(
+                "apache-tvm-ffi {} crashes the process (SIGSEGV) when an allocation fails while \
+                 a callback's error is passed to C++ ({ERROR_FINDING}): a raising callback is not \
+                 run under an armed `oom`; the contract expects the error *nomemory* or *raised*",
+                self.lib.version
+            ));
         }
         Python::attach(|py| {
             let holds = |v: Var| match self.source(py, v) {
