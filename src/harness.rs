@@ -672,6 +672,23 @@ impl Target for PytieBackend {
 
 /// apache-tvm-ffi: the `tvmffi` target. A campaign works around the
 /// recorded findings (docs/guide-checking.md, "Recorded findings").
+/// The tvm-ffi warm-up's steps on one object kind: every step kind once.
+macro_rules! tvmffi_warm_up_kind {
+    ($kind:literal) => {
+        concat!(
+            "new v0 ",
+            $kind,
+            "\nnew v1 ",
+            $kind,
+            "\n",
+            "get v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\n",
+            "hold h0 v1\nret v4 h0\ncall v6 h0\ncall_raise h0\npickle v7 v1\npyweak v1\n",
+            "weak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\n",
+            "call_move v6 h1\ncycle v0\ncollect\n",
+        )
+    };
+}
+
 impl Target for TvmFfiBackend {
     const NAME: &'static str = "tvmffi";
     const SHUTDOWN_IN_CHILD: bool = true;
@@ -700,41 +717,19 @@ impl Target for TvmFfiBackend {
     /// object kind, once. It also fills the library's per-type caches (a
     /// callback's argument setters), so that `oom K` fails the same
     /// allocation of a step in a fresh process as in a long-lived one.
-    const WARM_UP: Option<&'static str> = Some(
-        "new v0 plain\nnew v1 plain\nget v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\n\
-         echo v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\n\
-         lock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\n\
-         cycle v0\ncollect\nnew v0 dict\nnew v1 dict\nget v2 v0\nset v0 v1\nget v2 v0\n\
-         unset v0\nset v1 v1\necho v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\n\
-         pyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\n\
-         call_move v6 h1\ncycle v0\ncollect\nnew v0 cpp\nnew v1 cpp\nget v2 v0\nset v0 v1\n\
-         get v2 v0\nunset v0\nset v1 v1\necho v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\n\
-         pickle v7 v1\npyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\n\
-         release h0\ncall_move v6 h1\ncycle v0\ncollect\nnew v0 list\nnew v1 list\n\
-         get v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\nhold h0 v1\n\
-         ret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\n\
-         move h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\ncycle v0\ncollect\nnew v0 map\n\
-         new v1 map\nget v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\n\
-         hold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\nlock v5 w0\n\
-         unweak w0\nmove h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\ncycle v0\ncollect\n\
-         new v0 del\nnew v1 del\nget v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\n\
-         echo v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\n\
-         lock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\n\
-         cycle v0\ncollect\nnew v0 weakref\nnew v1 weakref\nget v2 v0\nset v0 v1\nget v2 v0\n\
-         unset v0\nset v1 v1\necho v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\n\
-         pyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\n\
-         call_move v6 h1\ncycle v0\ncollect\nnew v0 sub\nnew v1 sub\nget v2 v0\nset v0 v1\n\
-         get v2 v0\nunset v0\nset v1 v1\necho v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\n\
-         pickle v7 v1\npyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\n\
-         release h0\ncall_move v6 h1\ncycle v0\ncollect\nnew v0 derived\nnew v1 derived\n\
-         get v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\nhold h0 v1\n\
-         ret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\nlock v5 w0\nunweak w0\n\
-         move h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\ncycle v0\ncollect\n\
-         new v0 legacy\nnew v1 legacy\nget v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\n\
-         echo v3 v1\nhold h0 v1\nret v4 h0\ncall v6 h0\npickle v7 v1\npyweak v1\nweak w0 v1\n\
-         lock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\ncall_move v6 h1\n\
-         cycle v0\ncollect\ndrop v6\ndrop v7\n",
-    );
+    const WARM_UP: Option<&'static str> = Some(concat!(
+        tvmffi_warm_up_kind!("plain"),
+        tvmffi_warm_up_kind!("dict"),
+        tvmffi_warm_up_kind!("cpp"),
+        tvmffi_warm_up_kind!("list"),
+        tvmffi_warm_up_kind!("map"),
+        tvmffi_warm_up_kind!("del"),
+        tvmffi_warm_up_kind!("weakref"),
+        tvmffi_warm_up_kind!("sub"),
+        tvmffi_warm_up_kind!("derived"),
+        tvmffi_warm_up_kind!("legacy"),
+        "drop v6\ndrop v7\n",
+    ));
     fn world(&mut self, out: &mut World) -> bool {
         Python::attach(|py| self.world(py, out));
         true

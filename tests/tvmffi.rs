@@ -264,7 +264,8 @@ fn the_callback_double_release_is_an_upstream_failure_at_the_call() {
     assert_eq!(f.step, Some(5), "{f}");
     let report = f.to_string();
     assert!(
-        report.contains("obj#0.storage  allocated         freed  <--"),
+        report.contains("released the callback's argument twice")
+            && report.contains(CALLBACK_FINDING),
         "{report}"
     );
     let o = check(&p, KnownFindings::WorkAround).unwrap();
@@ -324,6 +325,19 @@ fn the_lost_callback_error_is_refused_and_reproduced() {
     assert!(
         o.refused[0].1.contains(ERROR_FINDING) && o.refused[0].1.contains("SIGSEGV"),
         "{o:?}"
+    );
+    // Run into, it kills the process at that step, which the report names.
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", "--backend", "tvm-ffi"])
+        .arg(root().join(ERROR_FINDING))
+        .env("PYTIE_TVMFFI_REFUSE_LOST_ERROR", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("the process is dying of SIGSEGV in step 4: `call_raise h0`"),
+        "{err}"
     );
     let probe = root().join("scripts/tvmffi-probes/callback-error-lost-on-oom-segfaults.py");
     let o = Command::new(python()).arg(probe).output().unwrap();

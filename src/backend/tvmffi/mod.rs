@@ -142,6 +142,9 @@ pub struct TvmFfiBackend {
     /// [`KnownFindings::WorkAround`] on the ASan build, refuse `new V
     /// legacy` ([`LEGACY_FINDING`]); `0` lets a campaign run into it.
     refuse_legacy: bool,
+    /// Refuse a raising callback under an armed `oom` ([`ERROR_FINDING`]);
+    /// `PYTIE_TVMFFI_REFUSE_LOST_ERROR=0` runs into it.
+    refuse_lost_error: bool,
     /// The glue's `__del__` count when this program began.
     finalizers_before: u64,
     /// `oom K` ran: the next step has its K-th Python allocation fail.
@@ -163,8 +166,18 @@ impl TvmFfiBackend {
                 ));
             }
         };
+        let refuse_lost_error = match std::env::var("PYTIE_TVMFFI_REFUSE_LOST_ERROR").as_deref() {
+            Err(_) | Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) => {
+                return Err(format!(
+                    "PYTIE_TVMFFI_REFUSE_LOST_ERROR={v}: expected 0 (run into {ERROR_FINDING}) or 1"
+                ));
+            }
+        };
         Ok(TvmFfiBackend {
             refuse_legacy,
+            refuse_lost_error,
             finalizers_before: 0,
             lib,
             known,
@@ -341,16 +354,16 @@ impl TvmFfiBackend {
         Ok(i64::from(strong) - i64::from(held))
     }
 
-    /// Before a callback step under an armed `oom`, when recorded findings
-    /// are worked around ([`CALLBACK_FINDING`]): one strong reference of
-    /// the backend's own on the holder's object, so that the library's
-    /// second release of the argument on a failed wrapper allocation cannot
-    /// free it. Returns the object's address, its handle number and the
+    /// Before a callback step under an armed `oom` ([`CALLBACK_FINDING`]):
+    /// one strong reference of the backend's own on the holder's object,
+    /// so that the library's second release of the argument on a failed
+    /// wrapper allocation cannot free it (worked around or reported, the
+    /// process stays sound). Returns the object's address, its handle number and the
     /// strong count a correct library leaves if the call fails (the guard
     /// included): unchanged for a borrowed argument, one less for a moved
     /// one (§4.4).
     fn guard_callback_arg(&self, holder: Holder, moved: bool) -> Option<(usize, usize, u32)> {
-        if self.known != KnownFindings::WorkAround || !crate::alloc_fault::armed() {
+        if !crate::alloc_fault::armed() {
             return None;
         }
         // SAFETY: a holder the slot owns, not released.
@@ -382,10 +395,21 @@ impl TvmFfiBackend {
         // SAFETY: the storage is allocated (not freed, checked above).
         let (strong, _) = unsafe { harness::counts(addr) };
         if failed && strong + 1 == correct {
-            self.worked_around = Some(format!(
-                "kept a strong ref on the callback's argument, which the library released twice \
-                 when its wrapper could not be made ({CALLBACK_FINDING})"
-            ));
+            // The guard stays either way: the process stays sound (without
+            // it the object would be freed under its holder, and the second
+            // release would write into the freed block).
+            let what = format!(
+                "the library released the callback's argument twice when its wrapper could not \
+                 be made ({CALLBACK_FINDING})"
+            );
+            match self.known {
+                KnownFindings::WorkAround => {
+                    self.worked_around = Some(format!(
+                        "kept a strong ref on the callback's argument: {what}"
+                    ));
+                }
+                KnownFindings::Report => self.violations.push(what),
+            }
             return;
         }
         if strong > 0 {
@@ -1130,7 +1154,10 @@ impl Backend for TvmFfiBackend {
         {
             return Some(why);
         }
-        if matches!(op, Op::CallRaise { .. } | Op::CallMoveRaise { .. }) && self.oom.is_some() {
+        if matches!(op, Op::CallRaise { .. } | Op::CallMoveRaise { .. })
+            && self.oom.is_some()
+            && self.refuse_lost_error
+        {
             return Some(format!(
                 "apache-tvm-ffi {} crashes the process (SIGSEGV) when an allocation fails while \
                  a callback's error is passed to C++ ({ERROR_FINDING}): a raising callback is not \
