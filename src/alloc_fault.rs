@@ -27,11 +27,11 @@ use pyo3::ffi::{self, PyMemAllocatorDomain, PyMemAllocatorEx};
 
 /// The allocation to fail (1-based), 0 when none is armed.
 static TARGET: AtomicU32 = AtomicU32::new(0);
-/// Allocations counted since [`arm`].
+/// Allocations counted since [`around`] armed them.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 /// The armed allocation came and failed.
 static FIRED: AtomicBool = AtomicBool::new(false);
-/// Armed by [`arm_in_library`]: count only inside [`library`].
+/// Armed by [`around`] with `in_library`: count only inside [`library`].
 static SCOPED: AtomicBool = AtomicBool::new(false);
 /// Inside a [`library`] scope.
 static INSIDE: AtomicBool = AtomicBool::new(false);
@@ -47,42 +47,41 @@ unsafe impl Sync for Wrapped {}
 
 static WRAPPED: OnceLock<Box<Wrapped>> = OnceLock::new();
 
-/// Arm: from now on the `k`-th allocation (from 1) fails, until
-/// [`disarm`]. Installs the hook the first time. The GIL is held (`py`).
-pub fn arm(py: Python<'_>, k: u32) {
-    arm_scoped(py, k, false);
-}
-
-/// Arm as [`arm`], counting only the allocations made inside
-/// [`library`] scopes: a backend that drives a library through Python
-/// builds its own arguments and reads its results outside them, so the
-/// failure lands in the library's code (and in the interpreter's calling
-/// machinery on the way in), never in the backend's own marshalling.
-pub fn arm_in_library(py: Python<'_>, k: u32) {
-    arm_scoped(py, k, true);
-}
-
-fn arm_scoped(py: Python<'_>, k: u32, scoped: bool) {
+/// Run `f`, one step, with the `k`-th allocation (from 1) failing if
+/// `armed` is `Some(k)`; with it, whether the armed allocation came.
+/// Installs the hook the first time. The GIL is held (`py`).
+///
+/// `in_library`: count only the allocations made inside [`library`]
+/// scopes. A backend that drives a library through Python builds its own
+/// arguments and reads its results outside them, so the failure lands in
+/// the library's code (and in the interpreter's calling machinery on the
+/// way in), never in the backend's own marshalling.
+pub fn around<R>(
+    py: Python<'_>,
+    armed: Option<u32>,
+    in_library: bool,
+    f: impl FnOnce() -> R,
+) -> (R, Option<bool>) {
+    let Some(k) = armed else {
+        return (f(), None);
+    };
     install(py);
     COUNT.store(0, Ordering::Relaxed);
     FIRED.store(false, Ordering::Relaxed);
-    SCOPED.store(scoped, Ordering::Relaxed);
+    SCOPED.store(in_library, Ordering::Relaxed);
     TARGET.store(k, Ordering::Release);
+    let r = f();
+    TARGET.store(0, Ordering::Release);
+    (r, Some(FIRED.load(Ordering::Acquire)))
 }
 
 /// Run `f`, a call into the library under test: the allocations it makes
-/// count towards an armed [`arm_in_library`].
+/// count towards an [`around`] armed with `in_library`.
 pub fn library<R>(f: impl FnOnce() -> R) -> R {
     let outer = INSIDE.swap(true, Ordering::AcqRel);
     let r = f();
     INSIDE.store(outer, Ordering::Release);
     r
-}
-
-/// Disarm; whether the armed allocation came (and failed).
-pub fn disarm() -> bool {
-    TARGET.store(0, Ordering::Release);
-    FIRED.load(Ordering::Acquire)
 }
 
 /// An allocation failure is armed.

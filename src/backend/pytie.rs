@@ -368,13 +368,8 @@ impl Backend for PytieBackend {
         }
         let armed = self.oom.take();
         let r = Python::attach(|py| {
-            if let Some(k) = armed {
-                crate::alloc_fault::arm(py, k);
-            }
-            let r = self.step(py, op);
-            if armed.is_some() {
-                self.oom_reached = Some(crate::alloc_fault::disarm());
-            }
+            let (r, reached) = crate::alloc_fault::around(py, armed, false, || self.step(py, op));
+            self.oom_reached = reached;
             r
         });
         self.result = r.err().unwrap_or(StepResult::Ok);

@@ -605,12 +605,20 @@ pub(super) const RAISED: &str = "pytie: the callback raised";
 /// passes it on as an error of its own carrying the message). Its frames
 /// (the callback's, whose local is the argument's wrapper) are let go of.
 pub(super) fn raised_by_callback(py: Python<'_>, e: PyErr) -> Result<(), PyErr> {
-    let value = e.value(py).clone();
-    if !value.to_string().contains(RAISED) {
+    if !e.value(py).to_string().contains(RAISED) {
         return Err(e);
     }
+    drop(without_frames(py, e));
+    Ok(())
+}
+
+/// `e` without its frames: the traceback of the error and of the errors in
+/// its context chain let go of (their frames' locals may be wrappers a
+/// step counts). The same error value.
+pub(super) fn without_frames(py: Python<'_>, e: PyErr) -> PyErr {
+    let value = e.value(py).clone().into_any();
     drop(e);
-    let mut cur = Some(value.into_any());
+    let mut cur = Some(value.clone());
     for _ in 0..8 {
         let Some(x) = cur else { break };
         let _ = x.setattr(pyo3::intern!(py, "__traceback__"), py.None());
@@ -619,5 +627,5 @@ pub(super) fn raised_by_callback(py: Python<'_>, e: PyErr) -> Result<(), PyErr> 
             .ok()
             .filter(|c| !c.is_none());
     }
-    Ok(())
+    PyErr::from_value(value)
 }

@@ -153,28 +153,22 @@ pub struct TvmFfiBackend {
     oom_reached: Option<bool>,
 }
 
+/// A refusal rule's switch, the environment variable `name`: unset or 1
+/// refuses the steps that would run into `finding`, 0 runs into it.
+fn refuse_flag(name: &str, finding: &str) -> Result<bool, String> {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("1") => Ok(true),
+        Ok("0") => Ok(false),
+        Ok(v) => Err(format!("{name}={v}: expected 0 (run into {finding}) or 1")),
+    }
+}
+
 impl TvmFfiBackend {
     /// Load tvm-ffi (once per process) and make a backend.
     pub fn new(known: KnownFindings) -> Result<TvmFfiBackend, String> {
         let lib = Python::attach(glue::lib)?;
-        let refuse_legacy = match std::env::var("PYTIE_TVMFFI_REFUSE_LEGACY").as_deref() {
-            Err(_) | Ok("1") => true,
-            Ok("0") => false,
-            Ok(v) => {
-                return Err(format!(
-                    "PYTIE_TVMFFI_REFUSE_LEGACY={v}: expected 0 (run into {LEGACY_FINDING}) or 1"
-                ));
-            }
-        };
-        let refuse_lost_error = match std::env::var("PYTIE_TVMFFI_REFUSE_LOST_ERROR").as_deref() {
-            Err(_) | Ok("1") => true,
-            Ok("0") => false,
-            Ok(v) => {
-                return Err(format!(
-                    "PYTIE_TVMFFI_REFUSE_LOST_ERROR={v}: expected 0 (run into {ERROR_FINDING}) or 1"
-                ));
-            }
-        };
+        let refuse_legacy = refuse_flag("PYTIE_TVMFFI_REFUSE_LEGACY", LEGACY_FINDING)?;
+        let refuse_lost_error = refuse_flag("PYTIE_TVMFFI_REFUSE_LOST_ERROR", ERROR_FINDING)?;
         Ok(TvmFfiBackend {
             refuse_legacy,
             refuse_lost_error,
@@ -501,17 +495,15 @@ impl TvmFfiBackend {
                         self.known == KnownFindings::WorkAround && crate::alloc_fault::armed();
                     // SAFETY: a live object.
                     let refs = unsafe { pyo3::ffi::Py_REFCNT(src.as_ptr()) };
+                    // The error's frames hold the wrapper: let go of them
+                    // (the step's error is only mapped to its result) before
+                    // counting.
                     let o = glue::load_field(&src, path.access).map_err(|e| {
-                        // The error's frames hold the wrapper: let go of
-                        // them (the step's error is only mapped to its
-                        // result) before counting.
-                        if !guard {
-                            return e;
+                        if guard {
+                            glue::without_frames(py, e)
+                        } else {
+                            e
                         }
-                        let value = e.value(py).clone();
-                        drop(e);
-                        let _ = value.setattr(pyo3::intern!(py, "__traceback__"), py.None());
-                        PyErr::from_value(value.into_any())
                     });
                     // SAFETY: as above.
                     let leaked = unsafe { pyo3::ffi::Py_REFCNT(src.as_ptr()) } - refs;
@@ -705,29 +697,11 @@ impl TvmFfiBackend {
             Op::Finalize => {}
             // `apply` arms the next step with it.
             Op::Oom { .. } => {}
-            Op::Call { v, h } => {
-                if let Some((holder, n)) = self.holders[h.idx()] {
+            Op::Call { v, h } | Op::CallMove { v, h } => {
+                let moved = matches!(op, Op::CallMove { .. });
+                if let Some((holder, n)) = self.callback_holder(h, moved) {
                     let unseen = self.argument_dies_unseen(n);
-                    let guard = self.guard_callback_arg(holder, false);
-                    let o = glue::call(lib.call.bind(py), (holder.0, lib.callback.bind(py)));
-                    self.unguard_callback_arg(guard, o.is_err());
-                    let o = o?;
-                    if unseen {
-                        self.number_temporary(None);
-                    }
-                    self.assign(v, o)?;
-                }
-            }
-            Op::CallMove { v, h } => {
-                if let Some((holder, n)) = self.holders[h.idx()].take() {
-                    let unseen = self.argument_dies_unseen(n);
-                    let guard = self.guard_callback_arg(holder, true);
-                    let o = glue::call(lib.call_move.bind(py), (holder.0, lib.callback.bind(py)));
-                    self.unguard_callback_arg(guard, o.is_err());
-                    // SAFETY: the holder the slot owned (its reference moved
-                    // out by the call, or still there if the call failed
-                    // before), not used after.
-                    unsafe { harness::release(holder) };
+                    let o = self.call_back(py, holder, moved, &lib.callback);
                     if unseen {
                         self.number_temporary(None);
                     }
@@ -736,26 +710,11 @@ impl TvmFfiBackend {
             }
             Op::CallRaise { h } | Op::CallMoveRaise { h } => {
                 let moved = matches!(op, Op::CallMoveRaise { .. });
-                let slot = if moved {
-                    self.holders[h.idx()].take()
-                } else {
-                    self.holders[h.idx()]
-                };
-                if let Some((holder, n)) = slot {
+                if let Some((holder, n)) = self.callback_holder(h, moved) {
                     // A fresh argument wrapper (for a Detached or untied
                     // object) is numbered whether it ends cached or dead.
                     let fresh = self.argument_is_fresh(n);
-                    let guard = self.guard_callback_arg(holder, moved);
-                    let f = if moved { &lib.call_move } else { &lib.call };
-                    let r = glue::call(f.bind(py), (holder.0, lib.raiser.bind(py)));
-                    self.unguard_callback_arg(guard, true);
-                    if moved {
-                        // SAFETY: the holder the slot owned (its reference
-                        // moved out by the call, or still there if the call
-                        // failed before), not used after.
-                        unsafe { harness::release(holder) };
-                    }
-                    match r {
+                    match self.call_back(py, holder, moved, &lib.raiser) {
                         Ok(_) => {
                             self.violations
                                 .push(format!("`{op}`: the callback raised and the call returned"));
@@ -800,6 +759,45 @@ impl TvmFfiBackend {
             return true;
         }
         self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
+    }
+
+    /// The holder a callback step passes: H's, taken out of the slot when
+    /// the step moves it.
+    fn callback_holder(
+        &mut self,
+        h: pytie_core::program::Holder,
+        moved: bool,
+    ) -> Option<(Holder, HandleNo)> {
+        if moved {
+            self.holders[h.idx()].take()
+        } else {
+            self.holders[h.idx()]
+        }
+    }
+
+    /// C++ calls `cb` with `holder`'s object, borrowed or moved (the
+    /// harness's `call` / `call_move`), guarded against the library's
+    /// double release ([`Self::guard_callback_arg`]); a moved holder is
+    /// released after.
+    fn call_back<'py>(
+        &mut self,
+        py: Python<'py>,
+        holder: Holder,
+        moved: bool,
+        cb: &Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let lib = self.lib;
+        let guard = self.guard_callback_arg(holder, moved);
+        let f = if moved { &lib.call_move } else { &lib.call };
+        let r = glue::call(f.bind(py), (holder.0, cb.bind(py)));
+        self.unguard_callback_arg(guard, r.is_err());
+        if moved {
+            // SAFETY: the holder the slot owned (its reference moved out by
+            // the call, or still there if the call failed before), not used
+            // after.
+            unsafe { harness::release(holder) };
+        }
+        r
     }
 
     /// Before a raising callback step on handle `n`: will the callback's
@@ -1198,13 +1196,8 @@ impl Backend for TvmFfiBackend {
         }
         let armed = self.oom.take();
         let r = Python::attach(|py| {
-            if let Some(k) = armed {
-                crate::alloc_fault::arm_in_library(py, k);
-            }
-            let r = self.step(py, op);
-            if armed.is_some() {
-                self.oom_reached = Some(crate::alloc_fault::disarm());
-            }
+            let (r, reached) = crate::alloc_fault::around(py, armed, true, || self.step(py, op));
+            self.oom_reached = reached;
             r.unwrap_or_else(|e| {
                 // An allocation `oom` made fail (contract §4.4).
                 if self.oom_reached == Some(true) && glue::from_no_memory(py, op, &e) {
