@@ -162,7 +162,7 @@ pub enum BackendArg {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KindsArg {
     /// Those the backend makes through paths of their own (pytie's
-    /// runtime: the four classic ones; tvm-ffi: all eleven).
+    /// runtime: the four classic ones and `fragile`; tvm-ffi: all twelve).
     Backend,
     /// One per class the model tells apart: plain, dict, untied, legacy.
     Classic,

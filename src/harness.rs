@@ -661,7 +661,9 @@ impl Target for PytieBackend {
         "new v0\nnew v1 dict\nnew v2 untied\nget v3 v0\nget v3 v1\nunset v0\nunset v1\n\
          set v0 v1\nset v1 v0\nset v1 v1\nset v2 v2\nget v3 v1\necho v4 v1\necho v4 v0\n\
          hold h1 v1\nweak w0 v1\nlock v5 w0\nmove h0 v0\nget v3 v0\nset v0 v1\nunset v0\n\
-         echo v4 v0\nhold h2 v0\nweak w1 v0\ncycle v1\ncycle v2\ncollect\n",
+         echo v4 v0\nhold h2 v0\nweak w1 v0\ncycle v1\ncycle v2\ncollect\n\
+         new v6 fragile\nget v3 v6\nset v6 v6\nunset v6\necho v4 v6\nhold h3 v6\nmove h1 v6\n\
+         ret v7 h3\nget v7 v6\n",
     );
     fn world(&mut self, out: &mut World) -> bool {
         self.forget_nones();
@@ -728,6 +730,7 @@ impl Target for TvmFfiBackend {
         tvmffi_warm_up_kind!("sub"),
         tvmffi_warm_up_kind!("derived"),
         tvmffi_warm_up_kind!("legacy"),
+        tvmffi_warm_up_kind!("fragile"),
         "drop v6\ndrop v7\n",
     ));
     fn world(&mut self, out: &mut World) -> bool {

@@ -204,7 +204,7 @@ fn every_combination_the_model_reaches_at_a_small_bound_is_in_the_floor() {
 /// eligible kind is attached, cached Inactive and revived; `del` (and
 /// `dict`) is attached and detached at its drop, never cached; `sub` is
 /// detached at the drop of its constructor's wrapper and later cached and
-/// revived. The model takes a kind for its class; this keeps the seeds
+/// revived; `fragile` is cached and then refused, fresh and revived. The model takes a kind for its class; this keeps the seeds
 /// reaching each kind's own path in upstream's code.
 #[test]
 fn every_object_kind_reaches_what_tells_it_apart() {
@@ -244,6 +244,14 @@ fn every_object_kind_reaches_what_tells_it_apart() {
                 Edge::DropIneligible,
                 Edge::Deactivate,
                 Edge::Revive,
+            ],
+            // Cached like any eligible kind; every return that constructs
+            // is refused, a revival too (design U, R20).
+            ObjKind::Fragile => &[
+                Edge::Attach,
+                Edge::Deactivate,
+                Edge::RefuseFresh,
+                Edge::RefuseRevive,
             ],
             _ => &eligible,
         };

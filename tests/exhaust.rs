@@ -79,7 +79,7 @@ fn the_command_passes_fails_and_refuses_with_its_exit_codes() {
     let o = pytie(&["exhaust", "--depth", "2", "--quiet"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("states (by depth: 1 5 50)"), "{out}");
+    assert!(out.contains("states (by depth: 1 6 63)"), "{out}");
     assert!(out.contains("pass"), "{out}");
 
     // Bad usage: exit 2, a message, no panic.
@@ -195,11 +195,13 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
         // numbering-sticks needs a program of more than 8 objects: beyond
         // the default bound's 3 handles (what exhaust proves stops at its
         // bound). Every other mutant fits.
-        // The allocation-failure mutants need an `oom`, which exhaust
-        // does not search (`pytie sweep` and the fuzzer find them).
+        // The allocation-failure mutants' programs need an `oom`, which
+        // exhaust does not search (`pytie sweep` and the fuzzer find them
+        // so); exhaust finds them through the branch they share with a
+        // refused `fragile` return (R20), in a longer program.
         let needs_oom = fuzzer.ops.iter().any(|o| o.kind() == Some(StepKind::Oom));
-        let beyond = m == Mutant::NumberingSticks || needs_oom;
-        assert_eq!(!within(&fuzzer), beyond, "{}", m.name());
+        let beyond = m == Mutant::NumberingSticks;
+        assert_eq!(!within(&fuzzer), beyond || needs_oom, "{}", m.name());
         if beyond {
             report.push(format!("{:28} outside the default bound", m.name()));
             continue;
@@ -226,7 +228,7 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
         match r.unwrap() {
             Ended::Failed(f, s) => {
                 assert!(
-                    f.program.ops.len() <= fuzzer.ops.len(),
+                    needs_oom || f.program.ops.len() <= fuzzer.ops.len(),
                     "{}: exhaust's program has {} steps, the fuzzer's {}:\n{f}",
                     m.name(),
                     f.program.ops.len(),
@@ -247,9 +249,9 @@ fn every_mutant_within_the_default_bound_is_found_no_longer_than_the_fuzzers() {
         }
     }
     println!("{}", report.join("\n"));
-    // Every mutant of the zoo but numbering-sticks and the two that need an
-    // allocation to fail fits the default bound.
-    assert_eq!(found, Mutant::ALL.len() - 3, "{}", report.join("\n"));
+    // Every mutant of the zoo but numbering-sticks is found within the
+    // default bound.
+    assert_eq!(found, Mutant::ALL.len() - 1, "{}", report.join("\n"));
 }
 
 /// On apache-tvm-ffi, within its step kinds (all of them: `shutdown` runs
@@ -279,7 +281,7 @@ fn a_tiny_bound_passes_on_tvm_ffi_within_its_step_kinds() {
         Ended::TooManyStates(_) => panic!("too many states"),
     };
     let kinds = pytie_core::exhaust::searched(pytie_core::tvmffi::steps());
-    // The backend's object kinds: all eleven.
+    // The backend's object kinds: all twelve.
     let b = Bounds {
         kinds: &pytie_core::program::ObjKind::ALL,
         ..b
@@ -291,7 +293,8 @@ fn a_tiny_bound_passes_on_tvm_ffi_within_its_step_kinds() {
         s.steps,
         pytie_core::exhaust::steps(&b, pytie_core::exhaust::searched(StepSet::ALL)).len()
     );
-    // Tying off (the published wheel): `new` of any kind is one state,
-    // `shutdown` another, `finalize` the third.
-    assert_eq!(s.levels[1], 3, "{s:?}");
+    // Tying off (the published wheel): `new` of any kind but `fragile` is
+    // one state, `new V fragile` another (its returns are refused, R20),
+    // `shutdown` the third, `finalize` the fourth.
+    assert_eq!(s.levels[1], 4, "{s:?}");
 }

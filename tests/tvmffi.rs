@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use pytie::backend::tvmffi::{
     self, CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, KnownFindings,
-    LEAK_FINDING, MOVED_FINDING, PINNED,
+    LEAK_FINDING, MOVED_FINDING, PINNED, SETTER_FINDING,
 };
 use pytie::harness;
 use pytie_core::backend::Backend;
@@ -83,7 +83,8 @@ fn the_shared_corpus_replays_on_tvm_ffi() {
                     assert!(
                         why.contains(MOVED_FINDING)
                             || why.contains(CYCLE_FINDING)
-                            || why.contains(ERROR_FINDING),
+                            || why.contains(ERROR_FINDING)
+                            || why.contains(SETTER_FINDING),
                         "{}: {why}",
                         f.display()
                     );
@@ -283,6 +284,49 @@ fn the_callback_double_release_is_an_upstream_failure_at_the_call() {
     assert!(out.contains("strong count 2 -> 1"), "{out}");
 }
 
+/// Issue 30, R20: the same double release reached with no allocation
+/// failure, by a wrapper type whose `__new__` raises; reproduced on tvm_ffi
+/// alone, with no `oom` (the script `pytie repro --python` writes, and the
+/// probe).
+#[test]
+fn the_callback_double_release_is_reached_by_a_raising_constructor() {
+    setup();
+    let file = root().join("corpus/upstream/callback-arg-released-twice-on-raising-new.pytie");
+    let p = load(&file);
+    let f = harness::check_tvmffi(&p, KnownFindings::Report)
+        .unwrap()
+        .expect_err("the double release is reported");
+    assert_eq!(
+        (f.kind.clone(), f.step),
+        (FailureKind::Upstream, Some(4)),
+        "{f}"
+    );
+    assert!(
+        f.to_string()
+            .contains("released the callback's argument twice"),
+        "{f}"
+    );
+    let o = check(&p, KnownFindings::WorkAround).unwrap();
+    assert_eq!(o.worked_around.len(), 1, "{o:?}");
+    let script = pytie_core::repro::python(&p, "the finding", false);
+    let path =
+        std::env::temp_dir().join(format!("pytie-repro-raising-new-{}.py", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let o = Command::new(python()).arg(&path).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("construction refused, as expected")
+            && out.contains("obj#0 has strong 1; the contract expects 2"),
+        "{out}"
+    );
+    let probe = root().join("scripts/tvmffi-probes/callback-arg-released-twice-on-raising-new.py");
+    let o = Command::new(python()).arg(probe).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("strong count 3 -> 2"), "{out}");
+}
+
 /// Issue 30: CPython 3.11 leaks a reference to the list's wrapper when a
 /// cell of tvm_ffi's getitem_helper cannot be allocated (shown at
 /// teardown); worked around in campaigns; reproduced in plain CPython.
@@ -340,6 +384,39 @@ fn the_lost_callback_error_is_refused_and_reproduced() {
         "{err}"
     );
     let probe = root().join("scripts/tvmffi-probes/callback-error-lost-on-oom-segfaults.py");
+    let o = Command::new(python()).arg(probe).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("died of signal 11"), "{out}");
+}
+
+/// Issue 30, R20: on the wheel, an allocation failure while a py_class
+/// field setter reports that its value's wrapper could not be made crashes
+/// the process: refused by rule, reproduced on tvm_ffi alone.
+#[test]
+fn the_lost_setter_error_is_refused_and_reproduced() {
+    setup();
+    let p = load(&root().join(SETTER_FINDING));
+    let o = check(&p, KnownFindings::Report).unwrap();
+    assert_eq!(o.refused.len(), 1, "{o:?}");
+    assert_eq!(o.refused[0].0, 4, "{o:?}");
+    assert!(
+        o.refused[0].1.contains(SETTER_FINDING) && o.refused[0].1.contains("SIGSEGV"),
+        "{o:?}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
+        .args(["run", "--backend", "tvm-ffi"])
+        .arg(root().join(SETTER_FINDING))
+        .env("PYTIE_TVMFFI_REFUSE_LOST_ERROR", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("the process is dying of SIGSEGV in step 4: `set v3 v0`"),
+        "{err}"
+    );
+    let probe = root().join("scripts/tvmffi-probes/field-setter-error-lost-on-oom-segfaults.py");
     let o = Command::new(python()).arg(probe).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");

@@ -38,14 +38,14 @@ pub struct Bounds {
     pub handles: u32,
     /// Longest program.
     pub depth: usize,
-    /// The object kinds `new` takes (default: [`ObjKind::CLASSIC`]; on a
+    /// The object kinds `new` takes (default: [`ObjKind::RUNTIME`]; on a
     /// backend, `pytie exhaust` takes those the backend makes through
     /// paths of their own, [`crate::backend::Caps::kinds`]).
     pub kinds: &'static [ObjKind],
     /// Objects of kinds outside [`ObjKind::CLASSIC`] one program may make
     /// (a `new` of such a kind that would make more is not taken): each of
     /// them meets every state the classic kinds reach, without the product
-    /// of eleven kinds per handle.
+    /// of twelve kinds per handle.
     pub extra_kind_objects: u32,
     /// Stop (with [`Stop::TooManyStates`]) when more states than this are
     /// found.
@@ -61,7 +61,7 @@ impl Default for Bounds {
             weaks: 1,
             handles: 3,
             depth: 7,
-            kinds: &ObjKind::CLASSIC,
+            kinds: &ObjKind::RUNTIME,
             extra_kind_objects: 1,
             // The default bound on tvm-ffi, every kind, reaches 2,567,360
             // (BENCHMARKS.md, "Issue 23").

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use crate::model::{Design, Model};
 use crate::program::{Holds, ObjKind, Op, Program, SourceRule, VARS, Var};
-use crate::state::{AbstractState, VarState};
+use crate::state::{AbstractState, StepResult, VarState};
 use crate::tvmffi;
 
 const PRELUDE: &str = r#"import ctypes
@@ -66,6 +66,35 @@ class SubNode(Node):  # a subclass the library never registered
 @py_class("repro.DerivedNode")
 class DerivedNode(Node):  # a registered subclass
     pass
+
+
+# `new V fragile`: a registered type whose construction raises unless its
+# constructor makes it (contract R20): every wrapper the library makes for
+# a return (fresh, or revived in place) raises after `super().__new__`.
+CONSTRUCTING = [False]
+
+
+class ConstructionRefused(Exception):
+    """What a fragile type's __new__ raises outside its constructor."""
+
+
+@py_class("repro.FragileNode")
+class FragileNode(Object):
+    x: Optional[Object] = None
+
+    def __new__(cls, *args, **kwargs):
+        o = super().__new__(cls)
+        if not CONSTRUCTING[0]:
+            raise ConstructionRefused("pytie: construction refused")
+        return o
+
+
+def new_fragile():
+    CONSTRUCTING[0] = True
+    try:
+        return FragileNode()
+    finally:
+        CONSTRUCTING[0] = False
 
 
 # `new V cpp`: an object made in C++ by make_object and returned the first
@@ -128,6 +157,7 @@ CTORS = {
     "plain": Node, "dict": DictNode, "del": DelNode, "weakref": WeakrefNode,
     "sub": SubNode, "derived": DerivedNode, "cpp": new_cpp,
     "list": lambda: tvm_ffi.List([None]), "map": lambda: tvm_ffi.Dict({"x": None}),
+    "fragile": new_fragile,
 }
 
 
@@ -580,6 +610,15 @@ def expect_error(why, fn):
     fail("no error")
 
 
+def expect_refused(e):
+    """A step the contract expects to fail: a fragile wrapper's construction
+    raised (R20), passed on by tvm_ffi as its own error where it crossed C++."""
+    if "pytie: construction refused" in str(e):
+        print(f"  raised {type(e).__name__}: construction refused, as expected", flush=True)
+    else:
+        unexpected(e)
+
+
 def expect_moved_error(what, fn):
     expect_error(f"{what} is moved-from (tvm_ffi {tvm_ffi.__version__} dereferences the NULL "
                  "handle on most uses; the error *moved*)", fn)
@@ -616,11 +655,13 @@ print(f"the expectations checked hold on tvm_ffi {tvm_ffi.__version__}; the rest
 
 const TEARDOWN: &str = r#"
 print("teardown: clear every field, release the holders, drop the vars, collect", flush=True)
+CONSTRUCTING[0] = True  # the script's own returns: a fragile type's too
 for n, addr in enumerate(OBJ):
     if strong_count(n) > 0:
         _w = ret(addr)
         setx(_w, None)
         del _w
+CONSTRUCTING[0] = False
 for h in range(len(HOLDERS)):
     release(h)
 for s in range(len(WEAKS)):
@@ -864,9 +905,17 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
                     );
                 }
                 Ok(copies) => {
+                    // A step the model refuses (R20) must raise.
+                    let refused = model.clone().apply(op) == StepResult::Refused;
                     out += "try:\n";
                     out += &indent(&statement(op, &copies), "    ");
-                    out += "except Exception as e:\n    unexpected(e)\n";
+                    if refused {
+                        out += "except Exception as e:\n    expect_refused(e)\n";
+                        out += "else:\n    fail(\"no error: the contract expects the \
+                                construction to be refused\")\n";
+                    } else {
+                        out += "except Exception as e:\n    unexpected(e)\n";
+                    }
                 }
             },
         }

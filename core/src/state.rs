@@ -60,6 +60,9 @@ pub enum StepResult {
     /// `call_raise`/`call_move_raise`: the callback raised and its error
     /// came back to Python (contract §4.1 R19).
     Raised,
+    /// A wrapper of a `fragile` type the step needed could not be
+    /// constructed: the type's `__new__` raised (contract §4.1 R20).
+    Refused,
 }
 
 /// The binding of a handle (contract §3).

@@ -25,6 +25,10 @@ pub const CALLBACK_FINDING: &str = "corpus/upstream/callback-arg-released-twice-
 /// to C++ loses the error, and the caller dereferences the empty one".
 pub const ERROR_FINDING: &str = "corpus/upstream/callback-error-lost-on-oom-segfaults.pytie";
 
+/// The finding "an allocation failure while a `py_class` field setter's
+/// value conversion reports its error crashes the process" (tying off).
+pub const SETTER_FINDING: &str = "corpus/upstream/field-setter-error-lost-on-oom-segfaults.pytie";
+
 /// The finding in CPython 3.11 "a function whose argument is a cell
 /// variable leaks a reference to it when the cell cannot be allocated",
 /// met through tvm_ffi's `getitem_helper` (`List.__getitem__`).

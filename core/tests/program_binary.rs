@@ -27,7 +27,7 @@ fn set(kinds: &[StepKind]) -> StepSet {
 
 #[test]
 fn version_and_sizes() {
-    assert_eq!(FORMAT_VERSION, 9);
+    assert_eq!(FORMAT_VERSION, 10);
     assert_eq!(WEIGHTS.iter().map(|w| u32::from(*w)).sum::<u32>(), 55);
     assert!(WEIGHTS.iter().all(|w| *w > 0), "every kind stays reachable");
     assert_eq!(HEADER_LEN, 4);
@@ -188,7 +188,7 @@ fn new_kind_table_has_eight_entries_the_last_legacy() {
 #[test]
 fn new_kind_table_has_sixteen_entries_the_kinds_of_issue_23_after_version_3s() {
     // Version 4: 8..=15 are cpp, list, map, del, weakref, sub, derived,
-    // cpp; 16 wraps to plain.
+    // cpp; version 10: 15 is fragile; 16 wraps to plain.
     let p = decode(&hex(
         "00 00 00 07 | 00 00 08 | 00 01 09 | 00 02 0a | 00 03 0b | 00 04 0c | 00 05 0d | \
          00 06 0e | 00 07 0f | 00 00 10",
@@ -197,7 +197,7 @@ fn new_kind_table_has_sixteen_entries_the_kinds_of_issue_23_after_version_3s() {
         p,
         text(
             "new v0 cpp\nnew v1 list\nnew v2 map\nnew v3 del\nnew v4 weakref\nnew v5 sub\n\
-             new v6 derived\nnew v7 cpp\nnew v0"
+             new v6 derived\nnew v7 fragile\nnew v0"
         )
     );
     for (k, i) in [
@@ -208,6 +208,7 @@ fn new_kind_table_has_sixteen_entries_the_kinds_of_issue_23_after_version_3s() {
         ("weakref", 12),
         ("sub", 13),
         ("derived", 14),
+        ("fragile", 15),
     ] {
         let mut want = hex("01 00 00 00 | 00 00");
         want.push(i);

@@ -93,6 +93,10 @@ impl PytieBackend {
             if crate::alloc_fault::armed() && e.is_instance_of::<PyMemoryError>(py) {
                 return StepResult::NoMemory;
             }
+            // A `fragile` wrapper's construction raised (R20).
+            if wrapper::is_refused(&e, py) {
+                return StepResult::Refused;
+            }
             if !wrapper::is_moved(&e, py) {
                 self.violations
                     .push(format!("`{op}` raised an unexpected Python exception: {e}"));
@@ -329,8 +333,9 @@ impl Backend for PytieBackend {
             // The eligible type is not a GC type (its finalizer must run at
             // every generation, PEP 442); the dict type is.
             gc_wrappers: GcWrappers::IneligibleTypes,
-            // The other kinds are made as plain or dict objects (docs/contract.md §2.2).
-            kinds: &ObjKind::CLASSIC,
+            // The other kinds are made as plain or dict objects (docs/contract.md §2.2);
+            // `fragile` has a wrapper type of its own (R20).
+            kinds: &ObjKind::RUNTIME,
         }
     }
 

@@ -9,4 +9,4 @@ pub mod registry;
 pub mod sancov;
 
 pub use cpp::{HandleRef, WeakRef, release_on_foreign_thread};
-pub use object::{Object, TYPE_CPP, TYPE_DICT, TYPE_PLAIN};
+pub use object::{Object, TYPE_CPP, TYPE_DICT, TYPE_FRAGILE, TYPE_PLAIN};

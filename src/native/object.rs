@@ -31,6 +31,9 @@ pub const TYPE_DICT: i32 = 65;
 /// §2.2): wrapper type `plain`; a copy of one (`pickle`) stores its field
 /// in C++, not through a Python `__init__`.
 pub const TYPE_CPP: i32 = 66;
+/// Type index of `fragile` objects (contract §2.2, R20): wrapper type
+/// `fragile`, eligible, whose construction raises but in a constructor.
+pub const TYPE_FRAGILE: i32 = 67;
 
 pub type Deleter = unsafe extern "C" fn(body: *mut c_void, flags: i32);
 

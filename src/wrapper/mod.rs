@@ -14,7 +14,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use crate::native::{self, HandleRef, TYPE_CPP, TYPE_DICT, TYPE_PLAIN, WeakRef};
+use crate::native::{self, HandleRef, TYPE_CPP, TYPE_DICT, TYPE_FRAGILE, TYPE_PLAIN, WeakRef};
 use pytie_core::program::ObjKind;
 
 pub use observe::{observe, observe_after_end};
@@ -70,6 +70,15 @@ pub fn new_object(py: Python<'_>, kind: ObjKind) -> PyResult<Bound<'_, PyAny>> {
             };
         }
         ObjKind::Dict | ObjKind::Del => HandleRef::new_tied(TYPE_DICT, tying::py_delete_space),
+        // Its constructor makes the wrapper: never refused (R20).
+        ObjKind::Fragile => {
+            let h = HandleRef::new_tied(TYPE_FRAGILE, tying::py_delete_space);
+            // SAFETY: GIL held (py); the +1 of `h` is handed over.
+            return unsafe {
+                let w = tying::make_new_as(h.into_raw(), types::fragile_type());
+                Bound::from_owned_ptr_or_err(py, w)
+            };
+        }
         ObjKind::Untied => HandleRef::new_untied(TYPE_PLAIN),
         ObjKind::Legacy => HandleRef::new_legacy(TYPE_PLAIN),
     };
@@ -118,6 +127,11 @@ pub fn pickle<'py>(w: &Bound<'py, PyAny>) -> Result<PyResult<Bound<'py, PyAny>>,
     let p = wrapper_ptr(w);
     // SAFETY: `p` is a live wrapper (GIL held).
     let (tp, obj) = unsafe { (ffi::Py_TYPE(p), (*p.cast::<types::PyWrapper>()).chandle) };
+    // The root's wrapper is made by its type's `__new__`, which a fragile
+    // type's raises (R20).
+    if tp == types::fragile_type() {
+        return Ok(Err(refused(py)));
+    }
     if obj.is_null() {
         // SAFETY: GIL held; `tp` is one of our wrapper types; a zeroed
         // wrapper has a NULL chandle: moved-from.
@@ -130,6 +144,14 @@ pub fn pickle<'py>(w: &Bound<'py, PyAny>) -> Result<PyResult<Bound<'py, PyAny>>,
             return Err(Cyclic);
         }
         chain.push(next);
+    }
+    // A Python-built parent receives its part through a return, which a
+    // fragile part's copy refuses (R20): nothing is made.
+    if chain
+        .windows(2)
+        .any(|p| p[0].type_index() != TYPE_CPP && p[1].type_index() == TYPE_FRAGILE)
+    {
+        return Ok(Err(refused(py)));
     }
     let copies: Vec<HandleRef> = chain.iter().map(copy_of).collect();
     drop(chain);
@@ -193,6 +215,25 @@ pub fn callback(py: Python<'_>, arg: HandleRef) -> PyResult<Bound<'_, PyAny>> {
 pub fn callback_raise(py: Python<'_>, arg: HandleRef) -> PyResult<()> {
     drop(return_handle(py, arg)?);
     Ok(())
+}
+
+/// What a `fragile` wrapper's construction raises (R20).
+fn refused(py: Python<'_>) -> PyErr {
+    // SAFETY: GIL held (py); the exception type lives for the process.
+    unsafe {
+        ffi::PyErr_SetString(
+            types::refused_error(),
+            c"pytie: construction refused".as_ptr(),
+        )
+    };
+    PyErr::fetch(py)
+}
+
+/// Is this error a `fragile` wrapper's refused construction (R20)?
+pub fn is_refused(err: &PyErr, py: Python<'_>) -> bool {
+    // SAFETY: the exception type lives for the process.
+    let ty = unsafe { Bound::from_borrowed_ptr(py, types::refused_error()) };
+    err.get_type(py).is(&ty)
 }
 
 /// Is this error the moved-from error?

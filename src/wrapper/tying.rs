@@ -241,8 +241,9 @@ pub unsafe fn make_ret(obj: *mut Object) -> *mut ffi::PyObject {
 /// GIL held; `obj` a new object (Detached or untied) with the caller's +1;
 /// `tp` one of our wrapper types.
 pub unsafe fn make_new_as(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
-    // SAFETY: GIL held, +1 handed over, `tp` ours.
-    let w = unsafe { fresh_wrapper_of(obj, tp) };
+    // SAFETY: GIL held, +1 handed over, `tp` ours. A constructor's
+    // wrapper is never refused (R20).
+    let w = unsafe { fresh_wrapper_of(obj, tp, false) };
     if w.is_null() {
         // The +1 was released with the failed wrapper: `obj` may be gone
         // (`pytie sweep` found the tag read that was here, after it).
@@ -255,25 +256,46 @@ pub unsafe fn make_new_as(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut 
     w
 }
 
-/// A new wrapper of the object's wrapper type owning the caller's +1.
+/// A new wrapper of the object's wrapper type owning the caller's +1, as
+/// a return makes it: the `fragile` type's construction raises (contract
+/// R20) before anything is allocated, and the +1 goes as it goes when the
+/// allocation fails.
 ///
 /// # Safety
 /// GIL held; the caller hands over +1 on `obj`.
 unsafe fn fresh_wrapper(obj: *mut Object) -> *mut ffi::PyObject {
     // SAFETY: live body.
     let type_index = unsafe { (*obj).header.type_index };
+    let tp = types::wrapper_type_for(type_index);
+    let refused = tp == types::fragile_type();
     // SAFETY: the caller's contract; the type is the object's own.
-    unsafe { fresh_wrapper_of(obj, types::wrapper_type_for(type_index)) }
+    unsafe { fresh_wrapper_of(obj, tp, refused) }
 }
 
-/// A new wrapper of type `tp` owning the caller's +1.
+/// A new wrapper of type `tp` owning the caller's +1; with `refused`, its
+/// construction raises (R20) instead.
 ///
 /// # Safety
 /// GIL held; the caller hands over +1 on `obj`; `tp` one of our wrapper
 /// types.
-unsafe fn fresh_wrapper_of(obj: *mut Object, tp: *mut ffi::PyTypeObject) -> *mut ffi::PyObject {
-    // SAFETY: GIL held; `tp` is one of our heap types.
-    let w = unsafe { types::wrapper_alloc(tp, 0) };
+unsafe fn fresh_wrapper_of(
+    obj: *mut Object,
+    tp: *mut ffi::PyTypeObject,
+    refused: bool,
+) -> *mut ffi::PyObject {
+    let w = if refused {
+        // SAFETY: GIL held; the exception type lives for the process.
+        unsafe {
+            ffi::PyErr_SetString(
+                types::refused_error(),
+                c"pytie: construction refused".as_ptr(),
+            )
+        };
+        ptr::null_mut()
+    } else {
+        // SAFETY: GIL held; `tp` is one of our heap types.
+        unsafe { types::wrapper_alloc(tp, 0) }
+    };
     if w.is_null() {
         if mutant!(AllocFailKeepsRef) {
             return ptr::null_mut();

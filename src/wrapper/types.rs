@@ -1,7 +1,9 @@
 //! The Python types, built with `PyType_FromSpec` and raw slots because
 //! `#[pyclass]` cannot express a resurrecting finalizer or counted
 //! alloc/free: `plain` (eligible, non-GC so its finalizer runs on every
-//! generation), `dict` (instance `__dict__`, GC, ineligible), and `Cycle`
+//! generation), `fragile` (`plain`'s slots under a type of its own, whose
+//! construction for a return raises: contract R20), `dict` (instance
+//! `__dict__`, GC, ineligible), and `Cycle`
 //! (a GC node pointing at a wrapper and at itself, for the `cycle` step).
 
 use std::ffi::{c_int, c_void};
@@ -12,7 +14,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use super::{accounts, tying};
-use crate::native::{Object, TYPE_DICT};
+use crate::native::{Object, TYPE_DICT, TYPE_FRAGILE};
 
 /// Memory layout of every wrapper.
 #[repr(C)]
@@ -45,9 +47,12 @@ struct Types {
     /// The eligible type made a GC type (mutant `gc-finalize-once` only).
     #[cfg(feature = "mutants")]
     plain_gc: usize,
+    fragile: usize,
     dict: usize,
     cycle: usize,
     moved_error: usize,
+    /// What a `fragile` wrapper's construction raises (R20).
+    refused_error: usize,
     echo: usize,
     gc_collect: usize,
 }
@@ -66,6 +71,14 @@ pub fn plain_type() -> *mut ffi::PyTypeObject {
 
 pub fn dict_type() -> *mut ffi::PyTypeObject {
     types().dict as *mut ffi::PyTypeObject
+}
+
+pub fn fragile_type() -> *mut ffi::PyTypeObject {
+    types().fragile as *mut ffi::PyTypeObject
+}
+
+pub fn refused_error() -> *mut ffi::PyObject {
+    types().refused_error as *mut ffi::PyObject
 }
 
 fn cycle_type() -> *mut ffi::PyTypeObject {
@@ -95,6 +108,8 @@ pub fn for_each_shared(mut f: impl FnMut(&'static str, *mut ffi::PyObject)) {
     for (n, p) in [
         ("the eligible wrapper type", t.plain),
         ("the dict wrapper type", t.dict),
+        ("the fragile wrapper type", t.fragile),
+        ("ConstructionRefused", t.refused_error),
         ("the cycle node type", t.cycle),
         ("MovedError", t.moved_error),
         ("the FFI function f", t.echo),
@@ -110,6 +125,8 @@ pub fn for_each_shared(mut f: impl FnMut(&'static str, *mut ffi::PyObject)) {
 pub fn wrapper_type_for(type_index: i32) -> *mut ffi::PyTypeObject {
     if type_index == TYPE_DICT {
         dict_type()
+    } else if type_index == TYPE_FRAGILE {
+        fragile_type()
     } else {
         #[cfg(feature = "mutants")]
         if mutant!(GcFinalizeOnce) {
@@ -130,7 +147,7 @@ pub unsafe fn is_wrapper(o: *mut ffi::PyObject) -> bool {
     if tp as usize == types().plain_gc {
         return true;
     }
-    tp == plain_type() || tp == dict_type()
+    tp == plain_type() || tp == dict_type() || tp == fragile_type()
 }
 
 /// `tp_alloc` of the wrapper types: counted, numbered.
@@ -386,12 +403,20 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         ffi::Py_tp_finalize,
         tying::plain_finalize as *mut c_void,
     ));
+    let fragile_slots = plain_slots.clone();
     let plain = make_type(
         py,
         c"pytie.plain",
         size_of::<PyWrapper>(),
         base,
         plain_slots,
+    )?;
+    let fragile = make_type(
+        py,
+        c"pytie.fragile",
+        size_of::<PyWrapper>(),
+        base,
+        fragile_slots,
     )?;
     #[cfg(feature = "mutants")]
     let plain_gc = {
@@ -430,6 +455,17 @@ fn build(py: Python<'_>) -> PyResult<Types> {
     if moved_error.is_null() {
         return Err(PyErr::fetch(py));
     }
+    // SAFETY: as above.
+    let refused_error = unsafe {
+        ffi::PyErr_NewException(
+            c"pytie.ConstructionRefused".as_ptr(),
+            ffi::PyExc_RuntimeError,
+            ptr::null_mut(),
+        )
+    };
+    if refused_error.is_null() {
+        return Err(PyErr::fetch(py));
+    }
     let echo = c_fn(c"echo", tying::echo, ffi::METH_O, py)?;
 
     // Interpreter finalization sets the shutdown flag.
@@ -457,9 +493,11 @@ fn build(py: Python<'_>) -> PyResult<Types> {
         plain,
         #[cfg(feature = "mutants")]
         plain_gc,
+        fragile,
         dict,
         cycle,
         moved_error: moved_error as usize,
+        refused_error: refused_error as usize,
         echo,
         gc_collect,
     })

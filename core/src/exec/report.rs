@@ -300,6 +300,7 @@ pub fn state_summary(s: &AbstractState) -> String {
         crate::state::StepResult::NoWeakref => out += "  result   noweakref\n",
         crate::state::StepResult::NoMemory => out += "  result   nomemory\n",
         crate::state::StepResult::Raised => out += "  result   raised\n",
+        crate::state::StepResult::Refused => out += "  result   refused\n",
     }
     for (i, h) in s.handles.all().enumerate() {
         let name = format!("obj#{i}");

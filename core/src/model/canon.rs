@@ -120,8 +120,8 @@ impl Canon {
                 num(out, hs.weak);
                 out.push(u8::from(hs.storage));
                 // With tying off every object behaves as untied, whatever
-                // `new` asked for.
-                let kind = if m.tying {
+                // `new` asked for, but for a type that refuses (R20).
+                let kind = if m.tying || m.kinds[n as usize].refuses_construction() {
                     m.kinds[n as usize]
                 } else {
                     ObjKind::Untied
@@ -150,7 +150,8 @@ impl Canon {
                 });
                 num(out, ws.refs);
                 // With tying off no wrapper is ever cached, whatever its type.
-                out.push(u8::from(m.tying && m.eligible[n as usize]));
+                let ty = m.types[n as usize];
+                out.push(u8::from(m.tying && ty.eligible) | u8::from(ty.refuses) << 1);
                 self.opt_handle(out, ws.chandle);
             }
         }

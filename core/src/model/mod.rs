@@ -30,6 +30,34 @@ pub enum Design {
     U,
 }
 
+/// What a wrapper's type is (contract §2.2), as far as the model tells
+/// types apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct WrapperType {
+    /// It may be cached Inactive (the wrapper `new` makes of a `sub`
+    /// object is not, later ones are). Only a canonical wrapper, of a tied
+    /// object, ever is.
+    eligible: bool,
+    /// It has a finalizer (`__del__`).
+    finalizer: bool,
+    /// It has a `__weakref__` slot.
+    weakref_slot: bool,
+    /// Its `__new__` raises but in a constructor (`fragile`, R20).
+    refuses: bool,
+}
+
+impl WrapperType {
+    /// The type of `kind`'s wrappers (`first`: the one `new` makes).
+    fn of(kind: ObjKind, first: bool) -> WrapperType {
+        WrapperType {
+            eligible: kind.wrapper_type_eligible(first),
+            finalizer: kind.has_finalizer(),
+            weakref_slot: kind.has_weakref_slot(),
+            refuses: kind.refuses_construction(),
+        }
+    }
+}
+
 /// What a var slot holds. Whether a held wrapper is moved-from is a
 /// property of the wrapper (its `chandle`), decided when observing: a move
 /// through one var makes every var holding that wrapper see it moved.
@@ -57,14 +85,8 @@ pub struct Model {
     kinds: Vec<ObjKind>,
     /// Indexed by `WrapperNo` (creation order of fresh wrappers).
     wrappers: Vec<WrapperState>,
-    /// Indexed by `WrapperNo`: its type may be cached Inactive (§2.2; the
-    /// wrapper `new` makes of a `sub` object is not, later ones are). Only a
-    /// canonical wrapper, of a tied object, ever is.
-    eligible: Vec<bool>,
-    /// Indexed by `WrapperNo`: its type has a finalizer (`__del__`).
-    finalizer: Vec<bool>,
-    /// Indexed by `WrapperNo`: its type has a `__weakref__` slot.
-    weakref_slot: Vec<bool>,
+    /// Indexed by `WrapperNo`: what its type is (§2.2).
+    types: Vec<WrapperType>,
     /// Finalizers run (wrappers with one genuinely freed) this program.
     finalized: u32,
     /// The handles and wrappers not freed, in number order (pruned after
@@ -103,9 +125,7 @@ impl Model {
             handles: Vec::new(),
             kinds: Vec::new(),
             wrappers: Vec::new(),
-            eligible: Vec::new(),
-            finalizer: Vec::new(),
-            weakref_slot: Vec::new(),
+            types: Vec::new(),
             finalized: 0,
             open_handles: Vec::new(),
             open_wrappers: Vec::new(),
@@ -148,9 +168,7 @@ impl Model {
         self.handles.clear();
         self.kinds.clear();
         self.wrappers.clear();
-        self.eligible.clear();
-        self.finalizer.clear();
-        self.weakref_slot.clear();
+        self.types.clear();
         self.finalized = 0;
         self.open_handles.clear();
         self.open_wrappers.clear();
@@ -222,22 +240,22 @@ impl Model {
             Op::Mark { .. } | Op::Expect(_) => {}
             Op::New { v, kind } => {
                 let h = self.new_handle(kind);
-                let w = self.make_ret(h);
+                let w = self.construct(h);
                 // The constructor's wrapper has the kind's own type.
-                self.eligible[w as usize] = kind.wrapper_type_eligible(true);
+                self.types[w as usize].eligible = kind.wrapper_type_eligible(true);
                 self.assign(v, Val::W(w));
             }
             Op::Ret { v, h } => {
                 if let Some(h) = self.holders[h.idx()] {
                     self.inc_ref(h);
-                    self.ret_into(v, h);
+                    return self.ret_into(v, h);
                 }
             }
             // `V = f(U)`: f receives U's object and returns it (IncRef).
             Op::Echo { v, u } => {
                 let (_, h) = self.live(u);
                 self.inc_ref(h);
-                self.ret_into(v, h);
+                return self.ret_into(v, h);
             }
             // `V = U.x`: None if the field is empty.
             Op::Get { v, u } => {
@@ -246,7 +264,7 @@ impl Model {
                     None => self.assign(v, Val::None),
                     Some(f) => {
                         self.inc_ref(f);
-                        self.ret_into(v, f);
+                        return self.ret_into(v, f);
                     }
                 }
             }
@@ -254,6 +272,17 @@ impl Model {
             // the old field content.
             Op::Set { u, v } => {
                 let ((_, target), (_, obj)) = (self.live(u), self.live(v));
+                // A Python-built type's field setter converts the value
+                // through a return (upstream's `_f_type_convert`), which
+                // constructs a wrapper where the object has no Active one:
+                // with tying off, a `fragile` value is refused (R20) and
+                // nothing is stored.
+                if self.kinds[target as usize].built_by_python()
+                    && self.kinds[obj as usize].refuses_construction()
+                    && !matches!(self.handles[obj as usize].binding, Binding::Active(_))
+                {
+                    return StepResult::Refused;
+                }
                 self.inc_ref(obj);
                 let old = self.handles[target as usize].field.replace(obj);
                 self.release(old);
@@ -309,7 +338,7 @@ impl Model {
                 let old = self.weaks[w.idx()].take();
                 self.weak_release(old);
             }
-            Op::Lock { v, w } => self.step_lock(v, w),
+            Op::Lock { v, w } => return self.step_lock(v, w),
             // V's wrapper (moved-from too) moves into a new cycle with the
             // ref V had; V becomes empty. Empty or None: nothing.
             Op::Cycle { v } => {
@@ -339,12 +368,12 @@ impl Model {
             Op::Call { v, h } => {
                 if let Some(o) = self.holders[h.idx()] {
                     self.inc_ref(o);
-                    self.callback_into(v, o);
+                    return self.callback_into(v, o);
                 }
             }
             Op::CallMove { v, h } => {
                 if let Some(o) = self.holders[h.idx()].take() {
-                    self.callback_into(v, o);
+                    return self.callback_into(v, o);
                 }
             }
             // The same, the callback raising (R19): its argument's wrapper
@@ -352,14 +381,12 @@ impl Model {
             Op::CallRaise { h } => {
                 if let Some(o) = self.holders[h.idx()] {
                     self.inc_ref(o);
-                    self.callback_raises(o);
-                    return StepResult::Raised;
+                    return self.callback_raises(o);
                 }
             }
             Op::CallMoveRaise { h } => {
                 if let Some(o) = self.holders[h.idx()].take() {
-                    self.callback_raises(o);
-                    return StepResult::Raised;
+                    return self.callback_raises(o);
                 }
             }
             Op::Pickle { v, u } => return self.step_pickle(v, u),
@@ -367,7 +394,7 @@ impl Model {
             // dropped: only its type decides. Empty or None: nothing (R1).
             Op::PyWeak { v } => {
                 if let Val::W(w) = self.vars[v.idx()]
-                    && !self.weakref_slot[w as usize]
+                    && !self.types[w as usize].weakref_slot
                 {
                     return StepResult::NoWeakref;
                 }
@@ -415,12 +442,12 @@ impl Model {
     /// implementation's choice of GC types, whether a live wrapper is
     /// tracked by the cyclic GC ([`crate::backend::GcWrappers`]).
     pub fn wrapper_type_eligible(&self, w: WrapperNo) -> bool {
-        self.eligible[w as usize]
+        self.types[w as usize].eligible
     }
 
     /// Wrapper `w`'s type has a `__weakref__` slot (`pyweak`).
     pub fn weakref_slot(&self, w: WrapperNo) -> bool {
-        self.weakref_slot[w as usize]
+        self.types[w as usize].weakref_slot
     }
 
     /// Fill `out` with the abstract state of §5.
@@ -533,9 +560,7 @@ impl Model {
     /// again. Takes the next wrapper number, freed.
     pub fn skip_wrapper(&mut self) {
         self.wrappers.push(WrapperState::FREED);
-        self.eligible.push(false);
-        self.finalizer.push(false);
-        self.weakref_slot.push(false);
+        self.types.push(WrapperType::default());
     }
 
     /// What a failed step may leave after `shutdown` (§4.4): a wrapper of
@@ -564,7 +589,7 @@ impl Model {
     /// that `h`'s first wrapper may now be cached. The wrapper's number.
     pub fn made_and_dropped(&mut self, h: HandleNo) -> WrapperNo {
         self.inc_ref(h);
-        let w = self.make_ret(h);
+        let w = self.construct(h);
         self.py_decref(w);
         self.prune();
         w
@@ -596,14 +621,16 @@ impl Model {
 
     /// `lock V W`: W empty: nothing; object dead: `V = None`; else upgrade
     /// (IncRef, §2 "lock") and return it into V.
-    fn step_lock(&mut self, v: Var, w: WeakSlot) {
-        let Some(h) = self.weaks[w.idx()] else { return };
+    fn step_lock(&mut self, v: Var, w: WeakSlot) -> StepResult {
+        let Some(h) = self.weaks[w.idx()] else {
+            return StepResult::Ok;
+        };
         if self.handles[h as usize].alive() {
             self.inc_ref(h);
-            self.ret_into(v, h);
-        } else {
-            self.assign(v, Val::None);
+            return self.ret_into(v, h);
         }
+        self.assign(v, Val::None);
+        StepResult::Ok
     }
 
     /// `finalize` (§4.1 R16): the interpreter's real end. The atexit hooks
@@ -635,16 +662,23 @@ impl Model {
     /// A callback that raises receives `o` (the +1 the caller passed goes
     /// into its argument's wrapper) and lets go of it when its frame and
     /// error die.
-    fn callback_raises(&mut self, o: HandleNo) {
-        let arg = self.make_ret(o);
+    /// An argument whose wrapper cannot be constructed (`fragile`, R20)
+    /// fails the call before the callback runs: *refused*, the +1 released.
+    fn callback_raises(&mut self, o: HandleNo) -> StepResult {
+        let Some(arg) = self.make_ret(o) else {
+            return StepResult::Refused;
+        };
         self.py_decref(arg);
+        StepResult::Raised
     }
 
-    fn callback_into(&mut self, v: Var, o: HandleNo) {
-        let arg = self.make_ret(o);
+    fn callback_into(&mut self, v: Var, o: HandleNo) -> StepResult {
+        let Some(arg) = self.make_ret(o) else {
+            return StepResult::Refused;
+        };
         self.inc_ref(o);
         self.py_decref(arg);
-        self.ret_into(v, o);
+        self.ret_into(v, o)
     }
 
     /// Handle `h` and the objects it reaches through the field, in order;
@@ -701,14 +735,31 @@ impl Model {
         let Val::W(wu) = self.vars[u.idx()] else {
             return StepResult::Ok;
         };
-        let (eligible, finalizer) = (self.eligible[wu as usize], self.finalizer[wu as usize]);
-        let weakref_slot = self.weakref_slot[wu as usize];
+        // The root's wrapper is made by its type's `__new__` (as the
+        // deserializer does), which a `fragile` type's raises (R20).
+        let ty = self.types[wu as usize];
+        if ty.refuses {
+            return StepResult::Refused;
+        }
         let w = match self.wrappers[wu as usize].chandle {
-            None => self.new_wrapper(None, eligible),
+            None => self.new_wrapper(None, ty),
             Some(h) => {
                 let Some(chain) = self.chain_from(h) else {
                     return StepResult::Cyclic;
                 };
+                // A Python `__init__` receives each part through a return,
+                // which a `fragile` part's copy refuses (R20): nothing is
+                // left (the copies made die with the error).
+                let kinds: Vec<ObjKind> = chain
+                    .iter()
+                    .map(|&o| self.kinds[o as usize].copied())
+                    .collect();
+                if kinds
+                    .windows(2)
+                    .any(|p| p[0].built_by_python() && p[1].refuses_construction())
+                {
+                    return StepResult::Refused;
+                }
                 let copies: Vec<HandleNo> = chain
                     .iter()
                     .map(|&o| self.new_handle(self.kinds[o as usize].copied()))
@@ -718,7 +769,7 @@ impl Model {
                     // A Python `__init__` receives the part as an argument.
                     let temp = self.kinds[parent as usize].built_by_python().then(|| {
                         self.inc_ref(part);
-                        self.make_ret(part)
+                        self.construct(part)
                     });
                     self.inc_ref(part);
                     self.handles[parent as usize].field = Some(part);
@@ -729,13 +780,11 @@ impl Model {
                 for &part in &copies[1..] {
                     self.dec_ref(part);
                 }
-                self.make_ret(copies[0])
+                self.construct(copies[0])
             }
         };
         // Of U's wrapper's type.
-        self.eligible[w as usize] = eligible;
-        self.finalizer[w as usize] = finalizer;
-        self.weakref_slot[w as usize] = weakref_slot;
+        self.types[w as usize] = ty;
         self.assign(v, Val::W(w));
         StepResult::Ok
     }
@@ -763,10 +812,16 @@ impl Model {
         });
     }
 
-    /// The caller owns +1 on `h`: `make_ret` it into var `v`.
-    fn ret_into(&mut self, v: Var, h: HandleNo) {
-        let w = self.make_ret(h);
-        self.assign(v, Val::W(w));
+    /// The caller owns +1 on `h`: `make_ret` it into var `v`. *refused*
+    /// (and `v` unchanged) when the wrapper cannot be constructed (R20).
+    fn ret_into(&mut self, v: Var, h: HandleNo) -> StepResult {
+        match self.make_ret(h) {
+            Some(w) => {
+                self.assign(v, Val::W(w));
+                StepResult::Ok
+            }
+            None => StepResult::Refused,
+        }
     }
 
     /// Python assignment order (§4.1): the new value is computed already;
@@ -788,11 +843,49 @@ impl Model {
 
     // ---- §3: the binding state machine -------------------------------------
 
+    /// The wrapper a constructor makes for a new object `h` (`new`, and
+    /// the deserializer's copies), or a wrapper the implementation showed
+    /// was made: `make_ret` without R20's refusal. The caller owns +1.
+    fn construct(&mut self, h: HandleNo) -> WrapperNo {
+        self.make_wrapper(h, false)
+            .expect("a wrapper that is not refused is made")
+    }
+
     /// `make_ret` (§3 rows "return H to Python"): the caller owns +1 on `h`.
     /// Returns the wrapper, which has gained the one Python ref the caller
-    /// receives.
-    fn make_ret(&mut self, h: HandleNo) -> WrapperNo {
-        match self.handles[h as usize].binding {
+    /// receives; `None` when its construction raised (R20: the +1
+    /// released).
+    fn make_ret(&mut self, h: HandleNo) -> Option<WrapperNo> {
+        self.make_wrapper(h, self.kinds[h as usize].refuses_construction())
+    }
+
+    /// `make_ret`, where every wrapper the library constructs raises when
+    /// `refuses` (R20): a fresh one, and under design U a revival (whose
+    /// `tp_new` consumed the cached block, then freed it with the failed
+    /// instance: Detached, not Inactive, upstream h:843-854). A return that
+    /// finds the object Active constructs nothing. Under design S a
+    /// revival constructs nothing either (the same object resurrected).
+    fn make_wrapper(&mut self, h: HandleNo, refuses: bool) -> Option<WrapperNo> {
+        let binding = self.handles[h as usize].binding;
+        if refuses {
+            let edge = match binding {
+                Binding::Untied => Some(Edge::RefuseUntied),
+                Binding::Detached => Some(Edge::RefuseFresh),
+                Binding::Inactive(_) if self.design == Design::U => Some(Edge::RefuseRevive),
+                _ => None,
+            };
+            if let Some(edge) = edge {
+                self.took(edge, h);
+                if let Binding::Inactive(w) = binding {
+                    self.wrappers[w as usize] = WrapperState::FREED;
+                    self.freed += 1;
+                    self.handles[h as usize].binding = Binding::Detached;
+                }
+                self.dec_ref(h);
+                return None;
+            }
+        }
+        Some(match binding {
             // Untied objects never bind: a fresh wrapper owns the +1.
             Binding::Untied => {
                 self.took(Edge::UntiedReturn, h);
@@ -823,26 +916,20 @@ impl Model {
                 self.handles[h as usize].binding = Binding::Active(w);
                 w
             }
-        }
+        })
     }
 
     /// A fresh wrapper of the object's registered type (a return's).
     fn fresh_wrapper(&mut self, h: HandleNo) -> WrapperNo {
         let kind = self.kinds[h as usize];
-        let w = self.new_wrapper(Some(h), kind.wrapper_type_eligible(false));
-        self.finalizer[w as usize] = kind.has_finalizer();
-        self.weakref_slot[w as usize] = kind.has_weakref_slot();
-        w
+        self.new_wrapper(Some(h), WrapperType::of(kind, false))
     }
 
-    /// A new wrapper with one Python ref, of `h` (`None`: moved-from), of a
-    /// type that may be cached or not and has no finalizer and no weakref
-    /// slot until said.
-    fn new_wrapper(&mut self, h: Option<HandleNo>, eligible: bool) -> WrapperNo {
+    /// A new wrapper with one Python ref, of `h` (`None`: moved-from), of
+    /// type `ty`.
+    fn new_wrapper(&mut self, h: Option<HandleNo>, ty: WrapperType) -> WrapperNo {
         let w = self.wrappers.len() as WrapperNo;
-        self.eligible.push(eligible);
-        self.finalizer.push(false);
-        self.weakref_slot.push(false);
+        self.types.push(ty);
         self.open_wrappers.push(w);
         self.wrappers.push(WrapperState {
             life: WrapperLife::Live,
@@ -865,16 +952,17 @@ impl Model {
         let Some(h) = ws.chandle else {
             *ws = WrapperState::FREED;
             self.freed += 1;
-            self.finalized += u32::from(self.finalizer[w as usize]);
+            self.finalized += u32::from(self.types[w as usize].finalizer);
             return;
         };
         let hs = &self.handles[h as usize];
         let canonical = hs.binding == Binding::Active(w);
-        let eligible = self.eligible[w as usize];
+        let eligible = self.types[w as usize].eligible;
         if canonical && eligible {
             // Row "W eligible, Active -> Inactive": another owner keeps H alive.
             let others_keep_h = hs.strong > 1;
-            // THE one S/U difference (§3 "Two designs"): W holds the last
+            // One of the two S/U differences (§3 "Two designs"; the
+            // other is R20's refused revival, `make_wrapper`): W holds the last
             // strong ref while a weak slot still holds H (weak > 1: one weak
             // is the strong refs' own). S frees W at once (Detached, below);
             // U keeps W cached as Inactive until weak reaches 0.
@@ -901,7 +989,7 @@ impl Model {
         }
         self.wrappers[w as usize] = WrapperState::FREED;
         self.freed += 1;
-        self.finalized += u32::from(self.finalizer[w as usize]);
+        self.finalized += u32::from(self.types[w as usize].finalizer);
         self.dec_ref(h);
     }
 

@@ -908,7 +908,8 @@ fn trace(script: &str) -> Vec<AbstractState> {
     out
 }
 
-/// Every kind but `sub` is, to the model, the classic kind of its class:
+/// Every kind but `sub` and `fragile` (R20, tested below) is, to the
+/// model, the classic kind of its class:
 /// the same states after every step of a program that caches, revives,
 /// detaches, holds weakly and cascades through the field.
 #[test]
@@ -922,7 +923,7 @@ fn each_new_kind_behaves_as_its_classic_kind() {
     };
     for k in ObjKind::ALL {
         let classic = match k {
-            ObjKind::Sub => continue,
+            ObjKind::Sub | ObjKind::Fragile => continue,
             k if !k.is_tied() => k,
             k if k.is_eligible() => ObjKind::Plain,
             _ => ObjKind::Dict,
@@ -1048,4 +1049,104 @@ fn finalize_drops_the_vars_in_order_and_then_only_releases_act() {
     // Both cached wrappers leaked after the flag: obj#0's at its release
     // (h0 kept it, so module teardown cached its wrapper), obj#1's now.
     assert_eq!(st(&m).totals.leaked_wrappers, 2, "after the flag: leaked");
+}
+
+// ---- R20: a wrapper type whose construction raises (`fragile`) ------------
+
+#[test]
+fn fragile_constructor_binds_and_an_active_return_constructs_nothing() {
+    let mut m = model("new v0 fragile; hold h0 v0");
+    let w = st(&m).vars[0];
+    assert_eq!(run(&mut m, "ret v1 h0"), StepResult::Ok);
+    assert_eq!(run(&mut m, "echo v2 v0"), StepResult::Ok);
+    let s = st(&m);
+    assert_eq!((s.vars[1], s.vars[2]), (w, w));
+    assert_eq!(s.handles[0].strong, 2, "v0's wrapper and h0");
+}
+
+#[test]
+fn fragile_detached_return_is_refused_and_releases_its_ref() {
+    let mut m = model("new v0 fragile; hold h0 v0; new v1; set v1 v0; move h1 v0");
+    // obj#0 Detached (moved), held by h0, h1 and v1's field.
+    let before = st(&m);
+    assert_eq!(before.handles[0].binding, Binding::Detached);
+    for step in ["ret v2 h0", "get v2 v1", "call v2 h0", "call_raise h0"] {
+        assert_eq!(run(&mut m, step), StepResult::Refused, "{step}");
+        let s = st(&m);
+        assert_eq!(s.handles, before.handles, "{step}: counts unchanged");
+        assert_eq!(s.vars[2], VarState::Empty, "{step}: no assignment");
+    }
+    // A moved reference is given away and released with the error.
+    assert_eq!(run(&mut m, "call_move v2 h1"), StepResult::Refused);
+    let s = st(&m);
+    assert_eq!(s.holders[1], None);
+    assert_eq!(s.handles[0].strong, before.handles[0].strong - 1);
+}
+
+#[test]
+fn fragile_revival_is_refused_under_u_and_frees_the_cached_wrapper() {
+    let script = "new v0 fragile; hold h0 v0; drop v0";
+    let mut u = model_u(script);
+    let Binding::Inactive(w) = st(&u).handles[0].binding else {
+        panic!("eligible: cached");
+    };
+    assert_eq!(run(&mut u, "ret v1 h0"), StepResult::Refused);
+    let s = st(&u);
+    assert_eq!(
+        s.handles[0].binding,
+        Binding::Detached,
+        "not a dangling Inactive"
+    );
+    assert_eq!(s.handles[0].strong, 1, "the +1 released");
+    assert_eq!(s.wrappers[w as usize], WrapperState::FREED);
+    assert_eq!(s.vars[1], VarState::Empty);
+    // Under S the revival resurrects the same wrapper: nothing constructed.
+    let mut m = model(script);
+    assert_eq!(run(&mut m, "ret v1 h0"), StepResult::Ok);
+    assert_eq!(st(&m).vars[1], VarState::Wrapper(w));
+}
+
+#[test]
+fn fragile_with_tying_off_refuses_every_return_but_the_constructor() {
+    let mut m = Model::new(Design::U).without_tying();
+    run(&mut m, "new v0 fragile; hold h0 v0");
+    assert!(matches!(st(&m).vars[0], VarState::Wrapper(_)));
+    assert_eq!(run(&mut m, "echo v1 v0"), StepResult::Refused);
+    assert_eq!(run(&mut m, "ret v1 h0"), StepResult::Refused);
+    assert_eq!(st(&m).handles[0].strong, 2);
+}
+
+#[test]
+fn fragile_pickle_is_refused_at_its_root_or_a_python_built_parent() {
+    for (script, step) in [
+        ("new v0 fragile", "pickle v1 v0"),
+        ("new v0 fragile; move h0 v0", "pickle v1 v0"),
+        ("new v0; new v2 fragile; set v0 v2", "pickle v1 v0"),
+    ] {
+        let mut m = model(script);
+        let before = st(&m);
+        assert_eq!(run(&mut m, step), StepResult::Refused, "{script}");
+        let after = st(&m);
+        assert_eq!(after.handles, before.handles, "{script}: no copy left");
+        assert_eq!(after.wrappers, before.wrappers, "{script}");
+    }
+    // A C++-built parent stores its part without a return.
+    let mut m = model("new v0 list; new v2 fragile; set v0 v2");
+    assert_eq!(run(&mut m, "pickle v1 v0"), StepResult::Ok);
+}
+
+#[test]
+fn fragile_value_stored_through_a_python_setter_is_refused_with_tying_off() {
+    let mut m = Model::new(Design::S).without_tying();
+    run(&mut m, "new v0; new v1 list; new v2 fragile");
+    assert_eq!(run(&mut m, "set v0 v2"), StepResult::Refused);
+    assert_eq!(st(&m).handles[0].field, None);
+    assert_eq!(
+        run(&mut m, "set v1 v2"),
+        StepResult::Ok,
+        "a container stores it in C++"
+    );
+    // With tying on the value's wrapper is Active: nothing constructed.
+    let mut m = model("new v0; new v2 fragile");
+    assert_eq!(run(&mut m, "set v0 v2"), StepResult::Ok);
 }

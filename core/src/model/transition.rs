@@ -40,10 +40,18 @@ pub enum Edge {
     UntiedReturn,
     /// Untied -> gone: storage freed.
     UntiedFree,
+    /// Detached -> Detached: a fresh wrapper's construction raised
+    /// (`fragile`, R20); the +1 released.
+    RefuseFresh,
+    /// Inactive -> Detached (design U): the revival's construction raised
+    /// after the cached block was consumed, which freed it (R20).
+    RefuseRevive,
+    /// Untied: a fresh wrapper's construction raised (R20).
+    RefuseUntied,
 }
 
 impl Edge {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 16;
     pub const ALL: [Edge; Edge::COUNT] = [
         Edge::Attach,
         Edge::ReturnActive,
@@ -58,6 +66,9 @@ impl Edge {
         Edge::FreeDetached,
         Edge::UntiedReturn,
         Edge::UntiedFree,
+        Edge::RefuseFresh,
+        Edge::RefuseRevive,
+        Edge::RefuseUntied,
     ];
 
     /// A stable name (used in the coverage floor file).
@@ -76,6 +87,9 @@ impl Edge {
             Edge::FreeDetached => "free-detached",
             Edge::UntiedReturn => "untied-return",
             Edge::UntiedFree => "untied-free",
+            Edge::RefuseFresh => "refuse-fresh",
+            Edge::RefuseRevive => "refuse-revive",
+            Edge::RefuseUntied => "refuse-untied",
         }
     }
 
@@ -92,6 +106,9 @@ impl Edge {
             Edge::FreeDetached => ("Detached", "Gone"),
             Edge::UntiedReturn => ("Untied", "Untied"),
             Edge::UntiedFree => ("Untied", "Gone"),
+            Edge::RefuseFresh => ("Detached", "Detached"),
+            Edge::RefuseRevive => ("Inactive", "Detached"),
+            Edge::RefuseUntied => ("Untied", "Untied"),
         }
     }
 
@@ -111,7 +128,18 @@ impl Edge {
             Edge::FreeDetached => "storage freed",
             Edge::UntiedReturn => "make_ret: fresh wrapper, never bound",
             Edge::UntiedFree => "storage freed",
+            Edge::RefuseFresh => "make_ret: construction raised, +1 released",
+            Edge::RefuseRevive => "make_ret: revival raised, block freed",
+            Edge::RefuseUntied => "make_ret: construction raised, +1 released",
         }
+    }
+
+    /// Taken by the model under design S with tying on, which is how
+    /// coverage is counted (`coverage::edges_of`): every edge but R20's
+    /// refused revival (design U only) and refused untied return (tying
+    /// off only).
+    pub fn in_design_s(self) -> bool {
+        !matches!(self, Edge::RefuseRevive | Edge::RefuseUntied)
     }
 
     pub fn from_name(s: &str) -> Option<Edge> {

@@ -147,6 +147,10 @@ pub enum ObjKind {
     /// A subclass of the plain wrapper type registered with the library
     /// (its own type key): eligible.
     Derived,
+    /// A registered wrapper type whose construction raises unless its
+    /// constructor makes it (`new`): every wrapper the library makes for a
+    /// return raises (contract §2.2, R20), the error *refused*. Eligible.
+    Fragile,
 }
 
 impl ObjKind {
@@ -161,7 +165,16 @@ impl ObjKind {
         ObjKind::Untied,
         ObjKind::Legacy,
     ];
-    pub const ALL: [ObjKind; 11] = [
+    /// The classic kinds and `fragile` (R20): the kinds pytie's runtime
+    /// makes through paths of its own.
+    pub const RUNTIME: [ObjKind; 5] = [
+        ObjKind::Plain,
+        ObjKind::Dict,
+        ObjKind::Untied,
+        ObjKind::Legacy,
+        ObjKind::Fragile,
+    ];
+    pub const ALL: [ObjKind; 12] = [
         ObjKind::Plain,
         ObjKind::Dict,
         ObjKind::Untied,
@@ -173,6 +186,7 @@ impl ObjKind {
         ObjKind::Weakref,
         ObjKind::Sub,
         ObjKind::Derived,
+        ObjKind::Fragile,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -187,6 +201,7 @@ impl ObjKind {
             ObjKind::Weakref => "weakref",
             ObjKind::Sub => "sub",
             ObjKind::Derived => "derived",
+            ObjKind::Fragile => "fragile",
         }
     }
     /// Allocated with the tied prefix: it binds (with tying on).
@@ -218,6 +233,11 @@ impl ObjKind {
     /// each genuine free.
     pub fn has_finalizer(self) -> bool {
         self == ObjKind::Del
+    }
+    /// A wrapper the library makes for it other than by its constructor
+    /// (a return's, a revival's under design U) raises (R20).
+    pub fn refuses_construction(self) -> bool {
+        self == ObjKind::Fragile
     }
     /// Its wrappers' type has a `__weakref__` slot: Python weak references
     /// to them can be made (`pyweak`).

@@ -62,6 +62,28 @@ class SubNode(Node):
 class DerivedNode(Node):
     pass
 
+# A registered type whose construction raises unless its constructor makes
+# it (contract R20): every wrapper the library makes for a return, fresh or
+# revived in place (after super().__new__ consumed the cached block),
+# raises. `new_fragile` is its constructor.
+constructing = [False]
+class ConstructionRefused(Exception):
+    pass
+@py_class("pytie.tvmffi.FragileNode")
+class FragileNode(Object):
+    x: Optional[Object] = None
+    def __new__(cls, *args, **kwargs):
+        o = super().__new__(cls)
+        if not constructing[0]:
+            raise ConstructionRefused("pytie: construction refused")
+        return o
+def new_fragile():
+    constructing[0] = True
+    try:
+        return FragileNode()
+    finally:
+        constructing[0] = False
+
 # Defined in C++ (harness.cc), made there by make_object.
 @c_class("pytie.tvmffi.CppNode")
 class CppNode(Object):
@@ -79,11 +101,12 @@ CTORS = {
     "weakref": WeakrefNode,
     "sub": SubNode,
     "derived": DerivedNode,
+    "fragile": new_fragile,
 }
 # The wrapper type of each kind (its refcount is part of the world check).
 TYPES = {
     "plain": Node, "dict": DictNode, "del": DelNode, "weakref": WeakrefNode,
-    "sub": SubNode, "derived": DerivedNode, "cpp": CppNode,
+    "sub": SubNode, "derived": DerivedNode, "cpp": CppNode, "fragile": FragileNode,
     "list": tvm_ffi.List, "map": tvm_ffi.Dict,
 }
 def field_offset(cls):
@@ -420,6 +443,7 @@ fn wrapper_types(types: &Bound<'_, PyAny>) -> PyResult<Vec<(&'static str, Py<PyA
             ObjKind::Cpp => "refcount of the cpp kind's wrapper type (CppNode)",
             ObjKind::List => "refcount of the list kind's wrapper type (tvm_ffi.List)",
             ObjKind::Map => "refcount of the map kind's wrapper type (tvm_ffi.Dict)",
+            ObjKind::Fragile => "refcount of the fragile kind's wrapper type (FragileNode)",
             // Made with `Node`'s type.
             ObjKind::Untied | ObjKind::Legacy => continue,
         };
@@ -610,6 +634,14 @@ pub(super) fn raised_by_callback(py: Python<'_>, e: PyErr) -> Result<(), PyErr> 
     }
     drop(without_frames(py, e));
     Ok(())
+}
+
+/// Is `e` a `fragile` wrapper's refused construction (R20), itself or as
+/// tvm_ffi passes it on where it crossed C++ (its message kept)?
+pub(super) fn refused(py: Python<'_>, e: &PyErr) -> bool {
+    e.value(py)
+        .to_string()
+        .contains("pytie: construction refused")
 }
 
 /// `e` without its frames: the traceback of the error and of the errors in

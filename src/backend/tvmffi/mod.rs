@@ -95,7 +95,7 @@ use harness::{Holder, Weak};
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
     CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, LEAK_FINDING, LEGACY_FINDING,
-    MOVED_FINDING, OBSERVES, PINNED, steps,
+    MOVED_FINDING, OBSERVES, PINNED, SETTER_FINDING, steps,
 };
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
@@ -357,13 +357,15 @@ impl TvmFfiBackend {
     /// included): unchanged for a borrowed argument, one less for a moved
     /// one (§4.4).
     fn guard_callback_arg(&self, holder: Holder, moved: bool) -> Option<(usize, usize, u32)> {
-        if !crate::alloc_fault::armed() {
-            return None;
-        }
         // SAFETY: a holder the slot owns, not released.
         let addr = unsafe { harness::held(holder) };
         let n = self.handle_no(addr);
         if n == DANGLING {
+            return None;
+        }
+        // The argument's wrapper may fail to be made: an allocation `oom`
+        // armed, or a type whose construction raises (R20).
+        if !crate::alloc_fault::armed() && !self.kinds[n as usize].refuses_construction() {
             return None;
         }
         // SAFETY: the holder keeps the object alive.
@@ -702,7 +704,8 @@ impl TvmFfiBackend {
                 if let Some((holder, n)) = self.callback_holder(h, moved) {
                     let unseen = self.argument_dies_unseen(n);
                     let o = self.call_back(py, holder, moved, &lib.callback);
-                    if unseen {
+                    // A refused argument (R20) was never made.
+                    if unseen && !o.as_ref().is_err_and(|e| glue::refused(py, e)) {
                         self.number_temporary(None);
                     }
                     self.assign(v, o?)?;
@@ -759,6 +762,27 @@ impl TvmFfiBackend {
             return true;
         }
         self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
+    }
+
+    /// `set U V` would make the field setter construct a wrapper for V that
+    /// its type refuses (R20): U's type is a `py_class` one (its setter
+    /// converts the value through a return), V's object is `fragile` and,
+    /// with tying off, has no wrapper bound to it.
+    fn setter_would_refuse(&self, u: Var, v: Var) -> bool {
+        if self.lib.tying {
+            return false;
+        }
+        Python::attach(|py| {
+            let kind = |x: Var| {
+                let o = self.source(py, x)?;
+                let n = self.handle_of(&o).ok()??;
+                (n != DANGLING).then(|| self.kinds[n as usize])
+            };
+            matches!(
+                (kind(u), kind(v)),
+                (Some(t), Some(k)) if t.built_by_python() && k.refuses_construction()
+            )
+        })
     }
 
     /// The holder a callback step passes: H's, taken out of the slot when
@@ -1163,6 +1187,19 @@ impl Backend for TvmFfiBackend {
                 self.lib.version
             ));
         }
+        if let Op::Set { u, v } = *op
+            && self.oom.is_some()
+            && self.refuse_lost_error
+            && self.setter_would_refuse(u, v)
+        {
+            return Some(format!(
+                "apache-tvm-ffi {} crashes the process (SIGSEGV) when an allocation fails while a \
+                 py_class field setter reports that its value's wrapper could not be made \
+                 ({SETTER_FINDING}): such a `set` is not run under an armed `oom`; the contract \
+                 expects the error *nomemory* or *refused*",
+                self.lib.version
+            ));
+        }
         Python::attach(|py| {
             let holds = |v: Var| match self.source(py, v) {
                 None => Holds::Nothing,
@@ -1203,6 +1240,11 @@ impl Backend for TvmFfiBackend {
                 if self.oom_reached == Some(true) && glue::from_no_memory(py, op, &e) {
                     self.number_left_cached();
                     return StepResult::NoMemory;
+                }
+                // A wrapper of a type whose construction raises (R20).
+                if glue::refused(py, &e) {
+                    drop(glue::without_frames(py, e));
+                    return StepResult::Refused;
                 }
                 self.violations
                     .push(format!("`{op}` raised an unexpected Python exception: {e}"));
