@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use pytie::backend::tvmffi::{
-    self, CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, KnownFindings,
-    LEAK_FINDING, MOVED_FINDING, PINNED, SETTER_FINDING,
+    self, CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, FRAME_FINDING,
+    KnownFindings, LEAK_FINDING, MOVED_FINDING, PINNED, SETTER_FINDING,
 };
 use pytie::harness;
 use pytie_core::backend::Backend;
@@ -421,6 +421,33 @@ fn the_lost_setter_error_is_refused_and_reproduced() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("died of signal 11"), "{out}");
+}
+
+/// Issue 30, R20: CPython 3.11 loses the error a Python function raises
+/// when its caller's frame object cannot be allocated (a `fragile` type's
+/// `__new__` under `getitem_helper`): reported at the step, worked around
+/// as the lost MemoryError, reproduced in plain CPython.
+#[test]
+fn the_cpython_frame_error_loss_is_reported_and_worked_around() {
+    setup();
+    let p = load(&root().join(FRAME_FINDING));
+    let f = harness::check_tvmffi(&p, KnownFindings::Report)
+        .unwrap()
+        .expect_err("the lost error is reported");
+    assert_eq!(
+        (f.kind.clone(), f.step),
+        (FailureKind::Upstream, Some(6)),
+        "{f}"
+    );
+    assert!(f.to_string().contains(FRAME_FINDING), "{f}");
+    let o = check(&p, KnownFindings::WorkAround).unwrap();
+    assert_eq!(o.worked_around.len(), 1, "{o:?}");
+    assert!(o.worked_around[0].1.contains(FRAME_FINDING), "{o:?}");
+    let probe = root().join("scripts/tvmffi-probes/cpython-frame-error-lost-on-oom.py");
+    let o = Command::new(python()).arg(probe).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("SystemError"), "{out}");
 }
 
 /// Issue 30: `pytie sweep` on the wheel, recorded findings worked around:

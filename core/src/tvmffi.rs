@@ -29,6 +29,12 @@ pub const ERROR_FINDING: &str = "corpus/upstream/callback-error-lost-on-oom-segf
 /// value conversion reports its error crashes the process" (tying off).
 pub const SETTER_FINDING: &str = "corpus/upstream/field-setter-error-lost-on-oom-segfaults.pytie";
 
+/// The finding in CPython 3.11 "an error propagating out of a Python
+/// function is lost when its caller's frame object cannot be allocated"
+/// (`take_ownership`, Python/frame.c: `PyErr_Clear`), met through a
+/// `fragile` type's `__new__`.
+pub const FRAME_FINDING: &str = "corpus/upstream/cpython-frame-error-lost-on-oom.pytie";
+
 /// The finding in CPython 3.11 "a function whose argument is a cell
 /// variable leaks a reference to it when the cell cannot be allocated",
 /// met through tvm_ffi's `getitem_helper` (`List.__getitem__`).

@@ -622,6 +622,28 @@ pub(super) fn from_no_memory(py: Python<'_>, op: &pytie_core::program::Op, e: &P
             .is_ok_and(|t| e.get_type(py).is(&t))
 }
 
+/// `e` (or an error in its cause or context chain) is CPython's complaint
+/// that a function returned NULL with no error set: the error it was
+/// raising was lost (`pytie_core::tvmffi::FRAME_FINDING`), passed on by
+/// tvm_ffi as its own error where it crossed C++.
+pub(super) fn lost_by_cpython(py: Python<'_>, e: &PyErr) -> bool {
+    let mut cur = Some(e.clone_ref(py));
+    for _ in 0..8 {
+        let Some(x) = cur else { break };
+        let msg = x.value(py).to_string();
+        if msg.contains("returned NULL without setting an exception")
+            || msg.contains("error return without exception set")
+        {
+            return true;
+        }
+        cur = x.cause(py).or_else(|| {
+            let ctx = x.value(py).getattr(pyo3::intern!(py, "__context__")).ok()?;
+            (!ctx.is_none()).then(|| PyErr::from_value(ctx))
+        });
+    }
+    false
+}
+
 /// The message of the error the glue's raising callback raises.
 pub(super) const RAISED: &str = "pytie: the callback raised";
 

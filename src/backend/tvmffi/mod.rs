@@ -94,8 +94,8 @@ use harness::{Holder, Weak};
 
 pub use findings::KnownFindings;
 pub use pytie_core::tvmffi::{
-    CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, LEAK_FINDING, LEGACY_FINDING,
-    MOVED_FINDING, OBSERVES, PINNED, SETTER_FINDING, steps,
+    CALLBACK_FINDING, CELL_FINDING, CYCLE_FINDING, ERROR_FINDING, FRAME_FINDING, LEAK_FINDING,
+    LEGACY_FINDING, MOVED_FINDING, OBSERVES, PINNED, SETTER_FINDING, steps,
 };
 pub use signals::sigsegv_handler_owner;
 pub use venv::{Build, select, site_packages, tied_venv_dir, venv_dir};
@@ -764,6 +764,19 @@ impl TvmFfiBackend {
         self.tag(i) == Some(0) && !self.kinds[i].is_eligible()
     }
 
+    /// A callback step on holder `h` would have its argument's wrapper
+    /// refused (R20): the object is `fragile` and has no Active wrapper.
+    fn argument_refused(&self, h: pytie_core::program::Holder) -> bool {
+        let Some((_, n)) = self.holders[h.idx()] else {
+            return false;
+        };
+        if n == DANGLING || !self.kinds[n as usize].refuses_construction() {
+            return false;
+        }
+        let active = self.lib.tying && self.tag(n as usize).is_some_and(|t| t != 0 && t & 1 == 0);
+        !active
+    }
+
     /// `set U V` would make the field setter construct a wrapper for V that
     /// its type refuses (R20): U's type is a `py_class` one (its setter
     /// converts the value through a return), V's object is `fragile` and,
@@ -782,6 +795,22 @@ impl TvmFfiBackend {
                 (kind(u), kind(v)),
                 (Some(t), Some(k)) if t.built_by_python() && k.refuses_construction()
             )
+        })
+    }
+
+    /// `pickle V U` would have a Python-built parent's conversion refuse a
+    /// `fragile` part's copy (R20).
+    fn part_would_be_refused(&self, u: Var) -> bool {
+        let Some(Ok(addr)) = Python::attach(|py| self.source(py, u).map(|o| chandle(&o))) else {
+            return false;
+        };
+        if addr == 0 {
+            return false;
+        }
+        self.chain(self.handle_no(addr)).is_some_and(|kinds| {
+            kinds
+                .windows(2)
+                .any(|p| p[0].copied().built_by_python() && p[1].refuses_construction())
         })
     }
 
@@ -1176,27 +1205,36 @@ impl Backend for TvmFfiBackend {
         {
             return Some(why);
         }
-        if matches!(op, Op::CallRaise { .. } | Op::CallMoveRaise { .. })
-            && self.oom.is_some()
-            && self.refuse_lost_error
-        {
+        let raises = match *op {
+            Op::CallRaise { .. } | Op::CallMoveRaise { .. } => true,
+            // The argument's wrapper refused (R20): the callback path raises.
+            Op::Call { h, .. } | Op::CallMove { h, .. } => self.argument_refused(h),
+            _ => false,
+        };
+        if raises && self.oom.is_some() && self.refuse_lost_error {
             return Some(format!(
                 "apache-tvm-ffi {} crashes the process (SIGSEGV) when an allocation fails while \
-                 a callback's error is passed to C++ ({ERROR_FINDING}): a raising callback is not \
-                 run under an armed `oom`; the contract expects the error *nomemory* or *raised*",
+                 a callback's error is passed to C++ ({ERROR_FINDING}): a callback step that \
+                 raises (a raising callback, or an argument whose wrapper is refused, R20) is not \
+                 run under an armed `oom`; the contract expects the error *nomemory*, *raised* or \
+                 *refused*",
                 self.lib.version
             ));
         }
-        if let Op::Set { u, v } = *op
-            && self.oom.is_some()
-            && self.refuse_lost_error
-            && self.setter_would_refuse(u, v)
-        {
+        let setter_refuses = match *op {
+            Op::Set { u, v } => self.setter_would_refuse(u, v),
+            // The deserializer builds a py_class parent through its
+            // setters' conversion: a `fragile` part's copy is refused there.
+            Op::Pickle { u, .. } => self.part_would_be_refused(u),
+            _ => false,
+        };
+        if setter_refuses && self.oom.is_some() && self.refuse_lost_error {
             return Some(format!(
                 "apache-tvm-ffi {} crashes the process (SIGSEGV) when an allocation fails while a \
                  py_class field setter reports that its value's wrapper could not be made \
-                 ({SETTER_FINDING}): such a `set` is not run under an armed `oom`; the contract \
-                 expects the error *nomemory* or *refused*",
+                 ({SETTER_FINDING}): such a step (a `set`, or a `pickle` whose deserializer \
+                 converts a `fragile` part for a py_class parent) is not run under an armed \
+                 `oom`; the contract expects the error *nomemory* or *refused*",
                 self.lib.version
             ));
         }
@@ -1238,6 +1276,23 @@ impl Backend for TvmFfiBackend {
             r.unwrap_or_else(|e| {
                 // An allocation `oom` made fail (contract §4.4).
                 if self.oom_reached == Some(true) && glue::from_no_memory(py, op, &e) {
+                    self.number_left_cached();
+                    return StepResult::NoMemory;
+                }
+                // CPython 3.11 lost the error the step was raising when a
+                // frame object could not be allocated ([`FRAME_FINDING`]):
+                // the step failed with MemoryError all the same.
+                if self.oom_reached == Some(true) && glue::lost_by_cpython(py, &e) {
+                    let what = format!(
+                        "CPython lost the step's error when a frame object could not be \
+                         allocated (SystemError: returned NULL without setting an exception; \
+                         {FRAME_FINDING}): taken as the failed allocation's MemoryError"
+                    );
+                    match self.known {
+                        KnownFindings::WorkAround => self.worked_around = Some(what),
+                        KnownFindings::Report => self.violations.push(what),
+                    }
+                    drop(glue::without_frames(py, e));
                     self.number_left_cached();
                     return StepResult::NoMemory;
                 }
