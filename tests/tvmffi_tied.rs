@@ -509,3 +509,26 @@ fn bindings_are_read_from_the_tag_word() {
     assert_eq!(seen[6][1], Binding::Detached);
     assert_eq!(seen[7][2], Binding::Untied);
 }
+
+/// Issue 30, found by a spike of C++ allocation failures (not on main: see
+/// docs/tvmffi-tied.md, "Findings outside the language"): a C++ allocation
+/// failure in `TVMFFIGetTypeAttrColumn`, which every `py_class` constructor
+/// calls, ends the process with exit status 255 instead of raising
+/// MemoryError. The probe reproduces it on the activated build alone.
+#[test]
+fn a_cpp_allocation_failure_in_a_type_attribute_lookup_ends_the_process() {
+    if !setup("a_cpp_allocation_failure_in_a_type_attribute_lookup_ends_the_process") {
+        return;
+    }
+    let probe = root().join("scripts/tvmffi-probes/type-attr-lookup-exits-on-bad-alloc.py");
+    let o = Command::new(tvmffi::tied_venv_dir().join("bin/python"))
+        .arg(probe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("Exception caught during TVMFFIGetTypeAttrColumn:\nstd::bad_alloc"),
+        "{err}"
+    );
+}
