@@ -357,37 +357,48 @@ fn the_cpython_cell_leak_is_reported_at_teardown() {
     assert!(out.contains("refcount of the argument 2 -> 3"), "{out}");
 }
 
-/// Issue 30: an allocation failure while a raising callback's error goes
-/// to C++ crashes the process: refused by rule, reproduced on tvm_ffi alone.
-#[test]
-fn the_lost_callback_error_is_refused_and_reproduced() {
-    setup();
-    let p = load(&root().join(ERROR_FINDING));
+/// A recorded finding that crashes the process (SIGSEGV) when an allocation
+/// fails on an error path: the backend refuses `step` of `finding` by rule;
+/// run into (`PYTIE_TVMFFI_REFUSE_LOST_ERROR=0`), the process dies at that
+/// step, which the report names; the probe reproduces it on tvm_ffi alone.
+fn assert_lost_error_refused_and_reproduced(finding: &str, step: &str, probe: &str) {
+    let p = load(&root().join(finding));
     let o = check(&p, KnownFindings::Report).unwrap();
     assert_eq!(o.refused.len(), 1, "{o:?}");
     assert_eq!(o.refused[0].0, 4, "{o:?}");
     assert!(
-        o.refused[0].1.contains(ERROR_FINDING) && o.refused[0].1.contains("SIGSEGV"),
+        o.refused[0].1.contains(finding) && o.refused[0].1.contains("SIGSEGV"),
         "{o:?}"
     );
-    // Run into, it kills the process at that step, which the report names.
     let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
         .args(["run", "--backend", "tvm-ffi"])
-        .arg(root().join(ERROR_FINDING))
+        .arg(root().join(finding))
         .env("PYTIE_TVMFFI_REFUSE_LOST_ERROR", "0")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(0), "{err}");
-    assert!(
-        err.contains("the process is dying of SIGSEGV in step 4: `call_raise h0`"),
-        "{err}"
-    );
-    let probe = root().join("scripts/tvmffi-probes/callback-error-lost-on-oom-segfaults.py");
-    let o = Command::new(python()).arg(probe).output().unwrap();
+    let want = format!("the process is dying of SIGSEGV in step 4: `{step}`");
+    assert!(err.contains(&want), "{err}");
+    let o = Command::new(python())
+        .arg(root().join("scripts/tvmffi-probes").join(probe))
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("died of signal 11"), "{out}");
+}
+
+/// Issue 30: an allocation failure while a raising callback's error goes
+/// to C++ crashes the process: refused by rule, reproduced on tvm_ffi alone.
+#[test]
+fn the_lost_callback_error_is_refused_and_reproduced() {
+    setup();
+    assert_lost_error_refused_and_reproduced(
+        ERROR_FINDING,
+        "call_raise h0",
+        "callback-error-lost-on-oom-segfaults.py",
+    );
 }
 
 /// Issue 30, R20: on the wheel, an allocation failure while a py_class
@@ -396,31 +407,11 @@ fn the_lost_callback_error_is_refused_and_reproduced() {
 #[test]
 fn the_lost_setter_error_is_refused_and_reproduced() {
     setup();
-    let p = load(&root().join(SETTER_FINDING));
-    let o = check(&p, KnownFindings::Report).unwrap();
-    assert_eq!(o.refused.len(), 1, "{o:?}");
-    assert_eq!(o.refused[0].0, 4, "{o:?}");
-    assert!(
-        o.refused[0].1.contains(SETTER_FINDING) && o.refused[0].1.contains("SIGSEGV"),
-        "{o:?}"
+    assert_lost_error_refused_and_reproduced(
+        SETTER_FINDING,
+        "set v3 v0",
+        "field-setter-error-lost-on-oom-segfaults.py",
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_pytie"))
-        .args(["run", "--backend", "tvm-ffi"])
-        .arg(root().join(SETTER_FINDING))
-        .env("PYTIE_TVMFFI_REFUSE_LOST_ERROR", "0")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_ne!(o.status.code(), Some(0), "{err}");
-    assert!(
-        err.contains("the process is dying of SIGSEGV in step 4: `set v3 v0`"),
-        "{err}"
-    );
-    let probe = root().join("scripts/tvmffi-probes/field-setter-error-lost-on-oom-segfaults.py");
-    let o = Command::new(python()).arg(probe).output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("died of signal 11"), "{out}");
 }
 
 /// Issue 30, R20: CPython 3.11 loses the error a Python function raises
