@@ -57,7 +57,9 @@ pub trait Target: Backend + Sized + 'static {
     /// A program run once when the executor is made, before any program
     /// is checked for conservation: paths whose first use changes the
     /// world for good (lazily initialized interpreter state) run here.
-    const WARM_UP: Option<&'static str> = None;
+    fn warm_up() -> Option<String> {
+        None
+    }
     /// `shutdown` runs in a forked child (src/child.rs): this backend's
     /// shutdown cannot be undone for the next program.
     const SHUTDOWN_IN_CHILD: bool = false;
@@ -123,7 +125,7 @@ thread_local! {
 /// not compared (changing it for good is what the warm-up is for).
 fn warm_up<B: Target>(ex: &mut Executor<B>, p: &Program) -> Result<Outcome, Box<Failure>> {
     watchdog::begin_program(
-        &format!("the {} target's warm-up (src/harness.rs, WARM_UP)", B::NAME),
+        &format!("the {} target's warm-up (src/harness.rs, warm_up)", B::NAME),
         &p.ops,
     );
     let r = ex
@@ -287,8 +289,8 @@ pub fn with_executor<B: Target, R>(f: impl FnOnce(&mut Executor<B>) -> R) -> Res
                 watchdog::disarm();
                 let b = b?;
                 let mut ex = Executor::new(b.design(), b);
-                if let Some(src) = B::WARM_UP {
-                    let p = pytie_core::program::text::parse(src).expect("the warm-up parses");
+                if let Some(src) = B::warm_up() {
+                    let p = pytie_core::program::text::parse(&src).expect("the warm-up parses");
                     // Set-up, not a test: it runs with the bug zoo's
                     // mutant off, so a mutant is found (or not) by the
                     // programs checked, with their artifact, never by a
@@ -657,14 +659,17 @@ impl Target for PytieBackend {
     /// field or `unset`, at the first `MovedError`, at the first `set` on a
     /// dict wrapper): every step kind on each kind of wrapper, once, except
     /// `release_foreign` and `shutdown` (what a program may not change).
-    const WARM_UP: Option<&'static str> = Some(
-        "new v0\nnew v1 dict\nnew v2 untied\nget v3 v0\nget v3 v1\nunset v0\nunset v1\n\
+    fn warm_up() -> Option<String> {
+        Some(
+            "new v0\nnew v1 dict\nnew v2 untied\nget v3 v0\nget v3 v1\nunset v0\nunset v1\n\
          set v0 v1\nset v1 v0\nset v1 v1\nset v2 v2\nget v3 v1\necho v4 v1\necho v4 v0\n\
          hold h1 v1\nweak w0 v1\nlock v5 w0\nmove h0 v0\nget v3 v0\nset v0 v1\nunset v0\n\
          echo v4 v0\nhold h2 v0\nweak w1 v0\ncycle v1\ncycle v2\ncollect\n\
          new v6 fragile\nget v3 v6\nset v6 v6\nunset v6\necho v4 v6\nhold h3 v6\nmove h1 v6\n\
-         ret v7 h3\nget v7 v6\n",
-    );
+         ret v7 h3\nget v7 v6\n"
+                .to_string(),
+        )
+    }
     fn world(&mut self, out: &mut World) -> bool {
         self.forget_nones();
         Python::attach(|py| conservation::snapshot(py, out));
@@ -674,23 +679,6 @@ impl Target for PytieBackend {
 
 /// apache-tvm-ffi: the `tvmffi` target. A campaign works around the
 /// recorded findings (docs/guide-checking.md, "Recorded findings").
-/// The tvm-ffi warm-up's steps on one object kind: every step kind once.
-macro_rules! tvmffi_warm_up_kind {
-    ($kind:literal) => {
-        concat!(
-            "new v0 ",
-            $kind,
-            "\nnew v1 ",
-            $kind,
-            "\n",
-            "get v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\n",
-            "hold h0 v1\nret v4 h0\ncall v6 h0\ncall_raise h0\npickle v7 v1\npyweak v1\n",
-            "weak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\n",
-            "call_move v6 h1\ncycle v0\ncollect\n",
-        )
-    };
-}
-
 impl Target for TvmFfiBackend {
     const NAME: &'static str = "tvmffi";
     const SHUTDOWN_IN_CHILD: bool = true;
@@ -719,20 +707,9 @@ impl Target for TvmFfiBackend {
     /// object kind, once. It also fills the library's per-type caches (a
     /// callback's argument setters), so that `oom K` fails the same
     /// allocation of a step in a fresh process as in a long-lived one.
-    const WARM_UP: Option<&'static str> = Some(concat!(
-        tvmffi_warm_up_kind!("plain"),
-        tvmffi_warm_up_kind!("dict"),
-        tvmffi_warm_up_kind!("cpp"),
-        tvmffi_warm_up_kind!("list"),
-        tvmffi_warm_up_kind!("map"),
-        tvmffi_warm_up_kind!("del"),
-        tvmffi_warm_up_kind!("weakref"),
-        tvmffi_warm_up_kind!("sub"),
-        tvmffi_warm_up_kind!("derived"),
-        tvmffi_warm_up_kind!("legacy"),
-        tvmffi_warm_up_kind!("fragile"),
-        "drop v6\ndrop v7\n",
-    ));
+    fn warm_up() -> Option<String> {
+        Some(pytie_core::tvmffi::warm_up())
+    }
     fn world(&mut self, out: &mut World) -> bool {
         Python::attach(|py| self.world(py, out));
         true

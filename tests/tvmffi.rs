@@ -522,6 +522,36 @@ fn repro_scripts_run_on_tvm_ffi_alone() {
     );
 }
 
+/// Issue 30: a program with `oom` reproduces on tvm_ffi alone: the script
+/// runs the armed step once per allocation, each failed in turn in a child
+/// process, after the backend's warm-up, and judges what each left (§4.4):
+/// the callback's double release shows at the first allocation, and a
+/// program of steps that fail cleanly passes.
+#[test]
+fn repro_scripts_sweep_an_armed_step_allocation_by_allocation() {
+    setup();
+    let finding = std::fs::read_to_string(root().join(CALLBACK_FINDING)).unwrap();
+    let (code, out) = repro(&finding);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("warm-up: every step kind on each object kind once"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL allocation 1 failed: strong counts [0]; the contract allows [[1], [2]]"),
+        "{out}"
+    );
+    let clean = "new v0\nnew v1 cpp\noom 1\necho v2 v0\noom 1\npickle v3 v0\noom 1\n\
+                 new v4 cpp\noom 1\nset v1 v0\noom 1\nunset v1\noom 1\nnew v5 fragile\n";
+    let (code, out) = repro(clean);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.matches("allocations was failed in turn").count(),
+        6,
+        "{out}"
+    );
+}
+
 #[test]
 fn the_cli_runs_tvm_ffi_and_names_the_profile() {
     setup();

@@ -610,6 +610,105 @@ def expect_error(why, fn):
     fail("no error")
 
 
+# `oom K` then a step: pytie counts the K-th allocation inside the
+# library's calls only, which no Python hook can; here the step runs once
+# per allocation index instead, each failed in turn in a child process
+# (`_testcapi.set_nomemory`, from the step's first allocation), and each
+# must leave what the contract allows a failed step (pytie's contract
+# §4.4): MemoryError (or the step's own error), and every strong count of
+# the objects that existed before as before the step, as after it, or as
+# the step left it having given a reference away. A crash, another error
+# or other counts is reported, with the index.
+SWEEP_MAX = 120
+
+
+def _allowed_error(e, errors):
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, MemoryError) or any(m in str(e) for m in errors):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def teardown():
+    """Clear every field, release the holders, drop the vars, collect: the
+    contract expects nothing left (each object not freed is a FAIL)."""
+    CONSTRUCTING[0] = True  # the script's own returns: a fragile type's too
+    for n, addr in enumerate(OBJ):
+        if strong_count(n) > 0:
+            _w = ret(addr)
+            setx(_w, None)
+            del _w
+    CONSTRUCTING[0] = False
+    for h in range(len(HOLDERS)):
+        release(h)
+    for s in range(len(WEAKS)):
+        unweak(s)
+    V.clear()
+    gc.collect()
+    for n in range(len(OBJ)):
+        strong(n, 0)  # the contract: nothing is left
+
+
+def sweep_step(fn, accepted, errors):
+    import os
+    n_pre = len(accepted[0])
+    for k in range(1, SWEEP_MAX + 1):
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _sweep_child(k, fn, accepted, errors, n_pre)
+            except BaseException as e:  # never go on with the script in a child
+                print(f"  FAIL allocation {k} failed: the check raised {type(e).__name__}: {e}",
+                      flush=True)
+            os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            fail(f"allocation {k} failed: the process died of signal {os.WTERMSIG(status)}")
+        elif os.WEXITSTATUS(status) != 0:
+            fail(f"allocation {k} failed: the step left what the contract does not allow")
+    print(f"  each of the step's first {SWEEP_MAX} allocations was failed in turn", flush=True)
+
+
+def _sweep_child(k, fn, accepted, errors, n_pre):
+    import os
+    import _testcapi
+    n_obj = len(OBJ)
+    err = None
+    _testcapi.set_nomemory(k - 1, k)  # the k-th allocation from here fails
+    try:
+        fn()
+    except BaseException as e:
+        err = e
+    finally:
+        _testcapi.remove_mem_hooks()
+    if err is not None:
+        # The script's own records of what the step made may be
+        # half written: only the objects that existed before are
+        # checked.
+        del OBJ[n_obj:]
+    bad = []
+    if err is not None and not _allowed_error(err, errors):
+        bad.append(f"raised {type(err).__name__}: {err}")
+    del err  # its frames hold wrappers
+    counts = [strong_count(i) for i in range(n_pre)]
+    if counts not in accepted:
+        bad.append(f"strong counts {counts}; the contract allows {accepted}")
+    for b in bad:
+        print(f"  FAIL allocation {k} failed: {b}", flush=True)
+    if not bad:  # what the failed step left must still all be freed
+        failed = FAILED
+        teardown()
+        bad = FAILED > failed
+        if bad:
+            print(f"  FAIL allocation {k} failed: objects left after the teardown",
+                  flush=True)
+    os._exit(1 if bad else 0)
+
+
 def expect_refused(e):
     """A step the contract expects to fail: a fragile wrapper's construction
     raised (R20), passed on by tvm_ffi as its own error where it crossed C++."""
@@ -655,21 +754,7 @@ print(f"the expectations checked hold on tvm_ffi {tvm_ffi.__version__}; the rest
 
 const TEARDOWN: &str = r#"
 print("teardown: clear every field, release the holders, drop the vars, collect", flush=True)
-CONSTRUCTING[0] = True  # the script's own returns: a fragile type's too
-for n, addr in enumerate(OBJ):
-    if strong_count(n) > 0:
-        _w = ret(addr)
-        setx(_w, None)
-        del _w
-CONSTRUCTING[0] = False
-for h in range(len(HOLDERS)):
-    release(h)
-for s in range(len(WEAKS)):
-    unweak(s)
-V.clear()
-gc.collect()
-for n in range(len(OBJ)):
-    strong(n, 0)  # the contract: nothing is left
+teardown()
 unobserve_all()
 if FAILED:
     print(f"{FAILED} expectation(s) of the contract failed on tvm_ffi {tvm_ffi.__version__}")
@@ -695,6 +780,7 @@ fn statement(op: &Op, copies: &[ObjKind]) -> String {
         }
         Op::Ret { v, h } => format!("{} = ret(HOLDERS[{}])", q(v), h.0),
         // Not among tvm-ffi's steps yet (skipped before this is asked).
+        // Runs the next step allocation by allocation (`sweep_step`).
         Op::Oom { .. } => "pass".to_string(),
         Op::Echo { v, u } => format!("{} = echo({})", q(v), q(u)),
         Op::Get { v, u } => format!("{} = getx({})", q(v), q(u)),
@@ -731,6 +817,116 @@ fn statement(op: &Op, copies: &[ObjKind]) -> String {
         Op::CallMoveRaise { h } => format!("callback_raise({}, move=True)", h.0),
         Op::Mark { .. } | Op::Expect(_) => String::new(),
     }
+}
+
+/// The backend's warm-up (`tvmffi::warm_up`: every step kind on each
+/// object kind, once) as script statements, each step whose sources are
+/// live run and its errors ignored, then everything it made let go of: so
+/// that the steps an `oom` arms make the allocations of a warm process, as
+/// pytie's backend runs them.
+fn warm_up(tying: bool) -> String {
+    let mut model = Model::new(if tying { Design::U } else { Design::S });
+    if !tying {
+        model = model.without_tying();
+    }
+    let prog = crate::program::text::parse(&tvmffi::warm_up()).expect("the warm-up parses");
+    let mut out = String::from(
+        "\nprint(\"warm-up: every step kind on each object kind once, as pytie's backend runs \
+         it, so that a step's allocations are a warm process's\", flush=True)\n",
+    );
+    let mut before = AbstractState::default();
+    for op in &prog.ops {
+        model.observe(&mut before);
+        // A callback whose argument is refused releases it twice on
+        // tvm_ffi (corpus/upstream/callback-arg-released-twice-on-raising-new.pytie):
+        // the warm-up leaves it out, as the backend guards it.
+        let callback = matches!(
+            op,
+            Op::Call { .. } | Op::CallMove { .. } | Op::CallRaise { .. } | Op::CallMoveRaise { .. }
+        );
+        if callback && model.clone().apply(op) == StepResult::Refused {
+            model.apply(op);
+            continue;
+        }
+        if let (Finds::Live, Ok(copies)) = (finds(op, &before), copies_of(op, &model)) {
+            out += "try:\n";
+            out += &indent(&statement(op, &copies), "    ");
+            out += "except Exception:\n    pass\n";
+        }
+        model.apply(op);
+    }
+    out += "V.clear()\nfor _h in range(len(HOLDERS)):\n    release(_h)\n\
+            for _s in range(len(WEAKS)):\n    unweak(_s)\ngc.collect()\nunobserve_all()\n\
+            OBJ.clear()\n";
+    out
+}
+
+/// For a step an `oom` armed: the step as a function, run by `sweep_step`
+/// once per allocation index in child processes, with the strong counts of
+/// the objects that exist before it that a failed step may leave (contract
+/// §4.4: as before, as after, or as it left them having given a reference
+/// away) and the messages of the errors the step itself may raise.
+fn sweep(op: &Op, copies: &[ObjKind], model: &Model) -> String {
+    // `ret`, `lock`, `move`'s callee and `new V legacy` are C functions this
+    // script makes from Python with ctypes, whose callback machinery is not
+    // safe when an allocation fails (it returns without an answer): only
+    // the steps that run tvm_ffi's own code and compiled C++ are swept.
+    if matches!(
+        op,
+        Op::Ret { .. }
+            | Op::Lock { .. }
+            | Op::Move { .. }
+            | Op::New {
+                kind: ObjKind::Legacy,
+                ..
+            }
+    ) {
+        return "print(\"  oom: not swept here: the script runs this step through a ctypes \
+                callback, which is not safe when an allocation fails (pytie sweeps it)\", \
+                flush=True)\n"
+            .to_string();
+    }
+    let counts = |m: &Model, n: usize| {
+        let mut s = AbstractState::default();
+        m.observe(&mut s);
+        let c: Vec<String> = s
+            .handles
+            .all()
+            .take(n)
+            .map(|h| h.strong.to_string())
+            .collect();
+        format!("[{}]", c.join(", "))
+    };
+    let n = model.numbered().0;
+    let mut after = model.clone();
+    let result = after.apply(op);
+    let mut gave = model.clone();
+    gave.failed_step(op);
+    let mut moved = model.clone();
+    let mut accepted = vec![counts(model, n), counts(&after, n), counts(&gave, n)];
+    if moved.failed_move(op) {
+        accepted.push(counts(&moved, n));
+    }
+    let mut seen = Vec::new();
+    accepted.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(a.clone());
+        new
+    });
+    let errors = match (result, op) {
+        (StepResult::Raised, _) => "[\"pytie: the callback raised\"]",
+        (StepResult::Refused, _) => "[\"pytie: construction refused\"]",
+        // CPython's PicklingError in place of the failed import (§4.4).
+        (_, Op::Pickle { .. }) => "[\"import of module\"]",
+        _ => "[]",
+    };
+    format!(
+        "print(\"  oom: the step once per allocation, each failed in turn, each in a child \
+         process\", flush=True)\n\
+         def _step():\n{}sweep_step(_step, [{}], {errors})\n",
+        indent(&statement(op, copies), "    "),
+        accepted.join(", ")
+    )
 }
 
 /// The same step as an expression raising the error *moved* (used when a
@@ -834,10 +1030,14 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
         pin = tvmffi::PINNED,
     );
     out += PRELUDE;
+    if prog.ops.iter().any(|op| matches!(op, Op::Oom { .. })) {
+        out += &warm_up(tying);
+    }
     let mut before = AbstractState::default();
     let mut after = AbstractState::default();
     let mut used = [false; VARS];
     let steps = tvmffi::steps();
+    let mut armed_next = false;
     for (i, op) in prog.ops.iter().enumerate() {
         let n = i + 1;
         let text = format!("{op}");
@@ -874,6 +1074,8 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
             continue;
         }
         model.observe(&mut before);
+        // An `oom` arms the next step that runs (R18).
+        let armed = std::mem::replace(&mut armed_next, matches!(op, Op::Oom { .. }));
         match finds(op, &before) {
             Finds::Nothing(why) => {
                 let _ = writeln!(out, "print(\"  does nothing: {why}\", flush=True)");
@@ -905,6 +1107,9 @@ pub fn python(prog: &Program, source: &str, tying: bool) -> String {
                     );
                 }
                 Ok(copies) => {
+                    if armed {
+                        out += &sweep(op, &copies, &model);
+                    }
                     // A step the model refuses (R20) must raise.
                     let refused = model.clone().apply(op) == StepResult::Refused;
                     out += "try:\n";

@@ -51,6 +51,32 @@ pub fn steps() -> StepSet {
     StepSet::ALL
 }
 
+/// The object kinds the tvm-ffi warm-up runs every step kind on, in order.
+pub const WARM_UP_KINDS: [&str; 11] = [
+    "plain", "dict", "cpp", "list", "map", "del", "weakref", "sub", "derived", "legacy", "fragile",
+];
+
+/// The tvm-ffi warm-up: every step kind once on two objects of each kind
+/// of [`WARM_UP_KINDS`]. Some paths change a wrapper type's reference count
+/// for good the first time they run, and the first call of a step kind on
+/// a type fills the library's per-type caches (a callback's argument
+/// setters), so that `oom K` fails the same allocation of a step in a
+/// fresh process as in a long-lived one. The backend runs it once per
+/// process (src/harness.rs); `pytie repro --python` runs it too before a
+/// program with an `oom`.
+pub fn warm_up() -> String {
+    let mut out = String::new();
+    for kind in WARM_UP_KINDS {
+        out += &format!("new v0 {kind}\nnew v1 {kind}\n");
+        out += "get v2 v0\nset v0 v1\nget v2 v0\nunset v0\nset v1 v1\necho v3 v1\n\
+                hold h0 v1\nret v4 h0\ncall v6 h0\ncall_raise h0\npickle v7 v1\npyweak v1\n\
+                weak w0 v1\nlock v5 w0\nunweak w0\nmove h1 v1\nget v2 v4\nrelease h0\n\
+                call_move v6 h1\ncycle v0\ncollect\n";
+    }
+    out += "drop v6\ndrop v7\n";
+    out
+}
+
 /// What the backend observes (contract §5 restricted to what tvm-ffi shows);
 /// with tying on the backend adds bindings (the tag words).
 pub const OBSERVES: Observes = Observes {
