@@ -315,6 +315,18 @@ impl PytieBackend {
     }
 }
 
+impl super::Gate for PytieBackend {
+    fn release_after_end(&mut self, op: &Op) {
+        self.cpp_release(op, None);
+    }
+    fn end_interpreter(&mut self) -> StepResult {
+        self.finalize()
+    }
+    fn armed(&mut self) -> &mut Option<u32> {
+        &mut self.oom
+    }
+}
+
 impl Backend for PytieBackend {
     fn name(&self) -> String {
         "pytie runtime (design S)".into()
@@ -357,21 +369,13 @@ impl Backend for PytieBackend {
 
     fn apply(&mut self, op: &Op) -> StepResult {
         let _traced = Traced::new();
-        if crate::interp::ended() {
-            self.cpp_release(op, None);
-            self.result = StepResult::Ok;
-            return self.result;
-        }
-        if let Op::Finalize = op {
-            self.result = self.finalize();
-            return self.result;
-        }
-        if let Op::Oom { k } = *op {
-            self.oom = Some(k.k());
-            self.result = StepResult::Ok;
-            return self.result;
-        }
-        let armed = self.oom.take();
+        let armed = match super::Gate::gate(self, op) {
+            Ok(armed) => armed,
+            Err(r) => {
+                self.result = r;
+                return r;
+            }
+        };
         let r = Python::attach(|py| {
             let (r, reached) = crate::alloc_fault::around(py, armed, false, || self.step(py, op));
             self.oom_reached = reached;

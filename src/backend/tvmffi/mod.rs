@@ -1117,6 +1117,19 @@ impl TvmFfiBackend {
 /// Where the rule that runs `shutdown` in a forked child is written.
 pub const SHUTDOWN_RULE: &str = "src/child.rs; docs/tvmffi-tied.md, \"shutdown\"";
 
+impl crate::backend::Gate for TvmFfiBackend {
+    fn release_after_end(&mut self, op: &Op) {
+        self.cpp_release(op, None);
+    }
+    fn end_interpreter(&mut self) -> StepResult {
+        self.finalize();
+        StepResult::Ok
+    }
+    fn armed(&mut self) -> &mut Option<u32> {
+        &mut self.oom
+    }
+}
+
 impl Backend for TvmFfiBackend {
     fn name(&self) -> String {
         format!(
@@ -1254,22 +1267,13 @@ impl Backend for TvmFfiBackend {
 
     fn apply(&mut self, op: &Op) -> StepResult {
         self.worked_around = None;
-        if crate::interp::ended() {
-            self.cpp_release(op, None);
-            self.result = StepResult::Ok;
-            return self.result;
-        }
-        if let Op::Finalize = op {
-            self.finalize();
-            self.result = StepResult::Ok;
-            return self.result;
-        }
-        if let Op::Oom { k } = *op {
-            self.oom = Some(k.k());
-            self.result = StepResult::Ok;
-            return self.result;
-        }
-        let armed = self.oom.take();
+        let armed = match crate::backend::Gate::gate(self, op) {
+            Ok(armed) => armed,
+            Err(r) => {
+                self.result = r;
+                return r;
+            }
+        };
         let r = Python::attach(|py| {
             let (r, reached) = crate::alloc_fault::around(py, armed, true, || self.step(py, op));
             self.oom_reached = reached;
