@@ -277,8 +277,7 @@ impl Model {
                 // constructs a wrapper where the object has no Active one:
                 // with tying off, a `fragile` value is refused (R20) and
                 // nothing is stored.
-                if self.kinds[target as usize].built_by_python()
-                    && self.kinds[obj as usize].refuses_construction()
+                if self.kinds[target as usize].refuses_as_part(self.kinds[obj as usize])
                     && !matches!(self.handles[obj as usize].binding, Binding::Active(_))
                 {
                     return StepResult::Refused;
@@ -754,10 +753,7 @@ impl Model {
                     .iter()
                     .map(|&o| self.kinds[o as usize].copied())
                     .collect();
-                if kinds
-                    .windows(2)
-                    .any(|p| p[0].built_by_python() && p[1].refuses_construction())
-                {
+                if ObjKind::copy_refused(&kinds) {
                     return StepResult::Refused;
                 }
                 let copies: Vec<HandleNo> = chain

@@ -251,6 +251,19 @@ impl ObjKind {
     pub fn built_by_python(self) -> bool {
         !matches!(self, ObjKind::Cpp | ObjKind::List | ObjKind::Map)
     }
+    /// A parent of this kind receives `part` through a return to Python (a
+    /// `py_class` setter's or `__init__`'s conversion), which a `part`
+    /// whose wrappers refuse construction refuses (R20).
+    pub fn refuses_as_part(self, part: ObjKind) -> bool {
+        self.built_by_python() && part.refuses_construction()
+    }
+    /// The copy `pickle` makes of an object chain of these kinds (root
+    /// first) has a part its parent refuses (R20).
+    pub fn copy_refused(chain: &[ObjKind]) -> bool {
+        chain
+            .windows(2)
+            .any(|p| p[0].copied().refuses_as_part(p[1].copied()))
+    }
     /// The kind of the copy `pickle` makes of an object of this kind: its
     /// registered type's, made by the library (a legacy object's copy is
     /// allocated with the tied prefix: a plain one).

@@ -604,22 +604,13 @@ pub(super) fn self_list(o: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `_pickle` raises in place of the failed import of the class's module
 /// (it keeps no cause).
 pub(super) fn from_no_memory(py: Python<'_>, op: &pytie_core::program::Op, e: &PyErr) -> bool {
-    let mut cur = Some(e.clone_ref(py));
-    for _ in 0..8 {
-        let Some(x) = cur else { break };
-        if x.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
-            return true;
-        }
-        cur = x.cause(py).or_else(|| {
-            let ctx = x.value(py).getattr(pyo3::intern!(py, "__context__")).ok()?;
-            (!ctx.is_none()).then(|| PyErr::from_value(ctx))
-        });
-    }
-    matches!(op, pytie_core::program::Op::Pickle { .. })
+    in_chain(py, e, |x| {
+        x.is_instance_of::<pyo3::exceptions::PyMemoryError>(py)
+    }) || (matches!(op, pytie_core::program::Op::Pickle { .. })
         && py
             .import("pickle")
             .and_then(|m| m.getattr("PicklingError"))
-            .is_ok_and(|t| e.get_type(py).is(&t))
+            .is_ok_and(|t| e.get_type(py).is(&t)))
 }
 
 /// `e` (or an error in its cause or context chain) is CPython's complaint
@@ -627,13 +618,20 @@ pub(super) fn from_no_memory(py: Python<'_>, op: &pytie_core::program::Op, e: &P
 /// raising was lost (`pytie_core::tvmffi::FRAME_FINDING`), passed on by
 /// tvm_ffi as its own error where it crossed C++.
 pub(super) fn lost_by_cpython(py: Python<'_>, e: &PyErr) -> bool {
+    in_chain(py, e, |x| {
+        let msg = x.value(py).to_string();
+        msg.contains("returned NULL without setting an exception")
+            || msg.contains("error return without exception set")
+    })
+}
+
+/// `e`, or an error in its cause or context chain (the first 8), is one
+/// `is` says.
+fn in_chain(py: Python<'_>, e: &PyErr, is: impl Fn(&PyErr) -> bool) -> bool {
     let mut cur = Some(e.clone_ref(py));
     for _ in 0..8 {
         let Some(x) = cur else { break };
-        let msg = x.value(py).to_string();
-        if msg.contains("returned NULL without setting an exception")
-            || msg.contains("error return without exception set")
-        {
+        if is(&x) {
             return true;
         }
         cur = x.cause(py).or_else(|| {

@@ -773,7 +773,8 @@ impl TvmFfiBackend {
         if n == DANGLING || !self.kinds[n as usize].refuses_construction() {
             return false;
         }
-        let active = self.lib.tying && self.tag(n as usize).is_some_and(|t| t != 0 && t & 1 == 0);
+        // No tag word (tying off) binds nothing: every return constructs.
+        let active = self.tag(n as usize).is_some_and(|t| t != 0 && t & 1 == 0);
         !active
     }
 
@@ -793,7 +794,7 @@ impl TvmFfiBackend {
             };
             matches!(
                 (kind(u), kind(v)),
-                (Some(t), Some(k)) if t.built_by_python() && k.refuses_construction()
+                (Some(t), Some(k)) if t.refuses_as_part(k)
             )
         })
     }
@@ -807,11 +808,8 @@ impl TvmFfiBackend {
         if addr == 0 {
             return false;
         }
-        self.chain(self.handle_no(addr)).is_some_and(|kinds| {
-            kinds
-                .windows(2)
-                .any(|p| p[0].copied().built_by_python() && p[1].refuses_construction())
-        })
+        self.chain(self.handle_no(addr))
+            .is_some_and(|kinds| ObjKind::copy_refused(&kinds))
     }
 
     /// The holder a callback step passes: H's, taken out of the slot when
