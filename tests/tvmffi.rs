@@ -472,7 +472,10 @@ fn python() -> PathBuf {
 }
 
 fn repro(program: &str) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("pytie-repro-{}", std::process::id()));
+    // One directory per call: tests run this in parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pytie-repro-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join(format!("p{}.pytie", program.len()));
     std::fs::write(&src, program).unwrap();
